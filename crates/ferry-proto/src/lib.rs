@@ -1,14 +1,57 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # ferry-proto: RFC 6455 as a pure state machine
+//!
+//! This crate is the WebSocket protocol with no I/O in it: no sockets, no async runtime, no clock.
+//! Bytes and time go in; events, bytes to send and the next deadline come out. The tokio layer in
+//! the `ferry` crate is a thin shell around it, and so can any other runtime be.
+//!
+//! The pieces, in the order a connection meets them:
+//!
+//! - [`handshake`]: the HTTP/1.1 opening handshake, both roles ([`handshake::ClientHandshake`],
+//!   [`handshake::ServerHandshake`]), parsed incrementally and bounded by [`Limits`].
+//! - [`Connection`]: the framing layer after the handshake. Feed it bytes with
+//!   [`Connection::receive_data`], take [`Event`]s with [`Connection::poll_event`], hand it
+//!   messages with [`Connection::send`], and write out what [`Connection::transmit`] holds.
+//! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire formats and checks it is built from.
+//! - [`ProtocolError`]: every way a peer can break the protocol, each mapped to its close code.
+//!
+//! ```
+//! use ferry_proto::{Connection, Config, Event, Message, Role};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let mut client = Connection::new(Role::Client, Config::default(), now);
+//! let mut server = Connection::new(Role::Server, Config::default(), now);
+//!
+//! client.send(Message::text("hello")).unwrap();
+//! let wire = client.take_transmit();
+//! server.receive_data(&wire, now);
+//! match server.poll_event() {
+//!     Some(Event::Message(Message::Text(text))) => assert_eq!(text.as_str(), "hello"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod close;
+mod assembler;
+mod connection;
+mod error;
+pub mod frame;
+pub mod handshake;
+mod limits;
+pub mod mask;
+mod message;
+mod transmit;
+pub mod utf8;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use close::{CloseCode, CloseFrame};
+pub use connection::{CloseInfo, Config, Connection, Event, Initiator, Keepalive, Role, SendError, State};
+pub use error::ProtocolError;
+pub use limits::Limits;
+pub use message::{Message, Utf8Bytes};
+pub use transmit::Transmit;

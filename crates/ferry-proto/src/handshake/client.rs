@@ -1,0 +1,316 @@
+//! The client side of the opening handshake (RFC 6455 §4.1).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::server::is_safe_header;
+use super::{accept_key, find_header_end, has_token, split_list, HandshakeError};
+use crate::limits::Limits;
+
+/// What a client asks for in its opening handshake.
+///
+/// ```
+/// use ferry_proto::handshake::ClientRequest;
+/// let request = ClientRequest::new("example.com:8080", "/chat")
+///     .protocol("chat")
+///     .origin("https://example.com")
+///     .header("Authorization", "Bearer abc");
+/// assert_eq!(request.protocols, ["chat"]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The Host header: host, and port when it is not the scheme's default.
+    pub host: String,
+    /// The request target: path and query, starting with `/`.
+    pub path: String,
+    /// The Origin header, if any. Browsers always send one; other clients usually do not.
+    pub origin: Option<String>,
+    /// Subprotocols offered, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra headers (authorization, cookies, ...).
+    pub headers: Vec<(String, String)>,
+}
+
+impl ClientRequest {
+    /// A request for `path` on `host`.
+    pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
+        ClientRequest { host: host.into(), path: path.into(), ..ClientRequest::default() }
+    }
+
+    /// Offers a subprotocol.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Sets the Origin header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A client's opening handshake in progress: the request to send, then the response to check.
+///
+/// ```
+/// use ferry_proto::{handshake::{ClientHandshake, ClientRequest, ServerHandshake}, Limits};
+/// let (mut client, request) = ClientHandshake::new(&ClientRequest::new("localhost", "/"), &Limits::default()).unwrap();
+/// let accepted = ServerHandshake::new(&Limits::default()).receive(&request).unwrap().unwrap();
+/// let response = client.receive(&accepted.accept(None)).unwrap().unwrap();
+/// assert_eq!(response.status, 101);
+/// ```
+#[derive(Debug)]
+pub struct ClientHandshake {
+    expected_accept: String,
+    protocols: Vec<String>,
+    buf: Vec<u8>,
+    max_bytes: usize,
+    max_headers: usize,
+}
+
+/// The server's accepted response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// Always 101.
+    pub status: u16,
+    /// Every header, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The subprotocol the server chose, if any (always one that was offered).
+    pub protocol: Option<String>,
+    /// Bytes after the header block: the start of the WebSocket stream.
+    pub leftover: Bytes,
+}
+
+impl Response {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+}
+
+impl ClientHandshake {
+    /// Builds the request with a fresh random key (§4.1: "randomly selected 16-byte value").
+    /// Returns the handshake state and the request bytes to send.
+    pub fn new(request: &ClientRequest, limits: &Limits) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::with_key(request, limits, rand::random())
+    }
+
+    /// Like [`new`](Self::new) with a given key, for tests.
+    pub fn with_key(
+        request: &ClientRequest,
+        limits: &Limits,
+        key: [u8; 16],
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let key = BASE64.encode(key);
+        let bad = |what: &str| HandshakeError::InvalidHeader(what.to_owned());
+        if !request.path.starts_with('/') || request.path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return Err(bad("path"));
+        }
+        if request.host.is_empty() || !is_safe_header("Host", &request.host) || request.host.contains(' ') {
+            return Err(bad("Host"));
+        }
+        let mut out = String::with_capacity(256);
+        out.push_str(&format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+            request.path, request.host
+        ));
+        if let Some(origin) = &request.origin {
+            if !is_safe_header("Origin", origin) {
+                return Err(bad("Origin"));
+            }
+            out.push_str(&format!("Origin: {origin}\r\n"));
+        }
+        if !request.protocols.is_empty() {
+            for protocol in &request.protocols {
+                // §4.1: each subprotocol is a token, so it cannot hold a comma or whitespace.
+                if !is_safe_header(protocol, "") {
+                    return Err(bad("Sec-WebSocket-Protocol"));
+                }
+            }
+            out.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", request.protocols.join(", ")));
+        }
+        for (name, value) in &request.headers {
+            if !is_safe_header(name, value) {
+                return Err(bad(name));
+            }
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        let state = ClientHandshake {
+            expected_accept: accept_key(key.as_bytes()),
+            protocols: request.protocols.clone(),
+            buf: Vec::new(),
+            max_bytes: limits.max_handshake_bytes,
+            max_headers: limits.max_headers,
+        };
+        Ok((state, out.into_bytes()))
+    }
+
+    /// Adds received bytes. Returns the response once its header block is complete and valid.
+    pub fn receive(&mut self, data: &[u8]) -> Result<Option<Response>, HandshakeError> {
+        let searched = self.buf.len();
+        self.buf.extend_from_slice(data);
+        let end = match find_header_end(&self.buf, searched) {
+            Some(end) if end <= self.max_bytes => end,
+            None if self.buf.len() <= self.max_bytes => return Ok(None),
+            _ => return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes }),
+        };
+        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(self.buf.get(..end).unwrap_or_default()) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete response")),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HandshakeError::TooManyHeaders { limit: self.max_headers })
+            }
+            Err(_) => return Err(HandshakeError::Malformed("invalid HTTP response")),
+        }
+        let status = parsed.code.unwrap_or_default();
+        if status != 101 {
+            return Err(HandshakeError::Status { code: status, reason: parsed.reason.unwrap_or_default().to_owned() });
+        }
+        let headers: Vec<(String, Vec<u8>)> =
+            parsed.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+        let all = |name: &'static str| {
+            headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        };
+        // §4.1: the client MUST fail the connection unless each of these holds.
+        if !all("upgrade").any(|v| has_token(v, "websocket")) {
+            return Err(HandshakeError::MissingUpgrade);
+        }
+        if !all("connection").any(|v| has_token(v, "upgrade")) {
+            return Err(HandshakeError::MissingConnection);
+        }
+        let accepts: Vec<&[u8]> = all("sec-websocket-accept").collect();
+        if accepts.as_slice() != [self.expected_accept.as_bytes()] {
+            return Err(HandshakeError::InvalidAccept);
+        }
+        let mut chosen: Vec<&str> = Vec::new();
+        for value in all("sec-websocket-protocol") {
+            chosen.extend(split_list(std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidAccept)?));
+        }
+        let protocol = match chosen.as_slice() {
+            [] => None,
+            [one] if self.protocols.iter().any(|p| p == one) => Some((*one).to_owned()),
+            _ => return Err(HandshakeError::UnexpectedProtocol(chosen.join(", "))),
+        };
+        // No extension is offered yet, so any in the response was not offered (§4.1).
+        for value in all("sec-websocket-extensions") {
+            let text = String::from_utf8_lossy(value);
+            if let Some(first) = split_list(&text).next() {
+                return Err(HandshakeError::UnexpectedExtension(first.to_owned()));
+            }
+        }
+        let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
+        self.buf = Vec::new();
+        Ok(Some(Response { status, headers, protocol, leftover }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::ServerHandshake;
+
+    const KEY: [u8; 16] = *b"the sample nonce";
+
+    fn start(request: &ClientRequest) -> (ClientHandshake, String) {
+        let (hs, bytes) = ClientHandshake::with_key(request, &Limits::default(), KEY).unwrap();
+        (hs, String::from_utf8(bytes).unwrap())
+    }
+
+    const OK: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+
+    #[test]
+    fn request_bytes_are_exact() {
+        let (_, text) = start(&ClientRequest::new("server.example.com", "/chat").protocol("chat").protocol("superchat").origin("http://example.com"));
+        assert_eq!(
+            text,
+            "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_accepts_the_request() {
+        let request = ClientRequest::new("h", "/x").protocol("p");
+        let (mut client, bytes) = ClientHandshake::new(&request, &Limits::default()).unwrap();
+        let accepted = ServerHandshake::new(&Limits::default()).receive(&bytes).unwrap().unwrap();
+        let response = client.receive(&accepted.accept(Some("p"))).unwrap().unwrap();
+        assert_eq!(response.protocol.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn response_byte_at_a_time_with_leftover() {
+        let (mut hs, _) = start(&ClientRequest::new("h", "/"));
+        let mut wire = format!("{OK}\r\n").into_bytes();
+        wire.extend_from_slice(b"\x81\x00");
+        let mut result = None;
+        for b in &wire {
+            if let Some(r) = hs.receive(&[*b]).unwrap() {
+                result = Some(r);
+                break;
+            }
+        }
+        assert!(result.is_some());
+        let (mut hs, _) = start(&ClientRequest::new("h", "/"));
+        let response = hs.receive(&wire).unwrap().unwrap();
+        assert_eq!(&response.leftover[..], b"\x81\x00");
+    }
+
+    fn check(response: &str, request: &ClientRequest) -> Result<Response, HandshakeError> {
+        let (mut hs, _) = start(request);
+        hs.receive(response.as_bytes()).map(|r| r.unwrap())
+    }
+
+    #[test]
+    fn bad_responses_are_precise_errors() {
+        let plain = ClientRequest::new("h", "/");
+        assert_eq!(
+            check("HTTP/1.1 403 Forbidden\r\n\r\n", &plain).unwrap_err(),
+            HandshakeError::Status { code: 403, reason: "Forbidden".into() }
+        );
+        assert_eq!(check(&format!("{}\r\n", OK.replace("Upgrade: websocket\r\n", "")), &plain).unwrap_err(), HandshakeError::MissingUpgrade);
+        assert_eq!(check(&format!("{}\r\n", OK.replace("Connection: Upgrade\r\n", "")), &plain).unwrap_err(), HandshakeError::MissingConnection);
+        assert_eq!(check(&format!("{}\r\n", OK.replace("s3pP", "XXXX")), &plain).unwrap_err(), HandshakeError::InvalidAccept);
+        assert_eq!(
+            check(&format!("{OK}Sec-WebSocket-Protocol: chat\r\n\r\n"), &plain).unwrap_err(),
+            HandshakeError::UnexpectedProtocol("chat".into())
+        );
+        assert_eq!(
+            check(&format!("{OK}Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"), &plain).unwrap_err(),
+            HandshakeError::UnexpectedExtension("permessage-deflate".into())
+        );
+    }
+
+    #[test]
+    fn tokens_in_response_are_case_insensitive() {
+        let response = format!("{}\r\n", OK.replace("Upgrade: websocket", "UPGRADE: WebSocket").replace("Connection: Upgrade", "connection: upgrade"));
+        assert!(check(&response, &ClientRequest::new("h", "/")).is_ok());
+    }
+
+    #[test]
+    fn offered_protocol_is_returned() {
+        let request = ClientRequest::new("h", "/").protocol("a").protocol("b");
+        let response = check(&format!("{OK}Sec-WebSocket-Protocol: b\r\n\r\n"), &request).unwrap();
+        assert_eq!(response.protocol.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let request = ClientRequest::new("h", "/").header("X-A", "1\r\nX-B: 2");
+        assert!(matches!(ClientHandshake::new(&request, &Limits::default()), Err(HandshakeError::InvalidHeader(_))));
+        let request = ClientRequest::new("h", "/a b");
+        assert!(ClientHandshake::new(&request, &Limits::default()).is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! The server side of the opening handshake (RFC 6455 §4.2).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::{accept_key, find_header_end, has_token, split_list, HandshakeError};
+use crate::limits::Limits;
+
+/// Reads a client's opening handshake, incrementally.
+///
+/// ```
+/// use ferry_proto::{handshake::ServerHandshake, Limits};
+/// let mut handshake = ServerHandshake::new(&Limits::default());
+/// let request = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\n\r\n";
+/// assert!(handshake.receive(&request[..10]).unwrap().is_none());
+/// let request = handshake.receive(&request[10..]).unwrap().unwrap();
+/// assert_eq!(request.path(), "/chat");
+/// let response = request.accept(None);
+/// assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// ```
+#[derive(Debug)]
+pub struct ServerHandshake {
+    buf: Vec<u8>,
+    max_bytes: usize,
+    max_headers: usize,
+}
+
+impl ServerHandshake {
+    /// A handshake reader bounded by `limits.max_handshake_bytes` and `limits.max_headers`.
+    pub fn new(limits: &Limits) -> Self {
+        ServerHandshake { buf: Vec::new(), max_bytes: limits.max_handshake_bytes, max_headers: limits.max_headers }
+    }
+
+    /// Adds received bytes. Returns the validated request once the header block is complete,
+    /// or the error whose [`refusal`](HandshakeError::refusal) the server should send.
+    ///
+    /// Each call searches only the new bytes for the end of the block, so a request that
+    /// trickles in one byte at a time costs linear time overall.
+    pub fn receive(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
+        let searched = self.buf.len();
+        self.buf.extend_from_slice(data);
+        let end = match find_header_end(&self.buf, searched) {
+            Some(end) => end,
+            None if self.buf.len() > self.max_bytes => {
+                return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes })
+            }
+            None => return Ok(None),
+        };
+        if end > self.max_bytes {
+            return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes });
+        }
+        let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
+        let block = self.buf.get(..end).unwrap_or_default();
+        let mut request = parse(block, self.max_headers)?;
+        request.leftover = leftover;
+        self.buf = Vec::new();
+        Ok(Some(request))
+    }
+}
+
+fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(block) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete request")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders { limit: max_headers }),
+        Err(err) => return Err(HandshakeError::Malformed(describe(err))),
+    }
+    let method = parsed.method.unwrap_or_default();
+    let path = parsed.path.unwrap_or_default().to_owned();
+    let minor = parsed.version.unwrap_or_default();
+    let headers = parsed.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+    Request::from_parts(method, minor, path, headers)
+}
+
+fn describe(err: httparse::Error) -> &'static str {
+    match err {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+/// A validated WebSocket upgrade request.
+///
+/// Look at it (path, Origin, subprotocols, any header) to decide, then answer with
+/// [`accept`](Request::accept) or a [`Refusal`](super::Refusal).
+#[derive(Clone, Debug)]
+pub struct Request {
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    key: String,
+    protocols: Vec<String>,
+    extensions: Vec<String>,
+    leftover: Bytes,
+}
+
+impl Request {
+    /// Validates a request that was parsed elsewhere (by hyper, say): `http_minor` is 1 for
+    /// HTTP/1.1. The checks are those of RFC 6455 §4.2.1, in an order that gives each client the
+    /// most useful refusal: 405, 400 (version, Host), 426 (no Upgrade, so a plain HTTP request),
+    /// 400 (Connection), 426 (Sec-WebSocket-Version), 400 (key).
+    pub fn from_parts(
+        method: &str,
+        http_minor: u8,
+        path: String,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Request, HandshakeError> {
+        // §4.1: "The method of the request MUST be GET, and the HTTP version MUST be at least 1.1."
+        if method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if http_minor < 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let get = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice());
+        if get("host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if !get("upgrade").is_some_and(|v| has_token(v, "websocket")) {
+            return Err(HandshakeError::NotWebSocket);
+        }
+        // The Connection header may list other tokens (keep-alive, Upgrade), and may repeat.
+        let connection_ok = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .any(|(_, v)| has_token(v, "upgrade"));
+        if !connection_ok {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        // §4.4: a version other than 13 gets 426 with the versions the server speaks.
+        if get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let keys: Vec<&[u8]> = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+            .map(|(_, v)| v.trim_ascii())
+            .collect();
+        let key = match keys.as_slice() {
+            [key] if BASE64.decode(key).is_ok_and(|k| k.len() == 16) => {
+                String::from_utf8_lossy(key).into_owned()
+            }
+            _ => return Err(HandshakeError::InvalidKey),
+        };
+        let list = |name: &str| -> Vec<String> {
+            headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+                .flat_map(split_list)
+                .map(str::to_owned)
+                .collect()
+        };
+        let protocols = list("sec-websocket-protocol");
+        let extensions = list("sec-websocket-extensions");
+        Ok(Request { path, headers, key, protocols, extensions, leftover: Bytes::new() })
+    }
+
+    /// The request target, as sent (`/chat?room=1`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header as text, if it is valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every header, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The Host header.
+    pub fn host(&self) -> Option<&str> {
+        self.header_str("host")
+    }
+
+    /// The Origin header, sent by browsers (§4.1, §10.2).
+    pub fn origin(&self) -> Option<&str> {
+        self.header_str("origin")
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The extension offers, one entry per comma-separated item of Sec-WebSocket-Extensions.
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+
+    /// The first of `supported` that the client offered: subprotocol selection in the server's
+    /// order of preference.
+    pub fn choose_protocol<'a>(&self, supported: &[&'a str]) -> Option<&'a str> {
+        supported.iter().copied().find(|s| self.protocols.iter().any(|p| p == s))
+    }
+
+    /// Bytes the client sent after the header block; they belong to the WebSocket stream.
+    pub fn take_leftover(&mut self) -> Bytes {
+        std::mem::take(&mut self.leftover)
+    }
+
+    /// The 101 response that accepts this request, with the chosen subprotocol.
+    ///
+    /// A subprotocol the client did not offer is left out: the client would have to fail the
+    /// connection on it (§4.1). Extensions are declined until an extension is configured.
+    pub fn accept(&self, protocol: Option<&str>) -> Vec<u8> {
+        self.accept_with_headers(protocol, &[])
+    }
+
+    /// Like [`accept`](Self::accept), with extra response headers (e.g. `Set-Cookie`).
+    pub fn accept_with_headers(&self, protocol: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = String::with_capacity(160);
+        out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+        out.push_str("Sec-WebSocket-Accept: ");
+        out.push_str(&accept_key(self.key.as_bytes()));
+        out.push_str("\r\n");
+        if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
+            out.push_str("Sec-WebSocket-Protocol: ");
+            out.push_str(protocol);
+            out.push_str("\r\n");
+        }
+        for (name, value) in extra {
+            if is_safe_header(name, value) {
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(value);
+                out.push_str("\r\n");
+            }
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+}
+
+/// A header name must be an HTTP token and a value must not contain CR, LF or NUL, or the
+/// response could be split.
+pub(crate) fn is_safe_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::HandshakeError as E;
+
+    const GOOD: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn run(request: &str) -> Result<Request, HandshakeError> {
+        ServerHandshake::new(&Limits::default()).receive(request.as_bytes()).map(|r| r.unwrap())
+    }
+
+    fn status(request: &str) -> u16 {
+        run(request).unwrap_err().refusal().unwrap().status
+    }
+
+    #[test]
+    fn rfc_example_is_accepted() {
+        let request = run(GOOD).unwrap();
+        assert_eq!(request.path(), "/chat");
+        assert_eq!(request.origin(), Some("http://example.com"));
+        assert_eq!(request.protocols(), ["chat", "superchat"]);
+        assert_eq!(request.choose_protocol(&["superchat", "chat"]), Some("superchat"));
+        let response = String::from_utf8(request.accept(Some("chat"))).unwrap();
+        assert_eq!(
+            response,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_works_and_keeps_leftover() {
+        let mut hs = ServerHandshake::new(&Limits::default());
+        let mut wire = GOOD.as_bytes().to_vec();
+        wire.extend_from_slice(b"\x81\x80");
+        let mut done = None;
+        for (i, b) in wire.iter().enumerate() {
+            if let Some(req) = hs.receive(&[*b]).unwrap() {
+                done = Some((i, req));
+                break;
+            }
+        }
+        let (i, mut req) = done.unwrap();
+        assert_eq!(i, GOOD.len() - 1);
+        assert!(req.take_leftover().is_empty());
+        let mut hs = ServerHandshake::new(&Limits::default());
+        let mut req = hs.receive(&wire).unwrap().unwrap();
+        assert_eq!(&req.take_leftover()[..], b"\x81\x80");
+    }
+
+    #[test]
+    fn unoffered_protocol_is_left_out() {
+        let response = String::from_utf8(run(GOOD).unwrap().accept(Some("other"))).unwrap();
+        assert!(!response.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn refusals_have_the_right_status() {
+        assert_eq!(status(&GOOD.replace("GET", "POST")), 405);
+        assert_eq!(status(&GOOD.replace("HTTP/1.1", "HTTP/1.0")), 400);
+        assert_eq!(status(&GOOD.replace("Host: server.example.com\r\n", "")), 400);
+        assert_eq!(status(&GOOD.replace("Upgrade: websocket\r\n", "")), 426);
+        assert_eq!(status(&GOOD.replace("Connection: keep-alive, Upgrade", "Connection: keep-alive")), 400);
+        assert_eq!(status(&GOOD.replace("Version: 13", "Version: 8")), 426);
+        assert_eq!(status(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")), 400);
+        assert_eq!(status(&GOOD.replace("Host:", "Ho st:")), 400);
+    }
+
+    #[test]
+    fn version_refusal_names_version_13() {
+        let refusal = run(&GOOD.replace("Version: 13", "Version: 8")).unwrap_err().refusal().unwrap();
+        assert!(refusal.headers.contains(&("Sec-WebSocket-Version", "13".to_owned())));
+        let text = String::from_utf8(refusal.to_bytes()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+    }
+
+    #[test]
+    fn upgrade_and_connection_are_case_insensitive() {
+        let request = GOOD.replace("Upgrade: websocket", "upgrade: WebSocket").replace("keep-alive, Upgrade", "UPGRADE");
+        assert!(run(&request).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let request = GOOD.replace("Origin:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin:");
+        assert_eq!(run(&request).unwrap_err(), E::InvalidKey);
+    }
+
+    #[test]
+    fn oversized_header_block_gets_431() {
+        let limits = Limits { max_handshake_bytes: 256, ..Limits::default() };
+        let mut hs = ServerHandshake::new(&limits);
+        let big = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n", "a".repeat(300));
+        let err = hs.receive(big.as_bytes()).unwrap_err();
+        assert_eq!(err, E::HeadersTooLarge { limit: 256 });
+        assert_eq!(err.refusal().unwrap().status, 431);
+    }
+
+    #[test]
+    fn too_many_headers_gets_431() {
+        let limits = Limits { max_headers: 4, ..Limits::default() };
+        let err = ServerHandshake::new(&limits).receive(GOOD.as_bytes()).unwrap_err();
+        assert_eq!(err.refusal().unwrap().status, 431);
+    }
+
+    #[test]
+    fn extra_headers_cannot_split_the_response() {
+        let request = run(GOOD).unwrap();
+        let response = String::from_utf8(request.accept_with_headers(None, &[("X-Ok", "1"), ("X-Bad", "a\r\nb: c")])).unwrap();
+        assert!(response.contains("X-Ok: 1\r\n"));
+        assert!(!response.contains("X-Bad"));
+    }
+}
