@@ -1,3 +1,44 @@
-fn main() {
-    println!("Hello, world!");
+//! `ferry`: the WebSocket command line.
+
+mod cmd;
+mod size;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// WebSocket from the command line: servers, clients and tools.
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Echo(cmd::echo::EchoArgs),
+    #[command(hide = true)]
+    AutobahnClient(cmd::autobahn::AutobahnArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Echo(args) => cmd::echo::run(args),
+        Command::AutobahnClient(args) => cmd::autobahn::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ferry: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

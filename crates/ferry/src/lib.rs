@@ -1,14 +1,70 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # ferry: WebSocket for tokio, with message semantics that hold
+//!
+//! A WebSocket moves whole messages, not bytes. Ferry keeps that promise over any
+//! `AsyncRead + AsyncWrite` transport (TCP, Unix sockets, TLS, an in-memory pipe):
+//!
+//! - [`Sender::send`] hands over a whole message or nothing, and waits only while the send
+//!   queue is over its byte budget; [`Sender::try_send`] never waits and gives the message back
+//!   when the queue is full; [`Sender::buffered_amount`] is the browser's `bufferedAmount`.
+//! - [`Receiver::recv`] yields each message whole, however TCP split or merged the bytes, then
+//!   the close as the last item. It is cancel-safe.
+//! - Pongs and close replies are sent by the connection itself, ahead of queued data.
+//!
+//! The protocol itself lives in [`ferry_proto`], a sans-I/O state machine; this crate drives it
+//! with one small task per connection.
+//!
+//! ## A server
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ferry::Error> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let Ok((sender, mut receiver)) = ferry::accept(stream).await else { return };
+//!         while let Some(ferry::Incoming::Message(message)) = receiver.recv().await {
+//!             if sender.send(message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! ## A client
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ferry::Error> {
+//! use ferry::{CloseCode, Incoming, Message};
+//! let (sender, mut receiver, _response) = ferry::connect("ws://127.0.0.1:9001/").await?;
+//! sender.send(Message::text("hello")).await?;
+//! if let Some(Incoming::Message(reply)) = receiver.recv().await {
+//!     println!("got {reply:?}");
+//! }
+//! sender.close(CloseCode::NORMAL, "done").await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod address;
+mod client;
+mod config;
+mod error;
+mod handler;
+mod server;
+mod socket;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use address::Address;
+pub use client::{connect, connect_stream, connect_with};
+pub use config::Config;
+pub use error::{Error, SendError, TrySendError};
+pub use handler::{serve, Handler};
+pub use server::{accept, accept_with, accept_with_request, from_raw};
+pub use socket::{Incoming, Receiver, Sender};
+
+pub use ferry_proto::handshake::{Refusal, Request, Response};
+pub use ferry_proto::{CloseCode, CloseInfo, Initiator, Keepalive, Limits, Message, Role, Utf8Bytes};
+/// The protocol core, for those who need the state machine itself.
+pub use ferry_proto as proto;

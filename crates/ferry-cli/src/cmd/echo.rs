@@ -1,0 +1,107 @@
+//! `ferry echo`: the conformance and benchmark target. Every message comes back unchanged.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferry::{Config, Incoming};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::limits::LimitArgs;
+use crate::size::parse_duration;
+
+/// Echo every text and binary message back unchanged, on any path.
+///
+/// Examples:
+///   ferry echo
+///   ferry echo --listen 0.0.0.0:9001 --threads 2
+///   ferry echo --listen unix:/tmp/echo.sock --max-message-size 64MiB
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct EchoArgs {
+    /// Where to listen: HOST:PORT, or unix:/path/to/socket.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    pub listen: String,
+    /// Worker threads; 1 runs every connection on one thread.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+    /// Send a ping this often on every connection (off by default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Close a connection whose pong is this late (with --ping-interval).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    pub ping_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: EchoArgs) -> Result<()> {
+    if args.threads == 0 {
+        bail!("--threads 0: at least one thread is needed; use --threads 1");
+    }
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
+    let mut config = Config { limits: args.limits.limits(), ..Config::default() };
+    if let Some(interval) = args.ping_interval {
+        config = config.with_keepalive(interval, args.ping_timeout);
+    }
+    runtime.block_on(serve(args.listen, config))
+}
+
+async fn serve(listen: String, config: Config) -> Result<()> {
+    if let Some(path) = listen.strip_prefix("unix:") {
+        // A stale socket file from an earlier run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("--listen {listen}: cannot bind the Unix socket; check the directory exists and is writable"))?;
+        tracing::info!("ferry echo listening on ws+unix://{path}");
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(echo(stream, config.clone()));
+                }
+                Err(err) => accept_failed(err).await,
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {
+        format!("--listen {listen}: cannot listen there; use a free HOST:PORT such as 127.0.0.1:9001")
+    })?;
+    tracing::info!("ferry echo listening on ws://{}", listener.local_addr()?);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(echo(stream, config.clone()));
+            }
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+async fn accept_failed(err: std::io::Error) {
+    // Typically out of file descriptors: back off rather than spin.
+    tracing::warn!(error = %err, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn echo<S>(stream: S, config: Config)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, mut receiver) = match ferry::accept_with(stream, &config).await {
+        Ok(handles) => handles,
+        Err(err) => {
+            tracing::debug!(error = %err, "handshake failed");
+            return;
+        }
+    };
+    while let Some(Incoming::Message(message)) = receiver.recv().await {
+        if sender.send(message).await.is_err() {
+            break;
+        }
+    }
+}

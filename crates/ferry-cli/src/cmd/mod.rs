@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod autobahn;
+pub mod echo;
+pub mod limits;

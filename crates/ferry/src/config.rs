@@ -1,0 +1,52 @@
+//! Connection configuration shared by clients and servers.
+
+use std::time::Duration;
+
+use ferry_proto::{Keepalive, Limits};
+
+/// How a connection is set up and run.
+///
+/// Plain data with safe defaults; build it with struct update syntax.
+///
+/// ```
+/// use ferry::{Config, Limits};
+/// let config = Config {
+///     limits: Limits { max_message_size: 16 << 20, max_frame_size: 16 << 20, ..Limits::default() },
+///     protocols: vec!["chat".into()],
+///     ..Config::default()
+/// };
+/// assert_eq!(config.limits.max_message_size, 16 << 20);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Resource limits; see [`Limits`] for each default.
+    pub limits: Limits,
+    /// Periodic pings with a pong deadline. Off by default.
+    pub keepalive: Option<Keepalive>,
+    /// Split outgoing messages into frames of at most this many bytes. Off by default.
+    pub fragment_size: Option<usize>,
+    /// Subprotocols. A client offers them in this order; a server picks the first of these the
+    /// client offered, or none.
+    pub protocols: Vec<String>,
+    /// Client only: the Origin header to send.
+    pub origin: Option<String>,
+    /// Client only: extra request headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Config {
+    /// A config with keepalive pings every `interval`, failing after `timeout` without a pong.
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some(Keepalive { interval, timeout });
+        self
+    }
+
+    pub(crate) fn proto(&self) -> ferry_proto::Config {
+        ferry_proto::Config {
+            limits: self.limits.clone(),
+            fragment_size: self.fragment_size,
+            keepalive: self.keepalive,
+            ..ferry_proto::Config::default()
+        }
+    }
+}

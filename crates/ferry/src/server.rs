@@ -1,0 +1,115 @@
+//! Accepting WebSocket connections on any transport.
+
+use bytes::{Bytes, BytesMut};
+use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
+use ferry_proto::Role;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::socket::{self, Receiver, Sender};
+
+/// Accepts a WebSocket connection on `stream` with the default [`Config`], on any path.
+///
+/// Reads and validates the opening handshake (bounded by `Limits::handshake_timeout` and
+/// `Limits::max_handshake_bytes`), answers 101, and starts the connection. A bad request gets
+/// the right HTTP refusal (400, 405, 426, 431) before the error is returned.
+///
+/// For TCP, set `TCP_NODELAY` on the stream first: WebSocket messages are latency-sensitive and
+/// ferry already batches its writes.
+pub async fn accept<S>(stream: S) -> Result<(Sender, Receiver), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    accept_with(stream, &Config::default()).await
+}
+
+/// Accepts with a given [`Config`]: limits, keepalive, and the subprotocols to choose from.
+pub async fn accept_with<S>(stream: S, config: &Config) -> Result<(Sender, Receiver), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, receiver, _request) = accept_with_request(stream, config, |_| Ok(())).await?;
+    Ok((sender, receiver))
+}
+
+/// Accepts after letting `check` look at the request (path, Origin, headers) and refuse it.
+///
+/// `check` returns `Err(refusal)` to answer with that HTTP error instead of upgrading; the
+/// function then returns [`Error::Refused`]. On success the request is returned with the
+/// handles, so the caller can route on its path.
+///
+/// ```no_run
+/// # async fn f(stream: tokio::net::TcpStream) -> Result<(), ferry::Error> {
+/// use ferry::{Config, Refusal};
+/// let (sender, receiver, request) = ferry::accept_with_request(stream, &Config::default(), |req| {
+///     if req.path() == "/chat" { Ok(()) } else { Err(Refusal::new(404, "no such endpoint")) }
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with_request<S, F>(
+    mut stream: S,
+    config: &Config,
+    check: F,
+) -> Result<(Sender, Receiver, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Result<(), Refusal>,
+{
+    let timeout = config.limits.handshake_timeout;
+    let read = tokio::time::timeout(timeout, read_request(&mut stream, config)).await;
+    let mut request = match read {
+        Err(_) => {
+            let refusal = Refusal::new(408, "handshake timed out");
+            let _ = write_refusal(&mut stream, &refusal).await;
+            return Err(Error::HandshakeTimeout);
+        }
+        Ok(Err(Error::Handshake(err))) => {
+            if let Some(refusal) = err.refusal() {
+                let _ = write_refusal(&mut stream, &refusal).await;
+            }
+            return Err(Error::Handshake(err));
+        }
+        Ok(Err(err)) => return Err(err),
+        Ok(Ok(request)) => request,
+    };
+    if let Err(refusal) = check(&request) {
+        let _ = write_refusal(&mut stream, &refusal).await;
+        return Err(Error::Refused(refusal.status));
+    }
+    let offered: Vec<&str> = config.protocols.iter().map(String::as_str).collect();
+    let protocol = request.choose_protocol(&offered);
+    stream.write_all(&request.accept(protocol)).await?;
+    let leftover = request.take_leftover();
+    let (sender, receiver) = socket::start(stream, Role::Server, config.proto(), leftover);
+    Ok((sender, receiver, request))
+}
+
+/// Starts a connection on a transport whose handshake was done elsewhere (by an HTTP server
+/// such as hyper), with `leftover` bytes already read past the handshake.
+pub fn from_raw<S>(stream: S, role: Role, config: &Config, leftover: Bytes) -> (Sender, Receiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    socket::start(stream, role, config.proto(), leftover)
+}
+
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, config: &Config) -> Result<Request, Error> {
+    let mut handshake = ServerHandshake::new(&config.limits);
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        buf.clear();
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Handshake(HandshakeError::Eof));
+        }
+        if let Some(request) = handshake.receive(&buf)? {
+            return Ok(request);
+        }
+    }
+}
+
+async fn write_refusal<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) -> std::io::Result<()> {
+    stream.write_all(&refusal.to_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,317 @@
+//! The task that owns a connection's transport and protocol state.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Buf;
+use ferry_proto::{CloseCode, CloseInfo, Connection, Event, Initiator, State, Utf8Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+
+use super::receiver::Incoming;
+use super::sender::Command;
+use super::shared::Shared;
+use super::WRITE_HIGH_WATER;
+
+/// Bytes reserved in the receive buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Rounds of work per poll before yielding to other tasks.
+const ROUNDS_PER_POLL: usize = 16;
+
+pub(crate) struct Driver<S> {
+    io: S,
+    conn: Connection,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+    incoming: mpsc::UnboundedSender<Incoming>,
+    shared: Arc<Shared>,
+    timer: Option<Pin<Box<Sleep>>>,
+    read_closed: bool,
+    needs_flush: bool,
+    /// Set once the transport failed; its text goes into the close reason.
+    io_error: Option<io::Error>,
+    reported: bool,
+    /// Bounds the final flush once the protocol is done, against a peer that stopped reading.
+    linger: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(
+        io: S,
+        conn: Connection,
+        commands: mpsc::UnboundedReceiver<Command>,
+        incoming: mpsc::UnboundedSender<Incoming>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut driver = Driver {
+            io,
+            conn,
+            commands,
+            commands_open: true,
+            incoming,
+            shared,
+            timer: None,
+            read_closed: false,
+            needs_flush: false,
+            io_error: None,
+            reported: false,
+            linger: None,
+        };
+        // Leftover bytes from the handshake may already have produced events.
+        driver.dispatch_events();
+        driver
+    }
+
+    /// Moves queued commands into the protocol while little is waiting to be written.
+    fn pull_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.commands_open && self.conn.transmit().len() < WRITE_HIGH_WATER {
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(command)) => {
+                    progress = true;
+                    self.apply(command);
+                }
+                Poll::Ready(None) => {
+                    self.commands_open = false;
+                    progress = true;
+                    // Every sender is gone. With the receiver gone too, nobody can use this
+                    // connection any more: close it.
+                    if self.incoming.is_closed() && self.conn.state() == State::Open {
+                        let _ = self.conn.close(CloseCode::NORMAL, "", Instant::now());
+                        self.shared.closing.store(true, Ordering::Release);
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Message(message) => {
+                let len = message.len();
+                // After a close, a queued message is dropped: §5.5.1 forbids data after close.
+                let _ = self.conn.send(message);
+                self.shared.release(len);
+            }
+            Command::Ping(payload) => {
+                let _ = self.conn.send_ping(payload);
+            }
+            Command::Close(code, reason) => {
+                if self.conn.close(code, &reason, Instant::now()).is_err() && self.conn.state() == State::Open {
+                    // An unsendable code from the application: close normally instead of never.
+                    let _ = self.conn.close(CloseCode::NORMAL, &reason, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Writes what the protocol has ready. Returns whether bytes moved.
+    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.conn.transmit().has_remaining() && self.io_error.is_none() {
+            match poll_write_buf(Pin::new(&mut self.io), cx, self.conn.transmit()) {
+                Poll::Ready(Ok(0)) => self.fail_io(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(err)) => self.fail_io(err),
+                Poll::Pending => return progress,
+            }
+        }
+        if self.needs_flush && self.io_error.is_none() {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(err)) => self.fail_io(err),
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    /// Reads and processes bytes unless the receiver's queue is over budget.
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.read_closed || self.io_error.is_some() {
+            return false;
+        }
+        if self.shared.received.load(Ordering::Acquire) >= self.shared.recv_budget {
+            // Paused: the receiver wakes us when it drains below the budget. Check again after
+            // registering, in case it drained in between.
+            self.shared.driver.register(cx.waker());
+            if self.shared.received.load(Ordering::Acquire) >= self.shared.recv_budget {
+                return false;
+            }
+        }
+        let want = self.conn.bytes_wanted().unwrap_or(0).clamp(READ_CHUNK, 16 * READ_CHUNK);
+        let buf = self.conn.recv_buf();
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(want);
+        }
+        match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                self.conn.receive_eof();
+            }
+            Poll::Ready(Ok(_)) => self.conn.handle_received(Instant::now()),
+            Poll::Ready(Err(err)) => self.fail_io(err),
+            Poll::Pending => {
+                self.conn.release_idle_buffers();
+                return false;
+            }
+        }
+        self.dispatch_events();
+        true
+    }
+
+    fn dispatch_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(message) => {
+                    let len = message.len();
+                    self.shared.received.fetch_add(len, Ordering::AcqRel);
+                    if self.incoming.send(Incoming::Message(message)).is_err() {
+                        // Nobody is receiving: discard, and keep the budget honest.
+                        self.shared.received.fetch_sub(len, Ordering::AcqRel);
+                    }
+                }
+                Event::Ping(_) | Event::Pong(_) => {}
+                Event::Closed(info) => self.report(info),
+            }
+        }
+        if self.conn.state() != State::Open {
+            self.shared.closing.store(true, Ordering::Release);
+        }
+    }
+
+    fn report(&mut self, mut info: CloseInfo) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        if let (Some(err), true) = (&self.io_error, info.reason.is_empty()) {
+            info.reason = Utf8Bytes::from(err.to_string());
+        }
+        let _ = self.incoming.send(Incoming::Closed(info.clone()));
+        self.shared.set_closed(info);
+    }
+
+    fn fail_io(&mut self, err: io::Error) {
+        self.io_error = Some(err);
+        self.read_closed = true;
+        self.conn.receive_eof();
+        self.dispatch_events();
+    }
+
+    /// Arms the timer for the protocol's next deadline and fires it when due.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.timer = None;
+            return false;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.conn.handle_timeout(Instant::now());
+                self.dispatch_events();
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// The application gave up on the close: report and stop.
+    fn aborted(&mut self) -> bool {
+        if !self.shared.abort.load(Ordering::Acquire) {
+            return false;
+        }
+        self.report(CloseInfo {
+            code: CloseCode::ABNORMAL,
+            reason: Utf8Bytes::from_static("close timeout"),
+            initiator: Initiator::Local,
+            clean: false,
+        });
+        true
+    }
+
+    /// Releases what senders still have queued once the connection can no longer send it.
+    fn drain_dead_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Message(message) = command {
+                self.shared.release(message.len());
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.shared.driver.register(cx.waker());
+        for _ in 0..ROUNDS_PER_POLL {
+            if this.aborted() {
+                return Poll::Ready(());
+            }
+            let mut progress = this.pull_commands(cx);
+            progress |= this.write(cx);
+            if this.io_error.is_some() {
+                this.drain_dead_commands();
+                return Poll::Ready(());
+            }
+            if this.conn.should_close_transport() && this.conn.transmit().has_remaining() {
+                let timeout = this.conn.config().limits.close_timeout;
+                let linger = this.linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if linger.as_mut().poll(cx).is_ready() {
+                    // The peer stopped reading; what it did not take is lost with the transport.
+                    this.drain_dead_commands();
+                    return Poll::Ready(());
+                }
+            }
+            if this.conn.should_close_transport() && !this.conn.transmit().has_remaining() {
+                this.drain_dead_commands();
+                // §7.1.1: close the transport. A failed shutdown changes nothing for the peer.
+                return match Pin::new(&mut this.io).poll_shutdown(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => Poll::Ready(()),
+                };
+            }
+            progress |= this.read(cx);
+            progress |= this.poll_timer(cx);
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other connections run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let info = CloseInfo {
+                code: CloseCode::ABNORMAL,
+                reason: Utf8Bytes::from_static("connection task ended"),
+                initiator: Initiator::Local,
+                clean: false,
+            };
+            let _ = self.incoming.send(Incoming::Closed(info.clone()));
+            self.shared.set_closed(info);
+        }
+    }
+}

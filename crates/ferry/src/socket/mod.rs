@@ -1,0 +1,51 @@
+//! One WebSocket connection in tokio: a driver task that owns the transport and the protocol
+//! state machine, and the [`Sender`] and [`Receiver`] handles the application holds.
+//!
+//! ```text
+//!   Sender (Clone) --commands--> +--------------------+ --bytes--> transport
+//!                                | driver task        |
+//!   Receiver <----messages------ | ferry_proto::Conn  | <--bytes-- transport
+//!                                +--------------------+
+//! ```
+//!
+//! The handles share counters and wakers with the driver through atomics and lock-free
+//! channels: no lock is taken per message. The driver pulls queued messages only while less
+//! than [`WRITE_HIGH_WATER`] bytes wait to be written, so the replies the protocol owes (pongs,
+//! the close echo) are never stuck behind the application's backlog.
+
+mod driver;
+mod receiver;
+mod sender;
+mod shared;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_proto::{Config as ProtoConfig, Connection, Role};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+pub use receiver::{Incoming, Receiver};
+pub use sender::Sender;
+
+/// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.
+pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// Starts the driver task for a transport whose handshake is done, and returns the handles.
+///
+/// `leftover` holds bytes read past the end of the handshake: the start of the frame stream.
+pub(crate) fn start<S>(io: S, role: Role, config: ProtoConfig, leftover: Bytes) -> (Sender, Receiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(shared::Shared::new(&config.limits));
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
+    if !leftover.is_empty() {
+        conn.receive_data(&leftover, tokio::time::Instant::now().into_std());
+    }
+    let driver = driver::Driver::new(io, conn, command_rx, incoming_tx, shared.clone());
+    tokio::spawn(driver);
+    (Sender::new(command_tx, shared.clone()), Receiver::new(incoming_rx, shared))
+}

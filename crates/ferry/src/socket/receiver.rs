@@ -1,0 +1,114 @@
+//! The receiving half of a connection.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
+use tokio::sync::mpsc;
+
+use super::shared::Shared;
+
+/// What a [`Receiver`] yields: whole messages, then the close as the last item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole message.
+    Message(Message),
+    /// The connection closed. Always the last item; `recv` returns `None` after it.
+    Closed(CloseInfo),
+}
+
+/// Receives whole messages from a connection.
+///
+/// Received messages wait for the application up to `Limits::recv_queue_bytes`; past that the
+/// connection stops reading from its transport, so a slow reader slows the peer through TCP
+/// rather than growing memory.
+#[derive(Debug)]
+pub struct Receiver {
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Receiver {
+    pub(crate) fn new(incoming: mpsc::UnboundedReceiver<Incoming>, shared: Arc<Shared>) -> Self {
+        Receiver { incoming, shared, finished: false }
+    }
+
+    /// The next message, or the close as the last item, then `None`.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes (in `tokio::select!`, say), no
+    /// message is lost; the next call returns it.
+    ///
+    /// ```no_run
+    /// # async fn f(mut receiver: ferry::Receiver) {
+    /// use ferry::{Incoming, Message};
+    /// while let Some(item) = receiver.recv().await {
+    ///     match item {
+    ///         Incoming::Message(Message::Text(text)) => println!("text: {text}"),
+    ///         Incoming::Message(Message::Binary(data)) => println!("{} bytes", data.len()),
+    ///         Incoming::Closed(close) => println!("closed: {} {}", close.code, close.reason),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next message, skipping the close item; `None` once the connection has closed.
+    pub async fn recv_message(&mut self) -> Option<Message> {
+        match self.recv().await? {
+            Incoming::Message(message) => Some(message),
+            Incoming::Closed(_) => None,
+        }
+    }
+
+    /// Polls for the next item; the building block of `recv` and the `Stream` impl.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.incoming.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Incoming::Message(message))) => {
+                let len = message.len();
+                let before = self.shared.received.fetch_sub(len, Ordering::AcqRel);
+                // Crossing back under the budget: the driver may have paused reading.
+                if before >= self.shared.recv_budget && before - len < self.shared.recv_budget {
+                    self.shared.driver.wake();
+                }
+                Poll::Ready(Some(Incoming::Message(message)))
+            }
+            Poll::Ready(Some(closed @ Incoming::Closed(_))) => {
+                self.finished = true;
+                Poll::Ready(Some(closed))
+            }
+            Poll::Ready(None) => {
+                // The driver ended without reporting a close (its runtime shut down).
+                self.finished = true;
+                let info = self.shared.closed.get().cloned().unwrap_or(CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: Utf8Bytes::from_static("connection task ended"),
+                    initiator: Initiator::Local,
+                    clean: false,
+                });
+                Poll::Ready(Some(Incoming::Closed(info)))
+            }
+        }
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        self.shared.closed.get().cloned()
+    }
+}
+
+impl futures_core::Stream for Receiver {
+    type Item = Incoming;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        self.get_mut().poll_recv(cx)
+    }
+}

@@ -1,0 +1,153 @@
+//! The sending half of a connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
+use tokio::sync::mpsc;
+
+use super::shared::Shared;
+use crate::error::{SendError, TrySendError};
+
+/// What the handles ask of the driver, in order.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Message(Message),
+    Ping(Bytes),
+    Close(CloseCode, String),
+}
+
+/// Sends messages on a connection. Cheap to clone; every clone feeds the same ordered queue.
+///
+/// Messages are queued whole and written by the connection's own task, so a send never waits
+/// for the network; it waits only while the queue is over its byte budget
+/// (`Limits::send_queue_bytes`). See `docs/backpressure.md`.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Self {
+        Sender { commands, shared }
+    }
+
+    /// Queues a whole message, waiting while the send queue is over its byte budget.
+    ///
+    /// Returns once the message is queued, not once it is written. Fails, handing the message
+    /// back, if the connection is closing or closed. If this future is dropped before it
+    /// completes, the message was not queued.
+    ///
+    /// ```no_run
+    /// # async fn f(sender: ferry::Sender) -> Result<(), ferry::SendError> {
+    /// sender.send("hello").await?;
+    /// sender.send(vec![1u8, 2, 3]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        let mut message = message.into();
+        loop {
+            let notified = self.shared.space.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a release between the check and the wait is seen.
+            notified.as_mut().enable();
+            self.shared.space_wanted.store(true, Ordering::Release);
+            match self.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(m)) => return Err(SendError(m)),
+                Err(TrySendError::Full(m)) => message = m,
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues a whole message if the send queue has room for it, without waiting.
+    ///
+    /// On a full queue the message comes back as [`TrySendError::Full`]: nothing is dropped
+    /// silently. A message larger than the whole budget is taken only into an empty queue.
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
+        let message = message.into();
+        if self.shared.is_closing() {
+            return Err(TrySendError::Closed(message));
+        }
+        let len = message.len();
+        if !self.shared.try_reserve(len) {
+            return Err(TrySendError::Full(message));
+        }
+        match self.commands.send(Command::Message(message)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(command)) => {
+                self.shared.release(len);
+                match command {
+                    Command::Message(message) => Err(TrySendError::Closed(message)),
+                    // Only a message was sent above.
+                    Command::Ping(_) | Command::Close(..) => Err(TrySendError::Closed(Message::binary(Bytes::new()))),
+                }
+            }
+        }
+    }
+
+    /// Bytes of messages queued and not yet handed to the connection for writing, like the
+    /// browser's `WebSocket.bufferedAmount`.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.buffered.load(Ordering::Acquire)
+    }
+
+    /// Queues a ping (at most 125 bytes of payload), after the messages already queued.
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        let payload = payload.into();
+        if self.shared.is_closing() || payload.len() > 125 {
+            return Err(SendError(Message::Binary(payload)));
+        }
+        self.commands
+            .send(Command::Ping(payload))
+            .map_err(|_| SendError(Message::binary(Bytes::new())))
+    }
+
+    /// Whether the connection is closing or closed: sends will fail.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closing()
+    }
+
+    /// Closes the connection: every message queued so far is written first, then the close
+    /// frame. Returns how the connection ended, once the closing handshake completes or
+    /// `Limits::close_timeout` passes (then the transport is dropped and the code is 1006).
+    ///
+    /// If the connection was already closing, this waits for that close to finish instead.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> CloseInfo {
+        if !self.shared.closing.swap(true, Ordering::AcqRel) {
+            let _ = self.commands.send(Command::Close(code, reason.to_owned()));
+        }
+        match tokio::time::timeout(self.shared.close_timeout, self.closed()).await {
+            Ok(info) => info,
+            Err(_) => {
+                // The queue never drained or the peer never answered: give up on the transport.
+                self.shared.abort.store(true, Ordering::Release);
+                self.shared.driver.wake();
+                let info = CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: Utf8Bytes::from_static("close timeout"),
+                    initiator: Initiator::Local,
+                    clean: false,
+                };
+                self.shared.set_closed(info.clone());
+                self.shared.closed.get().cloned().unwrap_or(info)
+            }
+        }
+    }
+
+    /// Waits until the connection has closed, and says how.
+    pub async fn closed(&self) -> CloseInfo {
+        loop {
+            let notified = self.shared.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(info) = self.shared.closed.get() {
+                return info.clone();
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! State shared between a connection's driver and its handles, all atomics and wakers.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use ferry_proto::{CloseInfo, Limits};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
+
+pub(crate) struct Shared {
+    /// Bytes of messages queued by senders and not yet taken by the driver.
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) send_budget: usize,
+    /// Set when a sender waits for room, so the driver notifies only when someone listens
+    /// (`Notify` takes a lock).
+    pub(crate) space_wanted: AtomicBool,
+    pub(crate) space: Notify,
+    /// Bytes of received messages not yet taken by the receiver.
+    pub(crate) received: AtomicUsize,
+    pub(crate) recv_budget: usize,
+    /// `Limits::close_timeout`, for `Sender::close`.
+    pub(crate) close_timeout: std::time::Duration,
+    /// No more messages may be queued: a close was requested, sent or received.
+    pub(crate) closing: AtomicBool,
+    /// The application gave up waiting for the close: drop the transport now.
+    pub(crate) abort: AtomicBool,
+    /// Wakes the driver (room in the receive queue, abort).
+    pub(crate) driver: AtomicWaker,
+    /// How the connection ended, once it has.
+    pub(crate) closed: OnceLock<CloseInfo>,
+    pub(crate) closed_notify: Notify,
+}
+
+impl Shared {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Shared {
+            buffered: AtomicUsize::new(0),
+            send_budget: limits.send_queue_bytes,
+            space_wanted: AtomicBool::new(false),
+            space: Notify::new(),
+            received: AtomicUsize::new(0),
+            recv_budget: limits.recv_queue_bytes,
+            close_timeout: limits.close_timeout,
+            closing: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            driver: AtomicWaker::new(),
+            closed: OnceLock::new(),
+            closed_notify: Notify::new(),
+        }
+    }
+
+    /// Reserves room for `len` bytes in the send queue. The rule: the queue never holds more than
+    /// the budget, except one message larger than the whole budget, taken into an empty queue.
+    pub(crate) fn try_reserve(&self, len: usize) -> bool {
+        let mut current = self.buffered.load(Ordering::Acquire);
+        loop {
+            if current != 0 && current.saturating_add(len) > self.send_budget {
+                return false;
+            }
+            match self.buffered.compare_exchange_weak(current, current + len, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Returns `len` bytes to the send budget and wakes waiting senders, if any.
+    pub(crate) fn release(&self, len: usize) {
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        if self.space_wanted.load(Ordering::Acquire) {
+            self.space_wanted.store(false, Ordering::Release);
+            self.space.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Records how the connection ended and wakes everyone waiting for it.
+    pub(crate) fn set_closed(&self, info: CloseInfo) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.closed.set(info);
+        self.closed_notify.notify_waiters();
+        self.space.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("buffered", &self.buffered.load(Ordering::Relaxed))
+            .field("closing", &self.is_closing())
+            .finish_non_exhaustive()
+    }
+}
+
