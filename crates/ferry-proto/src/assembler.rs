@@ -37,19 +37,30 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     /// Checks a data frame's header against the message sequence and the limits.
-    pub(crate) fn check_header(&mut self, header: &FrameHeader, limits: &Limits) -> Result<(), ProtocolError> {
+    pub(crate) fn check_header(
+        &mut self,
+        header: &FrameHeader,
+        limits: &Limits,
+    ) -> Result<(), ProtocolError> {
         match (header.opcode, self.kind) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
             _ => {}
         }
         let size = self.size.saturating_add(header.payload_len);
         if size > limits.max_message_size as u64 {
-            return Err(ProtocolError::MessageTooLarge { size, limit: limits.max_message_size });
+            return Err(ProtocolError::MessageTooLarge {
+                size,
+                limit: limits.max_message_size,
+            });
         }
         // This frame would be number `fragments + 1`; empty frames count too (ws CVE-2026-48779).
         if self.fragments >= limits.max_fragments {
-            return Err(ProtocolError::TooManyFragments { limit: limits.max_fragments });
+            return Err(ProtocolError::TooManyFragments {
+                limit: limits.max_fragments,
+            });
         }
         Ok(())
     }
@@ -65,14 +76,20 @@ impl Assembler {
 
     /// Validates a newly arrived, unmasked slice of a text payload.
     pub(crate) fn validate_text(&mut self, slice: &[u8]) -> Result<(), ProtocolError> {
-        self.utf8.feed(slice).map_err(|_| ProtocolError::InvalidUtf8)
+        self.utf8
+            .feed(slice)
+            .map_err(|_| ProtocolError::InvalidUtf8)
     }
 
     /// Adds a complete data frame. Returns the message when this frame finishes it.
     ///
     /// The frame's header has passed [`Assembler::check_header`] and, for text, its payload has
     /// been fed to [`Assembler::validate_text`].
-    pub(crate) fn push(&mut self, header: &FrameHeader, payload: Bytes) -> Result<Option<Message>, ProtocolError> {
+    pub(crate) fn push(
+        &mut self,
+        header: &FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Message>, ProtocolError> {
         let kind = match header.opcode {
             OpCode::Text => Kind::Text,
             OpCode::Binary => Kind::Binary,

@@ -137,7 +137,10 @@ pub struct CloseFrame {
 impl CloseFrame {
     /// A close frame with a code and a reason.
     pub fn new(code: CloseCode, reason: impl Into<Utf8Bytes>) -> Self {
-        CloseFrame { code: Some(code), reason: reason.into() }
+        CloseFrame {
+            code: Some(code),
+            reason: reason.into(),
+        }
     }
 
     /// Parses and validates a received close frame payload.
@@ -146,7 +149,10 @@ impl CloseFrame {
     /// protocol error (1002); a reason that is not UTF-8 is invalid data (1007).
     pub fn parse(payload: Bytes) -> Result<CloseFrame, ProtocolError> {
         match payload.len() {
-            0 => Ok(CloseFrame { code: None, reason: Utf8Bytes::default() }),
+            0 => Ok(CloseFrame {
+                code: None,
+                reason: Utf8Bytes::default(),
+            }),
             1 => Err(ProtocolError::CloseFrameTooShort),
             _ => {
                 let code = match (payload.first(), payload.get(1)) {
@@ -158,7 +164,10 @@ impl CloseFrame {
                 }
                 let reason = Utf8Bytes::try_from(payload.slice(2..))
                     .map_err(|_| ProtocolError::InvalidCloseReason)?;
-                Ok(CloseFrame { code: Some(code), reason })
+                Ok(CloseFrame {
+                    code: Some(code),
+                    reason,
+                })
             }
         }
     }
@@ -196,13 +205,17 @@ mod tests {
 
     #[test]
     fn wire_codes_follow_rfc_7_4() {
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        ] {
             assert!(CloseCode(code).is_sendable(), "{code}");
         }
         for code in [3000, 3999, 4000, 4999] {
             assert!(CloseCode(code).is_sendable(), "{code}");
         }
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(code).is_sendable(), "{code}");
         }
     }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::assembler::Assembler;
-use crate::close::{truncate_reason, CloseCode, CloseFrame};
+use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::error::ProtocolError;
-use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::limits::Limits;
 use crate::mask::apply_mask;
 use crate::message::{Message, Utf8Bytes};
@@ -140,7 +140,9 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Closed => f.write_str("the connection is closing or closed"),
-            SendError::ControlPayloadTooLong(n) => write!(f, "control payload of {n} bytes (max 125)"),
+            SendError::ControlPayloadTooLong(n) => {
+                write!(f, "control payload of {n} bytes (max 125)")
+            }
             SendError::InvalidCloseCode(c) => write!(f, "close code {c} may not be sent"),
         }
     }
@@ -293,7 +295,11 @@ impl Connection {
             self.enter_closed(CloseInfo {
                 code: CloseCode::ABNORMAL,
                 reason: Utf8Bytes::default(),
-                initiator: if self.state == State::Closing { Initiator::Local } else { Initiator::Remote },
+                initiator: if self.state == State::Closing {
+                    Initiator::Local
+                } else {
+                    Initiator::Remote
+                },
                 clean: false,
             });
         }
@@ -308,7 +314,11 @@ impl Connection {
                 Some((header, header_len)) => {
                     let len = self.check_header(&header)?;
                     self.recv.advance(header_len);
-                    Pending { header, len, done: 0 }
+                    Pending {
+                        header,
+                        len,
+                        done: 0,
+                    }
                 }
             },
         };
@@ -359,7 +369,10 @@ impl Connection {
         } else {
             let limit = self.config.limits.max_frame_size;
             if header.payload_len > limit as u64 {
-                return Err(ProtocolError::FrameTooLarge { size: header.payload_len, limit });
+                return Err(ProtocolError::FrameTooLarge {
+                    size: header.payload_len,
+                    limit,
+                });
             }
             self.assembler.check_header(header, &self.config.limits)?;
         }
@@ -367,7 +380,12 @@ impl Connection {
         usize::try_from(header.payload_len).map_err(|_| ProtocolError::InvalidLength)
     }
 
-    fn handle_frame(&mut self, header: FrameHeader, payload: Bytes, now: Instant) -> Result<(), ProtocolError> {
+    fn handle_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), ProtocolError> {
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if let Some(message) = self.assembler.push(&header, payload)? {
@@ -402,7 +420,10 @@ impl Connection {
                 // the status code it received.
                 let echo = match frame.code {
                     Some(code) => CloseFrame::new(code, Utf8Bytes::default()),
-                    None => CloseFrame { code: None, reason: Utf8Bytes::default() },
+                    None => CloseFrame {
+                        code: None,
+                        reason: Utf8Bytes::default(),
+                    },
                 };
                 self.write_close(&echo);
                 Initiator::Remote
@@ -441,7 +462,12 @@ impl Connection {
         }
         self.error = Some(err);
         self.transport_done = true;
-        self.enter_closed(CloseInfo { code, reason, initiator: Initiator::Local, clean: false });
+        self.enter_closed(CloseInfo {
+            code,
+            reason,
+            initiator: Initiator::Local,
+            clean: false,
+        });
     }
 
     fn enter_closed(&mut self, info: CloseInfo) {
@@ -464,7 +490,11 @@ impl Connection {
     }
 
     /// Queues a whole message as frames of at most `frame_size` payload bytes (at least 1).
-    pub fn send_fragmented(&mut self, message: Message, frame_size: usize) -> Result<(), SendError> {
+    pub fn send_fragmented(
+        &mut self,
+        message: Message,
+        frame_size: usize,
+    ) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
@@ -562,7 +592,13 @@ impl Connection {
     }
 
     fn write_header(&mut self, opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]>) {
-        let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: len as u64 };
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: len as u64,
+        };
         let mut buf = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut buf);
         self.transmit.put_slice(buf.get(..n).unwrap_or_default());
@@ -605,7 +641,10 @@ impl Connection {
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.close_deadline, self.next_ping, self.pong_deadline].into_iter().flatten().min()
+        [self.close_deadline, self.next_ping, self.pong_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires the timers due at `now`: keepalive pings, the pong deadline, the close timeout.

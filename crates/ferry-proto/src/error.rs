@@ -119,7 +119,9 @@ impl fmt::Display for ProtocolError {
             ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             ControlFrameTooLong(len) => write!(f, "control frame of {len} bytes (max 125)"),
             InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
-            FrameTooLarge { size, limit } => write!(f, "frame of {size} bytes over the {limit}-byte limit"),
+            FrameTooLarge { size, limit } => {
+                write!(f, "frame of {size} bytes over the {limit}-byte limit")
+            }
             MessageTooLarge { size, limit } => {
                 write!(f, "message of {size}+ bytes over the {limit}-byte limit")
             }

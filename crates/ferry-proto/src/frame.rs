@@ -122,7 +122,10 @@ impl FrameHeader {
             n => (u64::from(n), 2),
         };
         let mask = if masked {
-            match buf.get(len..len + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+            match buf
+                .get(len..len + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            {
                 Some(key) => {
                     len += 4;
                     Some(key)
@@ -132,7 +135,16 @@ impl FrameHeader {
         } else {
             None
         };
-        Ok(Some((FrameHeader { fin, rsv, opcode, mask, payload_len }, len)))
+        Ok(Some((
+            FrameHeader {
+                fin,
+                rsv,
+                opcode,
+                mask,
+                payload_len,
+            },
+            len,
+        )))
     }
 
     /// Encodes this header into `out`, using the shortest length form (§5.2: "the minimal number
@@ -186,7 +198,13 @@ mod tests {
     }
 
     fn header(len: u64, mask: Option<[u8; 4]>) -> FrameHeader {
-        FrameHeader { fin: true, rsv: 0, opcode: OpCode::Binary, mask, payload_len: len }
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::Binary,
+            mask,
+            payload_len: len,
+        }
     }
 
     #[test]
@@ -195,25 +213,40 @@ mod tests {
         assert_eq!(roundtrip(header(125, None)), [0x82, 125]);
         assert_eq!(roundtrip(header(126, None)), [0x82, 126, 0, 126]);
         assert_eq!(roundtrip(header(0xFFFF, None)), [0x82, 126, 0xFF, 0xFF]);
-        assert_eq!(roundtrip(header(0x10000, None)), [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(
+            roundtrip(header(0x10000, None)),
+            [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
         assert_eq!(roundtrip(header(1 << 62, Some([1, 2, 3, 4]))).len(), 14);
     }
 
     #[test]
     fn masked_header_carries_key() {
-        assert_eq!(roundtrip(header(5, Some([0x37, 0xfa, 0x21, 0x3d]))), [0x82, 0x85, 0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(
+            roundtrip(header(5, Some([0x37, 0xfa, 0x21, 0x3d]))),
+            [0x82, 0x85, 0x37, 0xfa, 0x21, 0x3d]
+        );
     }
 
     #[test]
     fn rsv_and_fin_bits() {
-        let h = FrameHeader { fin: false, rsv: 0b101, opcode: OpCode::Text, mask: None, payload_len: 1 };
+        let h = FrameHeader {
+            fin: false,
+            rsv: 0b101,
+            opcode: OpCode::Text,
+            mask: None,
+            payload_len: 1,
+        };
         assert_eq!(roundtrip(h), [0x51, 1]);
     }
 
     #[test]
     fn reserved_opcodes_are_rejected() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::parse(&[0x80 | op, 0]), Err(ProtocolError::ReservedOpcode(op)));
+            assert_eq!(
+                FrameHeader::parse(&[0x80 | op, 0]),
+                Err(ProtocolError::ReservedOpcode(op))
+            );
         }
     }
 

@@ -34,11 +34,16 @@
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 
-pub mod close;
 mod assembler;
+pub mod close;
 mod connection;
 mod error;
 pub mod frame;
@@ -50,7 +55,9 @@ mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{CloseInfo, Config, Connection, Event, Initiator, Keepalive, Role, SendError, State};
+pub use connection::{
+    CloseInfo, Config, Connection, Event, Initiator, Keepalive, Role, SendError, State,
+};
 pub use error::ProtocolError;
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};

@@ -23,7 +23,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let (head, middle, tail) = split_aligned(buf);
     apply_mask_scalar(head, key, 0);
     let key = rotate(key, head.len());
-    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut chunks = middle.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];

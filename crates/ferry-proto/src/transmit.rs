@@ -99,7 +99,11 @@ impl Buf for Transmit {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        let sources = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let sources = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]));
         for (slot, chunk) in dst.iter_mut().zip(sources.filter(|c| !c.is_empty())) {
             *slot = IoSlice::new(chunk);
             n += 1;

@@ -59,7 +59,10 @@ impl Validator {
                 Err(err) if err.error_len().is_none() => {
                     // Still a valid prefix, and the input ran out before it could complete.
                     self.carry = [0; 4];
-                    self.carry.get_mut(..joined_len).ok_or(Utf8Error)?.copy_from_slice(joined);
+                    self.carry
+                        .get_mut(..joined_len)
+                        .ok_or(Utf8Error)?
+                        .copy_from_slice(joined);
                     self.carry_len = joined_len;
                     return Ok(());
                 }
@@ -71,7 +74,10 @@ impl Validator {
             Err(err) if err.error_len().is_none() => {
                 let rest = input.get(err.valid_up_to()..).unwrap_or_default();
                 self.carry = [0; 4];
-                self.carry.get_mut(..rest.len()).ok_or(Utf8Error)?.copy_from_slice(rest);
+                self.carry
+                    .get_mut(..rest.len())
+                    .ok_or(Utf8Error)?
+                    .copy_from_slice(rest);
                 self.carry_len = rest.len();
                 Ok(())
             }
@@ -119,10 +125,20 @@ mod tests {
 
     #[test]
     fn every_split_of_invalid_text_is_invalid() {
-        for bad in [&b"a\xffb"[..], b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"ab\xe2\x82"] {
+        for bad in [
+            &b"a\xffb"[..],
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xc0\xaf",
+            b"ab\xe2\x82",
+        ] {
             for i in 0..=bad.len() {
                 for j in i..=bad.len() {
-                    assert_eq!(feed_split(bad, &[i, j]), Err(Utf8Error), "{bad:?} cuts {i} {j}");
+                    assert_eq!(
+                        feed_split(bad, &[i, j]),
+                        Err(Utf8Error),
+                        "{bad:?} cuts {i} {j}"
+                    );
                 }
             }
         }

@@ -47,7 +47,10 @@ pub enum Transport {
 impl Address {
     /// Parses a `ws://` or `ws+unix://` URL.
     pub fn parse(url: &str) -> Result<Address, Error> {
-        let invalid = |reason| Error::InvalidUrl { url: url.to_owned(), reason };
+        let invalid = |reason| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
         // RFC 6455 §3: fragment identifiers MUST NOT be used in WebSocket URIs.
         if url.contains('#') {
             return Err(invalid("a WebSocket URL cannot have a #fragment"));
@@ -60,13 +63,23 @@ impl Address {
             if socket.is_empty() {
                 return Err(invalid("no socket path after ws+unix://"));
             }
-            let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-            return Ok(Address { transport: Transport::Unix(socket.into()), host_header: "localhost".into(), path });
+            let path = if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                format!("/{path}")
+            };
+            return Ok(Address {
+                transport: Transport::Unix(socket.into()),
+                host_header: "localhost".into(),
+                path,
+            });
         }
         let rest = if let Some(rest) = url.strip_prefix("ws://") {
             rest
         } else if url.starts_with("wss://") {
-            return Err(invalid("wss:// needs TLS, which this build of ferry does not support yet"));
+            return Err(invalid(
+                "wss:// needs TLS, which this build of ferry does not support yet",
+            ));
         } else {
             return Err(invalid("the scheme must be ws:// or ws+unix://"));
         };
@@ -74,15 +87,26 @@ impl Address {
             Some(i) => rest.split_at(i),
             None => (rest, "/"),
         };
-        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
         if authority.contains('@') {
-            return Err(invalid("user information in a WebSocket URL is not supported"));
+            return Err(invalid(
+                "user information in a WebSocket URL is not supported",
+            ));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed [ in IPv6 host"))?;
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| invalid("unclosed [ in IPv6 host"))?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| invalid("junk after IPv6 host"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| invalid("junk after IPv6 host"))?,
+                ),
             };
             (host, port)
         } else {
@@ -96,7 +120,9 @@ impl Address {
         }
         let port = match port {
             None => 80,
-            Some(p) => p.parse::<u16>().map_err(|_| invalid("the port must be a number from 0 to 65535"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| invalid("the port must be a number from 0 to 65535"))?,
         };
         let host_header = match (authority.starts_with('['), port) {
             (true, 80) => format!("[{host}]"),
@@ -104,7 +130,14 @@ impl Address {
             (false, 80) => host.to_owned(),
             (false, port) => format!("{host}:{port}"),
         };
-        Ok(Address { transport: Transport::Tcp { host: host.to_owned(), port }, host_header, path })
+        Ok(Address {
+            transport: Transport::Tcp {
+                host: host.to_owned(),
+                port,
+            },
+            host_header,
+            path,
+        })
     }
 }
 
@@ -115,10 +148,22 @@ mod tests {
     #[test]
     fn forms() {
         let a = Address::parse("ws://example.com").unwrap();
-        assert_eq!(a.transport, Transport::Tcp { host: "example.com".into(), port: 80 });
-        assert_eq!((a.host_header.as_str(), a.path.as_str()), ("example.com", "/"));
+        assert_eq!(
+            a.transport,
+            Transport::Tcp {
+                host: "example.com".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            (a.host_header.as_str(), a.path.as_str()),
+            ("example.com", "/")
+        );
         let a = Address::parse("ws://127.0.0.1:9001?x").unwrap();
-        assert_eq!((a.host_header.as_str(), a.path.as_str()), ("127.0.0.1:9001", "/?x"));
+        assert_eq!(
+            (a.host_header.as_str(), a.path.as_str()),
+            ("127.0.0.1:9001", "/?x")
+        );
         let a = Address::parse("ws+unix:///run/x.sock").unwrap();
         assert_eq!(a.transport, Transport::Unix("/run/x.sock".into()));
         assert_eq!(a.path, "/");

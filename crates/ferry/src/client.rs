@@ -1,8 +1,8 @@
 //! Connecting to WebSocket servers.
 
 use bytes::BytesMut;
-use ferry_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Response};
 use ferry_proto::Role;
+use ferry_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::address::{Address, Transport};
@@ -18,7 +18,10 @@ pub async fn connect(url: &str) -> Result<(Sender, Receiver, Response), Error> {
 }
 
 /// Connects with a given [`Config`]: subprotocols, Origin, extra headers, limits.
-pub async fn connect_with(url: &str, config: &Config) -> Result<(Sender, Receiver, Response), Error> {
+pub async fn connect_with(
+    url: &str,
+    config: &Config,
+) -> Result<(Sender, Receiver, Response), Error> {
     let address = Address::parse(url)?;
     let timeout = config.limits.handshake_timeout;
     let connected = tokio::time::timeout(timeout, async {
@@ -39,17 +42,28 @@ pub async fn connect_with(url: &str, config: &Config) -> Result<(Sender, Receive
 
 /// Runs the client handshake over a transport the caller opened (TLS, a proxy tunnel, an
 /// in-memory pipe), for the given URL's host and path.
-pub async fn connect_stream<S>(stream: S, url: &str, config: &Config) -> Result<(Sender, Receiver, Response), Error>
+pub async fn connect_stream<S>(
+    stream: S,
+    url: &str,
+    config: &Config,
+) -> Result<(Sender, Receiver, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let address = Address::parse(url)?;
-    tokio::time::timeout(config.limits.handshake_timeout, handshake(stream, &address, config))
-        .await
-        .map_err(|_| Error::HandshakeTimeout)?
+    tokio::time::timeout(
+        config.limits.handshake_timeout,
+        handshake(stream, &address, config),
+    )
+    .await
+    .map_err(|_| Error::HandshakeTimeout)?
 }
 
-async fn handshake<S>(mut stream: S, address: &Address, config: &Config) -> Result<(Sender, Receiver, Response), Error>
+async fn handshake<S>(
+    mut stream: S,
+    address: &Address,
+    config: &Config,
+) -> Result<(Sender, Receiver, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

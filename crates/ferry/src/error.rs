@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io;
 
-use ferry_proto::handshake::HandshakeError;
 use ferry_proto::Message;
+use ferry_proto::handshake::HandshakeError;
 
 /// Why connecting or accepting failed.
 #[derive(Debug)]
@@ -107,6 +107,9 @@ impl std::error::Error for TrySendError {}
 
 impl From<SendError> for Error {
     fn from(_: SendError) -> Self {
-        Error::Io(io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closing or closed"))
+        Error::Io(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the connection is closing or closed",
+        ))
     }
 }

@@ -79,7 +79,9 @@ where
                     handler.on_open(&sender, &request).await;
                     while let Some(item) = receiver.recv().await {
                         match item {
-                            Incoming::Message(message) => handler.on_message(message, &sender).await,
+                            Incoming::Message(message) => {
+                                handler.on_message(message, &sender).await
+                            }
                             Incoming::Closed(close) => {
                                 handler.on_close(close).await;
                                 break;

@@ -60,11 +60,13 @@ pub use address::Address;
 pub use client::{connect, connect_stream, connect_with};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
-pub use handler::{serve, Handler};
+pub use handler::{Handler, serve};
 pub use server::{accept, accept_with, accept_with_request, from_raw};
 pub use socket::{Incoming, Receiver, Sender};
 
-pub use ferry_proto::handshake::{Refusal, Request, Response};
-pub use ferry_proto::{CloseCode, CloseInfo, Initiator, Keepalive, Limits, Message, Role, Utf8Bytes};
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;
+pub use ferry_proto::handshake::{Refusal, Request, Response};
+pub use ferry_proto::{
+    CloseCode, CloseInfo, Initiator, Keepalive, Limits, Message, Role, Utf8Bytes,
+};

@@ -1,8 +1,8 @@
 //! Accepting WebSocket connections on any transport.
 
 use bytes::{Bytes, BytesMut};
-use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
 use ferry_proto::Role;
+use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
@@ -95,7 +95,10 @@ where
     socket::start(stream, role, config.proto(), leftover)
 }
 
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, config: &Config) -> Result<Request, Error> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    config: &Config,
+) -> Result<Request, Error> {
     let mut handshake = ServerHandshake::new(&config.limits);
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -109,7 +112,10 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, config: &Config) -> 
     }
 }
 
-async fn write_refusal<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) -> std::io::Result<()> {
+async fn write_refusal<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    refusal: &Refusal,
+) -> std::io::Result<()> {
     stream.write_all(&refusal.to_bytes()).await?;
     stream.shutdown().await
 }

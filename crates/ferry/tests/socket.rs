@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry::{CloseCode, Config, Incoming, Initiator, Limits, Message, Receiver, Sender, TrySendError};
+use ferry::{
+    CloseCode, Config, Incoming, Initiator, Limits, Message, Receiver, Sender, TrySendError,
+};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 /// A server on loopback that hands each accepted connection to `serve`.
@@ -39,7 +41,10 @@ async fn echo(sender: Sender, mut receiver: Receiver) {
 }
 
 async fn next_message(receiver: &mut Receiver) -> Message {
-    match tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("timed out") {
+    match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .expect("timed out")
+    {
         Some(Incoming::Message(message)) => message,
         other => panic!("expected a message, got {other:?}"),
     }
@@ -52,9 +57,15 @@ async fn echo_roundtrip_text_and_binary() {
     assert_eq!(response.status, 101);
     sender.send("hello").await.unwrap();
     sender.send(vec![0u8, 1, 2, 255]).await.unwrap();
-    sender.send(Message::binary(vec![7u8; 200_000])).await.unwrap();
+    sender
+        .send(Message::binary(vec![7u8; 200_000]))
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut receiver).await, Message::text("hello"));
-    assert_eq!(next_message(&mut receiver).await, Message::binary(vec![0u8, 1, 2, 255]));
+    assert_eq!(
+        next_message(&mut receiver).await,
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     assert_eq!(next_message(&mut receiver).await.len(), 200_000);
     let close = sender.close(CloseCode::NORMAL, "bye").await;
     assert_eq!(close.code, CloseCode::NORMAL);
@@ -80,7 +91,10 @@ async fn split_halves_work_from_two_tasks() {
     });
     let reader = tokio::spawn(async move {
         for i in 0..N {
-            assert_eq!(next_message(&mut receiver).await, Message::text(format!("message {i}")));
+            assert_eq!(
+                next_message(&mut receiver).await,
+                Message::text(format!("message {i}"))
+            );
         }
         receiver
     });
@@ -97,7 +111,12 @@ async fn recv_cancelled_in_select_loses_nothing() {
     let feeder = sender.clone();
     tokio::spawn(async move {
         for i in 0..N {
-            feeder.send(Message::binary(Bytes::from((i as u32).to_be_bytes().to_vec()))).await.unwrap();
+            feeder
+                .send(Message::binary(Bytes::from(
+                    (i as u32).to_be_bytes().to_vec(),
+                )))
+                .await
+                .unwrap();
             if i % 7 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -116,7 +135,10 @@ async fn recv_cancelled_in_select_loses_nothing() {
         }
     }
     assert_eq!(got, (0..N as u32).collect::<Vec<_>>());
-    assert!(cancelled > 0, "the select never cancelled a recv; the test proves nothing");
+    assert!(
+        cancelled > 0,
+        "the select never cancelled a recv; the test proves nothing"
+    );
     sender.close(CloseCode::NORMAL, "").await;
 }
 
@@ -135,13 +157,17 @@ async fn close_delivers_every_queued_message_first() {
     let (sender, _receiver, _) = ferry::connect(&url).await.unwrap();
     const N: usize = 1000;
     for i in 0..N {
-        sender.try_send(Message::binary(vec![(i % 251) as u8; 1000])).unwrap();
+        sender
+            .try_send(Message::binary(vec![(i % 251) as u8; 1000]))
+            .unwrap();
     }
     let close = sender.close(CloseCode::GOING_AWAY, "done").await;
     assert!(close.clean, "{close:?}");
     for i in 0..N {
         match rx.recv().await.unwrap() {
-            Incoming::Message(m) => assert_eq!(m.as_bytes(), vec![(i % 251) as u8; 1000].as_slice()),
+            Incoming::Message(m) => {
+                assert_eq!(m.as_bytes(), vec![(i % 251) as u8; 1000].as_slice())
+            }
             other => panic!("message {i}: got {other:?}"),
         }
     }
@@ -168,8 +194,16 @@ async fn backpressure_against_a_peer_that_never_reads() {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
     });
     let budget = 256 * 1024;
-    let config = Config { limits: Limits { send_queue_bytes: budget, ..Limits::default() }, ..Config::default() };
-    let (sender, _receiver, _) = ferry::connect_with(&format!("ws://{addr}/"), &config).await.unwrap();
+    let config = Config {
+        limits: Limits {
+            send_queue_bytes: budget,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let (sender, _receiver, _) = ferry::connect_with(&format!("ws://{addr}/"), &config)
+        .await
+        .unwrap();
     let chunk = Message::binary(vec![1u8; 16 * 1024]);
     // Fill the socket buffers and the queue until try_send refuses.
     let mut accepted = 0usize;
@@ -182,10 +216,17 @@ async fn backpressure_against_a_peer_that_never_reads() {
         if accepted % 16 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        assert!(accepted < 100_000, "the queue never filled: no backpressure");
+        assert!(
+            accepted < 100_000,
+            "the queue never filled: no backpressure"
+        );
     };
     assert_eq!(refused, chunk, "the refused message comes back whole");
-    assert!(sender.buffered_amount() <= budget, "queue over budget: {}", sender.buffered_amount());
+    assert!(
+        sender.buffered_amount() <= budget,
+        "queue over budget: {}",
+        sender.buffered_amount()
+    );
     assert!(sender.buffered_amount() + chunk.len() > budget);
     // send() waits instead of queueing beyond the budget.
     let waited = tokio::time::timeout(Duration::from_millis(300), sender.send(chunk.clone())).await;
@@ -223,7 +264,10 @@ async fn unix_socket_roundtrip() {
     let url = format!("ws+unix://{}:/chat", path.display());
     let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
     sender.send("over unix").await.unwrap();
-    assert_eq!(next_message(&mut receiver).await, Message::text("over unix"));
+    assert_eq!(
+        next_message(&mut receiver).await,
+        Message::text("over unix")
+    );
     assert!(sender.close(CloseCode::NORMAL, "").await.clean);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -235,7 +279,10 @@ async fn peer_close_is_reported_as_remote() {
     })
     .await;
     let (_sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .unwrap()
+    {
         Some(Incoming::Closed(info)) => {
             assert_eq!(info.code, CloseCode::from(4000));
             assert_eq!(info.reason.as_str(), "go away");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use ferry::{Config, Incoming, Limits, Message};
 
@@ -22,7 +22,9 @@ pub struct AutobahnArgs {
 }
 
 pub fn run(args: AutobahnArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run_all(args))
 }
 
@@ -59,8 +61,11 @@ async fn run_all(args: AutobahnArgs) -> Result<()> {
             eprintln!("case {case}: {err:#}");
         }
     }
-    let (_sender, mut receiver, _) =
-        ferry::connect_with(&format!("{url}/updateReports?agent={}", args.agent), &config).await?;
+    let (_sender, mut receiver, _) = ferry::connect_with(
+        &format!("{url}/updateReports?agent={}", args.agent),
+        &config,
+    )
+    .await?;
     while receiver.recv().await.is_some() {}
     eprintln!("reports updated");
     Ok(())

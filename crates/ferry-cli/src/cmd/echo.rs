@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry::{Config, Incoming};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,11 +40,19 @@ pub fn run(args: EchoArgs) -> Result<()> {
         bail!("--threads 0: at least one thread is needed; use --threads 1");
     }
     let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
     };
-    let mut config = Config { limits: args.limits.limits(), ..Config::default() };
+    let mut config = Config {
+        limits: args.limits.limits(),
+        ..Config::default()
+    };
     if let Some(interval) = args.ping_interval {
         config = config.with_keepalive(interval, args.ping_timeout);
     }

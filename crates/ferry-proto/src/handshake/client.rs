@@ -1,11 +1,11 @@
 //! The client side of the opening handshake (RFC 6455 §4.1).
 
-use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use super::server::is_safe_header;
-use super::{accept_key, find_header_end, has_token, split_list, HandshakeError};
+use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
 use crate::limits::Limits;
 
 /// What a client asks for in its opening handshake.
@@ -35,7 +35,11 @@ pub struct ClientRequest {
 impl ClientRequest {
     /// A request for `path` on `host`.
     pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
-        ClientRequest { host: host.into(), path: path.into(), ..ClientRequest::default() }
+        ClientRequest {
+            host: host.into(),
+            path: path.into(),
+            ..ClientRequest::default()
+        }
     }
 
     /// Offers a subprotocol.
@@ -91,14 +95,20 @@ pub struct Response {
 impl Response {
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 }
 
 impl ClientHandshake {
     /// Builds the request with a fresh random key (§4.1: "randomly selected 16-byte value").
     /// Returns the handshake state and the request bytes to send.
-    pub fn new(request: &ClientRequest, limits: &Limits) -> Result<(Self, Vec<u8>), HandshakeError> {
+    pub fn new(
+        request: &ClientRequest,
+        limits: &Limits,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
         Self::with_key(request, limits, rand::random())
     }
 
@@ -110,10 +120,18 @@ impl ClientHandshake {
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let key = BASE64.encode(key);
         let bad = |what: &str| HandshakeError::InvalidHeader(what.to_owned());
-        if !request.path.starts_with('/') || request.path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if !request.path.starts_with('/')
+            || request
+                .path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return Err(bad("path"));
         }
-        if request.host.is_empty() || !is_safe_header("Host", &request.host) || request.host.contains(' ') {
+        if request.host.is_empty()
+            || !is_safe_header("Host", &request.host)
+            || request.host.contains(' ')
+        {
             return Err(bad("Host"));
         }
         let mut out = String::with_capacity(256);
@@ -135,7 +153,10 @@ impl ClientHandshake {
                     return Err(bad("Sec-WebSocket-Protocol"));
                 }
             }
-            out.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", request.protocols.join(", ")));
+            out.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                request.protocols.join(", ")
+            ));
         }
         for (name, value) in &request.headers {
             if !is_safe_header(name, value) {
@@ -161,26 +182,43 @@ impl ClientHandshake {
         let end = match find_header_end(&self.buf, searched) {
             Some(end) if end <= self.max_bytes => end,
             None if self.buf.len() <= self.max_bytes => return Ok(None),
-            _ => return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes }),
+            _ => {
+                return Err(HandshakeError::HeadersTooLarge {
+                    limit: self.max_bytes,
+                });
+            }
         };
         let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
         let mut parsed = httparse::Response::new(&mut headers);
         match parsed.parse(self.buf.get(..end).unwrap_or_default()) {
             Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete response")),
+            Ok(httparse::Status::Partial) => {
+                return Err(HandshakeError::Malformed("incomplete response"));
+            }
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(HandshakeError::TooManyHeaders { limit: self.max_headers })
+                return Err(HandshakeError::TooManyHeaders {
+                    limit: self.max_headers,
+                });
             }
             Err(_) => return Err(HandshakeError::Malformed("invalid HTTP response")),
         }
         let status = parsed.code.unwrap_or_default();
         if status != 101 {
-            return Err(HandshakeError::Status { code: status, reason: parsed.reason.unwrap_or_default().to_owned() });
+            return Err(HandshakeError::Status {
+                code: status,
+                reason: parsed.reason.unwrap_or_default().to_owned(),
+            });
         }
-        let headers: Vec<(String, Vec<u8>)> =
-            parsed.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+        let headers: Vec<(String, Vec<u8>)> = parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect();
         let all = |name: &'static str| {
-            headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+            headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
         };
         // §4.1: the client MUST fail the connection unless each of these holds.
         if !all("upgrade").any(|v| has_token(v, "websocket")) {
@@ -195,7 +233,9 @@ impl ClientHandshake {
         }
         let mut chosen: Vec<&str> = Vec::new();
         for value in all("sec-websocket-protocol") {
-            chosen.extend(split_list(std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidAccept)?));
+            chosen.extend(split_list(
+                std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidAccept)?,
+            ));
         }
         let protocol = match chosen.as_slice() {
             [] => None,
@@ -211,7 +251,12 @@ impl ClientHandshake {
         }
         let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
         self.buf = Vec::new();
-        Ok(Some(Response { status, headers, protocol, leftover }))
+        Ok(Some(Response {
+            status,
+            headers,
+            protocol,
+            leftover,
+        }))
     }
 }
 
@@ -232,7 +277,12 @@ mod tests {
 
     #[test]
     fn request_bytes_are_exact() {
-        let (_, text) = start(&ClientRequest::new("server.example.com", "/chat").protocol("chat").protocol("superchat").origin("http://example.com"));
+        let (_, text) = start(
+            &ClientRequest::new("server.example.com", "/chat")
+                .protocol("chat")
+                .protocol("superchat")
+                .origin("http://example.com"),
+        );
         assert_eq!(
             text,
             "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -245,8 +295,14 @@ mod tests {
     fn server_accepts_the_request() {
         let request = ClientRequest::new("h", "/x").protocol("p");
         let (mut client, bytes) = ClientHandshake::new(&request, &Limits::default()).unwrap();
-        let accepted = ServerHandshake::new(&Limits::default()).receive(&bytes).unwrap().unwrap();
-        let response = client.receive(&accepted.accept(Some("p"))).unwrap().unwrap();
+        let accepted = ServerHandshake::new(&Limits::default())
+            .receive(&bytes)
+            .unwrap()
+            .unwrap();
+        let response = client
+            .receive(&accepted.accept(Some("p")))
+            .unwrap()
+            .unwrap();
         assert_eq!(response.protocol.as_deref(), Some("p"));
     }
 
@@ -278,24 +334,52 @@ mod tests {
         let plain = ClientRequest::new("h", "/");
         assert_eq!(
             check("HTTP/1.1 403 Forbidden\r\n\r\n", &plain).unwrap_err(),
-            HandshakeError::Status { code: 403, reason: "Forbidden".into() }
+            HandshakeError::Status {
+                code: 403,
+                reason: "Forbidden".into()
+            }
         );
-        assert_eq!(check(&format!("{}\r\n", OK.replace("Upgrade: websocket\r\n", "")), &plain).unwrap_err(), HandshakeError::MissingUpgrade);
-        assert_eq!(check(&format!("{}\r\n", OK.replace("Connection: Upgrade\r\n", "")), &plain).unwrap_err(), HandshakeError::MissingConnection);
-        assert_eq!(check(&format!("{}\r\n", OK.replace("s3pP", "XXXX")), &plain).unwrap_err(), HandshakeError::InvalidAccept);
+        assert_eq!(
+            check(
+                &format!("{}\r\n", OK.replace("Upgrade: websocket\r\n", "")),
+                &plain
+            )
+            .unwrap_err(),
+            HandshakeError::MissingUpgrade
+        );
+        assert_eq!(
+            check(
+                &format!("{}\r\n", OK.replace("Connection: Upgrade\r\n", "")),
+                &plain
+            )
+            .unwrap_err(),
+            HandshakeError::MissingConnection
+        );
+        assert_eq!(
+            check(&format!("{}\r\n", OK.replace("s3pP", "XXXX")), &plain).unwrap_err(),
+            HandshakeError::InvalidAccept
+        );
         assert_eq!(
             check(&format!("{OK}Sec-WebSocket-Protocol: chat\r\n\r\n"), &plain).unwrap_err(),
             HandshakeError::UnexpectedProtocol("chat".into())
         );
         assert_eq!(
-            check(&format!("{OK}Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"), &plain).unwrap_err(),
+            check(
+                &format!("{OK}Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+                &plain
+            )
+            .unwrap_err(),
             HandshakeError::UnexpectedExtension("permessage-deflate".into())
         );
     }
 
     #[test]
     fn tokens_in_response_are_case_insensitive() {
-        let response = format!("{}\r\n", OK.replace("Upgrade: websocket", "UPGRADE: WebSocket").replace("Connection: Upgrade", "connection: upgrade"));
+        let response = format!(
+            "{}\r\n",
+            OK.replace("Upgrade: websocket", "UPGRADE: WebSocket")
+                .replace("Connection: Upgrade", "connection: upgrade")
+        );
         assert!(check(&response, &ClientRequest::new("h", "/")).is_ok());
     }
 
@@ -309,7 +393,10 @@ mod tests {
     #[test]
     fn header_injection_is_refused() {
         let request = ClientRequest::new("h", "/").header("X-A", "1\r\nX-B: 2");
-        assert!(matches!(ClientHandshake::new(&request, &Limits::default()), Err(HandshakeError::InvalidHeader(_))));
+        assert!(matches!(
+            ClientHandshake::new(&request, &Limits::default()),
+            Err(HandshakeError::InvalidHeader(_))
+        ));
         let request = ClientRequest::new("h", "/a b");
         assert!(ClientHandshake::new(&request, &Limits::default()).is_err());
     }

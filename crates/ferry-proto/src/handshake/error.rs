@@ -68,19 +68,36 @@ impl HandshakeError {
             HeadersTooLarge { limit } => {
                 Refusal::new(431, format!("request header block over {limit} bytes"))
             }
-            TooManyHeaders { limit } => Refusal::new(431, format!("more than {limit} request headers")),
-            MethodNotAllowed => Refusal::new(405, "a WebSocket handshake must use GET").header("Allow", "GET"),
+            TooManyHeaders { limit } => {
+                Refusal::new(431, format!("more than {limit} request headers"))
+            }
+            MethodNotAllowed => {
+                Refusal::new(405, "a WebSocket handshake must use GET").header("Allow", "GET")
+            }
             HttpVersion => Refusal::new(400, "a WebSocket handshake needs HTTP/1.1 or later"),
             MissingHost => Refusal::new(400, "missing Host header"),
-            NotWebSocket => Refusal::new(426, "this is a WebSocket endpoint: send Upgrade: websocket")
-                .header("Upgrade", "websocket")
-                .header("Sec-WebSocket-Version", "13"),
-            MissingConnectionUpgrade => Refusal::new(400, "Connection header must contain the upgrade token"),
+            NotWebSocket => {
+                Refusal::new(426, "this is a WebSocket endpoint: send Upgrade: websocket")
+                    .header("Upgrade", "websocket")
+                    .header("Sec-WebSocket-Version", "13")
+            }
+            MissingConnectionUpgrade => {
+                Refusal::new(400, "Connection header must contain the upgrade token")
+            }
             InvalidKey => Refusal::new(400, "Sec-WebSocket-Key must be 16 bytes in base64"),
-            UnsupportedVersion => Refusal::new(426, "unsupported Sec-WebSocket-Version: only 13 is supported")
-                .header("Sec-WebSocket-Version", "13"),
-            InvalidHeader(_) | Status { .. } | MissingUpgrade | MissingConnection | InvalidAccept
-            | UnexpectedProtocol(_) | UnexpectedExtension(_) | Eof => return None,
+            UnsupportedVersion => Refusal::new(
+                426,
+                "unsupported Sec-WebSocket-Version: only 13 is supported",
+            )
+            .header("Sec-WebSocket-Version", "13"),
+            InvalidHeader(_)
+            | Status { .. }
+            | MissingUpgrade
+            | MissingConnection
+            | InvalidAccept
+            | UnexpectedProtocol(_)
+            | UnexpectedExtension(_)
+            | Eof => return None,
         };
         Some(refusal)
     }
@@ -95,8 +112,12 @@ impl fmt::Display for HandshakeError {
             MissingUpgrade => f.write_str("response lacks Upgrade: websocket"),
             MissingConnection => f.write_str("response lacks Connection: upgrade"),
             InvalidAccept => f.write_str("Sec-WebSocket-Accept does not match the key"),
-            UnexpectedProtocol(p) => write!(f, "server chose subprotocol {p:?}, which was not offered"),
-            UnexpectedExtension(e) => write!(f, "server chose extension {e:?}, which was not offered"),
+            UnexpectedProtocol(p) => {
+                write!(f, "server chose subprotocol {p:?}, which was not offered")
+            }
+            UnexpectedExtension(e) => {
+                write!(f, "server chose extension {e:?}, which was not offered")
+            }
             Eof => f.write_str("connection closed during the handshake"),
             other => match other.refusal() {
                 Some(refusal) => write!(f, "{} ({})", refusal.body, refusal.status),
@@ -130,7 +151,11 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with a status and a body line.
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Refusal { status, headers: Vec::new(), body: body.into() }
+        Refusal {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
 
     /// Adds a header.
@@ -141,7 +166,11 @@ impl Refusal {
 
     /// The whole response, ready to write. It asks the client to close the connection.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        );
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -13,8 +13,8 @@ pub use client::{ClientHandshake, ClientRequest, Response};
 pub use error::{HandshakeError, Refusal};
 pub use server::{Request, ServerHandshake};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
 /// The GUID appended to the key before hashing (RFC 6455 §1.3).
@@ -36,7 +36,9 @@ pub fn accept_key(key: &[u8]) -> String {
 /// Whether a comma-separated header value contains `token`, compared case-insensitively
 /// (`Connection: keep-alive, Upgrade`).
 pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Splits a comma-separated header value into trimmed, non-empty items.
@@ -49,7 +51,10 @@ pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
 pub(crate) fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
     // Back up 3 bytes: the terminator may straddle the previous search's end.
     let start = from.saturating_sub(3);
-    buf.get(start..)?.windows(4).position(|w| w == b"\r\n\r\n").map(|i| start + i + 4)
+    buf.get(start..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| start + i + 4)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
-use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::{accept_key, find_header_end, has_token, split_list, HandshakeError};
+use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
 use crate::limits::Limits;
 
 /// Reads a client's opening handshake, incrementally.
@@ -31,7 +31,11 @@ pub struct ServerHandshake {
 impl ServerHandshake {
     /// A handshake reader bounded by `limits.max_handshake_bytes` and `limits.max_headers`.
     pub fn new(limits: &Limits) -> Self {
-        ServerHandshake { buf: Vec::new(), max_bytes: limits.max_handshake_bytes, max_headers: limits.max_headers }
+        ServerHandshake {
+            buf: Vec::new(),
+            max_bytes: limits.max_handshake_bytes,
+            max_headers: limits.max_headers,
+        }
     }
 
     /// Adds received bytes. Returns the validated request once the header block is complete,
@@ -45,12 +49,16 @@ impl ServerHandshake {
         let end = match find_header_end(&self.buf, searched) {
             Some(end) => end,
             None if self.buf.len() > self.max_bytes => {
-                return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes })
+                return Err(HandshakeError::HeadersTooLarge {
+                    limit: self.max_bytes,
+                });
             }
             None => return Ok(None),
         };
         if end > self.max_bytes {
-            return Err(HandshakeError::HeadersTooLarge { limit: self.max_bytes });
+            return Err(HandshakeError::HeadersTooLarge {
+                limit: self.max_bytes,
+            });
         }
         let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
         let block = self.buf.get(..end).unwrap_or_default();
@@ -66,14 +74,22 @@ fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(block) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete request")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders { limit: max_headers }),
+        Ok(httparse::Status::Partial) => {
+            return Err(HandshakeError::Malformed("incomplete request"));
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders { limit: max_headers });
+        }
         Err(err) => return Err(HandshakeError::Malformed(describe(err))),
     }
     let method = parsed.method.unwrap_or_default();
     let path = parsed.path.unwrap_or_default().to_owned();
     let minor = parsed.version.unwrap_or_default();
-    let headers = parsed.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
     Request::from_parts(method, minor, path, headers)
 }
 
@@ -121,7 +137,12 @@ impl Request {
         if http_minor < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        let get = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
         if get("host").is_none() {
             return Err(HandshakeError::MissingHost);
         }
@@ -162,7 +183,14 @@ impl Request {
         };
         let protocols = list("sec-websocket-protocol");
         let extensions = list("sec-websocket-extensions");
-        Ok(Request { path, headers, key, protocols, extensions, leftover: Bytes::new() })
+        Ok(Request {
+            path,
+            headers,
+            key,
+            protocols,
+            extensions,
+            leftover: Bytes::new(),
+        })
     }
 
     /// The request target, as sent (`/chat?room=1`).
@@ -172,7 +200,10 @@ impl Request {
 
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The first value of a header as text, if it is valid UTF-8.
@@ -208,7 +239,10 @@ impl Request {
     /// The first of `supported` that the client offered: subprotocol selection in the server's
     /// order of preference.
     pub fn choose_protocol<'a>(&self, supported: &[&'a str]) -> Option<&'a str> {
-        supported.iter().copied().find(|s| self.protocols.iter().any(|p| p == s))
+        supported
+            .iter()
+            .copied()
+            .find(|s| self.protocols.iter().any(|p| p == s))
     }
 
     /// Bytes the client sent after the header block; they belong to the WebSocket stream.
@@ -227,7 +261,9 @@ impl Request {
     /// Like [`accept`](Self::accept), with extra response headers (e.g. `Set-Cookie`).
     pub fn accept_with_headers(&self, protocol: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
         let mut out = String::with_capacity(160);
-        out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+        out.push_str(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        );
         out.push_str("Sec-WebSocket-Accept: ");
         out.push_str(&accept_key(self.key.as_bytes()));
         out.push_str("\r\n");
@@ -253,7 +289,9 @@ impl Request {
 /// response could be split.
 pub(crate) fn is_safe_header(name: &str, value: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
@@ -268,7 +306,9 @@ mod tests {
         Sec-WebSocket-Version: 13\r\n\r\n";
 
     fn run(request: &str) -> Result<Request, HandshakeError> {
-        ServerHandshake::new(&Limits::default()).receive(request.as_bytes()).map(|r| r.unwrap())
+        ServerHandshake::new(&Limits::default())
+            .receive(request.as_bytes())
+            .map(|r| r.unwrap())
     }
 
     fn status(request: &str) -> u16 {
@@ -281,7 +321,10 @@ mod tests {
         assert_eq!(request.path(), "/chat");
         assert_eq!(request.origin(), Some("http://example.com"));
         assert_eq!(request.protocols(), ["chat", "superchat"]);
-        assert_eq!(request.choose_protocol(&["superchat", "chat"]), Some("superchat"));
+        assert_eq!(
+            request.choose_protocol(&["superchat", "chat"]),
+            Some("superchat")
+        );
         let response = String::from_utf8(request.accept(Some("chat"))).unwrap();
         assert_eq!(
             response,
@@ -320,37 +363,61 @@ mod tests {
     fn refusals_have_the_right_status() {
         assert_eq!(status(&GOOD.replace("GET", "POST")), 405);
         assert_eq!(status(&GOOD.replace("HTTP/1.1", "HTTP/1.0")), 400);
-        assert_eq!(status(&GOOD.replace("Host: server.example.com\r\n", "")), 400);
+        assert_eq!(
+            status(&GOOD.replace("Host: server.example.com\r\n", "")),
+            400
+        );
         assert_eq!(status(&GOOD.replace("Upgrade: websocket\r\n", "")), 426);
-        assert_eq!(status(&GOOD.replace("Connection: keep-alive, Upgrade", "Connection: keep-alive")), 400);
+        assert_eq!(
+            status(&GOOD.replace("Connection: keep-alive, Upgrade", "Connection: keep-alive")),
+            400
+        );
         assert_eq!(status(&GOOD.replace("Version: 13", "Version: 8")), 426);
-        assert_eq!(status(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")), 400);
+        assert_eq!(
+            status(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")),
+            400
+        );
         assert_eq!(status(&GOOD.replace("Host:", "Ho st:")), 400);
     }
 
     #[test]
     fn version_refusal_names_version_13() {
-        let refusal = run(&GOOD.replace("Version: 13", "Version: 8")).unwrap_err().refusal().unwrap();
-        assert!(refusal.headers.contains(&("Sec-WebSocket-Version", "13".to_owned())));
+        let refusal = run(&GOOD.replace("Version: 13", "Version: 8"))
+            .unwrap_err()
+            .refusal()
+            .unwrap();
+        assert!(
+            refusal
+                .headers
+                .contains(&("Sec-WebSocket-Version", "13".to_owned()))
+        );
         let text = String::from_utf8(refusal.to_bytes()).unwrap();
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
     }
 
     #[test]
     fn upgrade_and_connection_are_case_insensitive() {
-        let request = GOOD.replace("Upgrade: websocket", "upgrade: WebSocket").replace("keep-alive, Upgrade", "UPGRADE");
+        let request = GOOD
+            .replace("Upgrade: websocket", "upgrade: WebSocket")
+            .replace("keep-alive, Upgrade", "UPGRADE");
         assert!(run(&request).is_ok());
     }
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let request = GOOD.replace("Origin:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin:");
+        let request = GOOD.replace(
+            "Origin:",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin:",
+        );
         assert_eq!(run(&request).unwrap_err(), E::InvalidKey);
     }
 
     #[test]
     fn oversized_header_block_gets_431() {
-        let limits = Limits { max_handshake_bytes: 256, ..Limits::default() };
+        let limits = Limits {
+            max_handshake_bytes: 256,
+            ..Limits::default()
+        };
         let mut hs = ServerHandshake::new(&limits);
         let big = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n", "a".repeat(300));
         let err = hs.receive(big.as_bytes()).unwrap_err();
@@ -360,15 +427,23 @@ mod tests {
 
     #[test]
     fn too_many_headers_gets_431() {
-        let limits = Limits { max_headers: 4, ..Limits::default() };
-        let err = ServerHandshake::new(&limits).receive(GOOD.as_bytes()).unwrap_err();
+        let limits = Limits {
+            max_headers: 4,
+            ..Limits::default()
+        };
+        let err = ServerHandshake::new(&limits)
+            .receive(GOOD.as_bytes())
+            .unwrap_err();
         assert_eq!(err.refusal().unwrap().status, 431);
     }
 
     #[test]
     fn extra_headers_cannot_split_the_response() {
         let request = run(GOOD).unwrap();
-        let response = String::from_utf8(request.accept_with_headers(None, &[("X-Ok", "1"), ("X-Bad", "a\r\nb: c")])).unwrap();
+        let response = String::from_utf8(
+            request.accept_with_headers(None, &[("X-Ok", "1"), ("X-Bad", "a\r\nb: c")]),
+        )
+        .unwrap();
         assert!(response.contains("X-Ok: 1\r\n"));
         assert!(!response.contains("X-Bad"));
     }

@@ -59,7 +59,11 @@ pub enum LenForm {
 
 /// XORs `payload` with `key` (§5.3).
 pub fn masked(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect()
+    payload
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ key[i % 4])
+        .collect()
 }
 
 /// A frame header with an explicit length and length form.
@@ -206,7 +210,11 @@ pub fn parse_frames(mut bytes: &[u8]) -> Result<Vec<Frame>, String> {
             n => u64::from(n),
         };
         let mask = if b1 & 0x80 != 0 {
-            let key: [u8; 4] = bytes.get(pos..pos + 4).ok_or("truncated mask")?.try_into().unwrap();
+            let key: [u8; 4] = bytes
+                .get(pos..pos + 4)
+                .ok_or("truncated mask")?
+                .try_into()
+                .unwrap();
             pos += 4;
             Some(key)
         } else {
@@ -243,10 +251,7 @@ pub fn config() -> Config {
 
 /// A configuration with the given limits.
 pub fn config_with_limits(limits: Limits) -> Config {
-    Config {
-        limits,
-        ..config()
-    }
+    Config { limits, ..config() }
 }
 
 /// A connection in `role` with [`config`], started at [`t0`].
@@ -304,7 +309,11 @@ pub fn assert_failed(conn: &mut Connection, code: u16, reason: &str) {
         vec![closed(code, reason, Initiator::Local, false)],
         "events"
     );
-    assert_eq!(sent(conn), close_sent_by(conn.role(), code, reason), "bytes sent");
+    assert_eq!(
+        sent(conn),
+        close_sent_by(conn.role(), code, reason),
+        "bytes sent"
+    );
     assert_eq!(conn.state(), State::Closed);
     assert!(conn.should_close_transport());
     assert_eq!(
@@ -350,7 +359,11 @@ pub fn assert_accepts(role: Role, input: &[u8], expected: &[Event], reply: &[u8]
         got.extend(feed(&mut trickle, &[*byte]));
     }
     assert_eq!(got, expected, "events, fed one byte at a time");
-    assert_eq!(sent(&mut trickle), reply, "bytes sent, fed one byte at a time");
+    assert_eq!(
+        sent(&mut trickle),
+        reply,
+        "bytes sent, fed one byte at a time"
+    );
 }
 
 // -------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 
+use super::WRITE_HIGH_WATER;
 use super::receiver::Incoming;
 use super::sender::Command;
 use super::shared::Shared;
-use super::WRITE_HIGH_WATER;
 
 /// Bytes reserved in the receive buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -106,7 +106,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let _ = self.conn.send_ping(payload);
             }
             Command::Close(code, reason) => {
-                if self.conn.close(code, &reason, Instant::now()).is_err() && self.conn.state() == State::Open {
+                if self.conn.close(code, &reason, Instant::now()).is_err()
+                    && self.conn.state() == State::Open
+                {
                     // An unsendable code from the application: close normally instead of never.
                     let _ = self.conn.close(CloseCode::NORMAL, &reason, Instant::now());
                 }
@@ -151,7 +153,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return false;
             }
         }
-        let want = self.conn.bytes_wanted().unwrap_or(0).clamp(READ_CHUNK, 16 * READ_CHUNK);
+        let want = self
+            .conn
+            .bytes_wanted()
+            .unwrap_or(0)
+            .clamp(READ_CHUNK, 16 * READ_CHUNK);
         let buf = self.conn.recv_buf();
         if buf.capacity() - buf.len() < READ_CHUNK {
             buf.reserve(want);
@@ -218,7 +224,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return false;
         };
         let deadline = tokio::time::Instant::from_std(deadline);
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
@@ -274,7 +282,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             }
             if this.conn.should_close_transport() && this.conn.transmit().has_remaining() {
                 let timeout = this.conn.config().limits.close_timeout;
-                let linger = this.linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let linger = this
+                    .linger
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if linger.as_mut().poll(cx).is_ready() {
                     // The peer stopped reading; what it did not take is lost with the transport.
                     this.drain_dead_commands();

@@ -34,7 +34,12 @@ pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Starts the driver task for a transport whose handshake is done, and returns the handles.
 ///
 /// `leftover` holds bytes read past the end of the handshake: the start of the frame stream.
-pub(crate) fn start<S>(io: S, role: Role, config: ProtoConfig, leftover: Bytes) -> (Sender, Receiver)
+pub(crate) fn start<S>(
+    io: S,
+    role: Role,
+    config: ProtoConfig,
+    leftover: Bytes,
+) -> (Sender, Receiver)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -47,5 +52,8 @@ where
     }
     let driver = driver::Driver::new(io, conn, command_rx, incoming_tx, shared.clone());
     tokio::spawn(driver);
-    (Sender::new(command_tx, shared.clone()), Receiver::new(incoming_rx, shared))
+    (
+        Sender::new(command_tx, shared.clone()),
+        Receiver::new(incoming_rx, shared),
+    )
 }

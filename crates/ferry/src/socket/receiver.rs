@@ -1,8 +1,8 @@
 //! The receiving half of a connection.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
@@ -33,7 +33,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub(crate) fn new(incoming: mpsc::UnboundedReceiver<Incoming>, shared: Arc<Shared>) -> Self {
-        Receiver { incoming, shared, finished: false }
+        Receiver {
+            incoming,
+            shared,
+            finished: false,
+        }
     }
 
     /// The next message, or the close as the last item, then `None`.

@@ -1,7 +1,7 @@
 //! The sending half of a connection.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
@@ -83,7 +83,9 @@ impl Sender {
                 match command {
                     Command::Message(message) => Err(TrySendError::Closed(message)),
                     // Only a message was sent above.
-                    Command::Ping(_) | Command::Close(..) => Err(TrySendError::Closed(Message::binary(Bytes::new()))),
+                    Command::Ping(_) | Command::Close(..) => {
+                        Err(TrySendError::Closed(Message::binary(Bytes::new())))
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! State shared between a connection's driver and its handles, all atomics and wakers.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ferry_proto::{CloseInfo, Limits};
 use futures_util::task::AtomicWaker;
@@ -57,7 +57,12 @@ impl Shared {
             if current != 0 && current.saturating_add(len) > self.send_budget {
                 return false;
             }
-            match self.buffered.compare_exchange_weak(current, current + len, Ordering::AcqRel, Ordering::Acquire) {
+            match self.buffered.compare_exchange_weak(
+                current,
+                current + len,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }
@@ -94,4 +99,3 @@ impl std::fmt::Debug for Shared {
             .finish_non_exhaustive()
     }
 }
-

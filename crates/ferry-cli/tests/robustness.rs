@@ -1,0 +1,314 @@
+//! Bad input and load against the real `ferry echo` process: a precise answer, nothing lost,
+//! nobody else harmed, nothing leaked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{REQUEST, Server, client_frame};
+use ferry::{CloseCode, Incoming, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    out
+}
+
+/// One client that echoes `rounds` messages of `size` bytes and closes cleanly.
+async fn echo_client(url: String, rounds: usize, size: usize) -> Result<(), String> {
+    let (sender, mut receiver, _) = ferry::connect(&url).await.map_err(|e| e.to_string())?;
+    for round in 0..rounds {
+        let payload = vec![(round % 256) as u8; size];
+        sender
+            .send(Message::binary(payload.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        match receiver.recv().await {
+            Some(Incoming::Message(m)) if m.as_bytes() == payload.as_slice() => {}
+            other => return Err(format!("round {round}: {other:?}")),
+        }
+    }
+    let close = sender.close(CloseCode::NORMAL, "").await;
+    if close.clean {
+        Ok(())
+    } else {
+        Err(format!("unclean close {close:?}"))
+    }
+}
+
+#[tokio::test]
+async fn handshake_one_byte_at_a_time_works() {
+    let server = Server::echo(&[]);
+    let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in REQUEST {
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let mut response = vec![0u8; 129];
+    stream.read_exact(&mut response).await.unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    stream
+        .write_all(&client_frame(0x1, true, b"ok"))
+        .await
+        .unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"\x81\x02ok");
+}
+
+#[tokio::test]
+async fn trickling_handshake_is_dropped_after_the_timeout() {
+    let server = Server::echo(&["--handshake-timeout", "1s"]);
+    let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 100 ms: it would take seconds to finish, longer than the timeout.
+    let mut refused = Vec::new();
+    for byte in REQUEST {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
+        {
+            refused.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never dropped");
+    }
+    refused.extend(read_to_end(&mut stream).await);
+    let text = String::from_utf8_lossy(&refused);
+    assert!(
+        text.starts_with("HTTP/1.1 408 "),
+        "expected 408, got {text:?}"
+    );
+}
+
+#[tokio::test]
+async fn silent_connection_is_dropped_after_the_timeout() {
+    let server = Server::echo(&["--handshake-timeout", "1s"]);
+    let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+    let response = read_to_end(&mut stream).await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+#[tokio::test]
+async fn oversized_header_block_gets_431() {
+    let server = Server::echo(&["--max-handshake-size", "4KiB"]);
+    let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+    let filler = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n",
+        "a".repeat(8000)
+    );
+    let _ = stream.write_all(filler.as_bytes()).await;
+    let response = read_to_end(&mut stream).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("request header block over 4096 bytes\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_handshakes_get_precise_statuses() {
+    let server = Server::echo(&[]);
+    let request = std::str::from_utf8(REQUEST).unwrap();
+    for (bad, status) in [
+        (request.replace("GET", "POST"), "405"),
+        (request.replace("Version: 13", "Version: 8"), "426"),
+        (request.replace("Upgrade: websocket\r\n", ""), "426"),
+        (
+            request.replace("dGhlIHNhbXBsZSBub25jZQ==", "bm9wZQ=="),
+            "400",
+        ),
+        ("NOT HTTP AT ALL\r\n\r\n".to_owned(), "400"),
+    ] {
+        let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+        stream.write_all(bad.as_bytes()).await.unwrap();
+        let response = String::from_utf8_lossy(&read_to_end(&mut stream).await).into_owned();
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "for {bad:?} got {response:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_thousand_concurrent_connections_all_echo() {
+    let server = Server::echo(&[]);
+    let baseline = server.fds();
+    let url = server.url();
+    let clients: Vec<_> = (0..2000)
+        .map(|_| tokio::spawn(echo_client(url.clone(), 5, 100)))
+        .collect();
+    let mut failures = Vec::new();
+    for client in clients {
+        if let Err(err) = client.await.unwrap() {
+            failures.push(err);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let fds = server.wait_fds_at_most(baseline).await;
+    assert!(
+        fds <= baseline,
+        "descriptors leaked: {baseline} before, {fds} after"
+    );
+}
+
+#[tokio::test]
+async fn burst_of_500_simultaneous_handshakes() {
+    let server = Server::echo(&[]);
+    let url = server.url();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(500));
+    let clients: Vec<_> = (0..500)
+        .map(|_| {
+            let url = url.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                echo_client(url, 1, 10).await
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn clients_vanishing_mid_message_leak_nothing() {
+    let server = Server::echo(&[]);
+    let baseline_fds = server.fds();
+    // Warm up so the allocator's first growth is not counted as a leak.
+    vanish_round(&server, 200).await;
+    assert!(server.wait_fds_at_most(baseline_fds).await <= baseline_fds);
+    let rss_after_first = server.rss_kib();
+    for _ in 0..4 {
+        vanish_round(&server, 200).await;
+    }
+    let fds = server.wait_fds_at_most(baseline_fds).await;
+    assert!(
+        fds <= baseline_fds,
+        "descriptors leaked: {baseline_fds} before, {fds} after"
+    );
+    let rss = server.rss_kib();
+    // 800 more vanished clients, each of which made the server buffer 64 KiB: a leak of those
+    // buffers would show as tens of MiB.
+    assert!(
+        rss < rss_after_first + 8 * 1024,
+        "memory grew from {rss_after_first} KiB to {rss} KiB"
+    );
+    // And the server still serves.
+    echo_client(server.url(), 3, 1000).await.unwrap();
+}
+
+async fn vanish_round(server: &Server, clients: usize) {
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = server.addr.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(&addr).await.unwrap();
+                stream.write_all(REQUEST).await.unwrap();
+                let mut response = vec![0u8; 129];
+                stream.read_exact(&mut response).await.unwrap();
+                // Half of a 128 KiB binary frame, then a TCP reset.
+                let frame = client_frame(0x2, true, &vec![0xAB; 128 * 1024]);
+                stream.write_all(&frame[..64 * 1024]).await.unwrap();
+                stream.set_zero_linger().unwrap();
+                drop(stream);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn misbehaving_clients_do_not_break_the_others() {
+    let server = Server::echo(&[]);
+    let addr = server.addr.clone();
+    // Misbehavers: garbage after the handshake, unmasked frames, a huge frame trickled slowly,
+    // and idle connections that never finish their handshake.
+    let mut bad = Vec::new();
+    for kind in 0..40 {
+        let addr = addr.clone();
+        bad.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&addr).await.unwrap();
+            match kind % 4 {
+                0 => {
+                    stream.write_all(REQUEST).await.unwrap();
+                    let _ = stream.write_all(&[0xFF; 64]).await;
+                    read_to_end(&mut stream).await
+                }
+                1 => {
+                    stream.write_all(REQUEST).await.unwrap();
+                    let _ = stream.write_all(b"\x81\x02hi").await;
+                    read_to_end(&mut stream).await
+                }
+                2 => {
+                    stream.write_all(REQUEST).await.unwrap();
+                    let frame = client_frame(0x2, true, &vec![1; 1 << 20]);
+                    for chunk in frame.chunks(1024).take(100) {
+                        if stream.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Vec::new()
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Vec::new()
+                }
+            }
+        }));
+    }
+    // Meanwhile well-behaved clients are all served.
+    let good: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(echo_client(server.url(), 20, 512)))
+        .collect();
+    for client in good {
+        client.await.unwrap().unwrap();
+    }
+    for (kind, task) in bad.into_iter().enumerate() {
+        let response = task.await.unwrap();
+        match kind % 4 {
+            // Reserved opcode 0xF (the garbage's first byte): close 1002.
+            0 | 1 => {
+                let close = response
+                    .iter()
+                    .position(|&b| b == 0x88)
+                    .map(|i| &response[i + 2..i + 4]);
+                assert_eq!(
+                    close,
+                    Some(&[0x03, 0xEA][..]),
+                    "kind {kind}: close 1002 expected in {response:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+}
