@@ -678,14 +678,14 @@ impl Connection {
             });
             return;
         }
-        if let (Some(at), Some(keepalive)) = (self.next_ping, self.config.keepalive) {
-            if at <= now {
-                self.pings_sent += 1;
-                let payload = self.pings_sent.to_be_bytes();
-                self.write_frame(OpCode::Ping, true, &payload);
-                self.pong_deadline.get_or_insert(now + keepalive.timeout);
-                self.next_ping = Some(now + keepalive.interval);
-            }
+        if let (Some(at), Some(keepalive)) = (self.next_ping, self.config.keepalive)
+            && at <= now
+        {
+            self.pings_sent += 1;
+            let payload = self.pings_sent.to_be_bytes();
+            self.write_frame(OpCode::Ping, true, &payload);
+            self.pong_deadline.get_or_insert(now + keepalive.timeout);
+            self.next_ping = Some(now + keepalive.interval);
         }
     }
 }

@@ -172,8 +172,8 @@ impl FrameHeader {
                 10
             }
         };
-        if let Some(key) = self.mask {
-            out[len..len + 4].copy_from_slice(&key);
+        if let (Some(key), Some(slot)) = (self.mask, out.get_mut(len..len + 4)) {
+            slot.copy_from_slice(&key);
             len += 4;
         }
         len

@@ -40,8 +40,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// The byte-at-a-time reference implementation of [`apply_mask`].
 pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    for (i, byte) in buf.iter_mut().enumerate() {
-        *byte ^= key[(i + offset) & 3];
+    for (byte, k) in buf.iter_mut().zip(key.iter().cycle().skip(offset & 3)) {
+        *byte ^= k;
     }
 }
 

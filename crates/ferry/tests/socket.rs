@@ -213,7 +213,7 @@ async fn backpressure_against_a_peer_that_never_reads() {
             Err(TrySendError::Full(message)) => break message,
             Err(other) => panic!("{other:?}"),
         }
-        if accepted % 16 == 0 {
+        if accepted.is_multiple_of(16) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         assert!(
