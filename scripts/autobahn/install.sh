@@ -47,6 +47,8 @@ fi
 
 TMP=$(mktemp -d /tmp/autobahn-install.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
+chmod 755 "$TMP"   # apt downloads as the unprivileged _apt user
+export PIP_NO_PYTHON_VERSION_WARNING=1   # pip 20.3.4 nags about Python 2.7 on every call
 
 # --------------------------------------------------------------------------
 # 1. Debian packages: python2.7 + headers (from bullseye), a C toolchain.

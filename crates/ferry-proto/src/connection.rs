@@ -190,6 +190,8 @@ pub struct Connection {
     close_sent: Option<CloseFrame>,
     /// The error this end failed the connection with, if it did.
     error: Option<ProtocolError>,
+    /// A violation found after messages that the application has not handled yet.
+    deferred: Option<ProtocolError>,
     /// Whether the close is final enough to close the transport (see `should_close_transport`).
     transport_done: bool,
     eof: bool,
@@ -214,6 +216,7 @@ impl Connection {
             events: VecDeque::new(),
             close_sent: None,
             error: None,
+            deferred: None,
             transport_done: false,
             eof: false,
             close_deadline: None,
@@ -267,15 +270,29 @@ impl Connection {
     }
 
     /// Processes whatever is in the receive buffer.
+    ///
+    /// When a protocol error follows a message produced by this same call, processing stops
+    /// before failing the connection: the message events come out first, and the failure is
+    /// held (see [`is_stalled`](Self::is_stalled)) until the next call, so the application can
+    /// handle (and answer) every message that arrived before the violation. Autobahn 3.2, 5.15
+    /// and friends expect exactly that: the echo of the good message, then the close.
     pub fn handle_received(&mut self, now: Instant) {
+        if let Some(err) = self.deferred.take() {
+            self.fail(err);
+        }
+        let mut produced_message = false;
         while self.state != State::Closed {
-            match self.next_frame() {
-                Ok(Some((header, payload))) => {
-                    if let Err(err) = self.handle_frame(header, payload, now) {
-                        self.fail(err);
-                    }
-                }
+            let result = match self.next_frame() {
+                Ok(Some((header, payload))) => self.handle_frame(header, payload, now),
                 Ok(None) => break,
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(()) => produced_message |= matches!(self.events.back(), Some(Event::Message(_))),
+                Err(err) if produced_message => {
+                    self.deferred = Some(err);
+                    break;
+                }
                 Err(err) => self.fail(err),
             }
         }
@@ -286,10 +303,22 @@ impl Connection {
         }
     }
 
+    /// Whether a protocol error is held back until the messages before it have been handled.
+    /// Call [`handle_received`](Self::handle_received) (or `receive_data` with no bytes) once
+    /// the application has seen them, to fail the connection.
+    pub fn is_stalled(&self) -> bool {
+        self.deferred.is_some()
+    }
+
     /// The peer closed its side of the transport (read returned 0 bytes).
     pub fn receive_eof(&mut self) {
+        if let Some(err) = self.deferred.take() {
+            self.fail(err);
+        }
         self.eof = true;
         self.transport_done = true;
+        // Nothing is left to wait for, even when the closing handshake already completed.
+        self.close_deadline = None;
         if self.state != State::Closed {
             // §7.1.5: closed without a close frame: code 1006.
             self.enter_closed(CloseInfo {
@@ -634,6 +663,7 @@ impl Connection {
         if self.recv.is_empty() && self.pending.is_none() {
             self.recv = BytesMut::new();
         }
+        self.transmit.release_if_empty();
     }
 
     // ---------------------------------------------------------------------------------------

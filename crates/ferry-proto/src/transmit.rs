@@ -55,6 +55,14 @@ impl Transmit {
         out.freeze()
     }
 
+    /// Frees the small-write buffer when nothing is waiting, so an idle connection holds none.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.chunks = VecDeque::new();
+            self.tail = BytesMut::new();
+        }
+    }
+
     /// Appends small bytes by copy.
     pub(crate) fn put_slice(&mut self, data: &[u8]) {
         self.tail.extend_from_slice(data);

@@ -145,6 +145,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.read_closed || self.io_error.is_some() {
             return false;
         }
+        if self.conn.is_stalled() {
+            // A violation follows messages the application has not taken yet. Fail only once it
+            // has taken them, and after this round pulled any replies it queued, so those go out
+            // before the close frame.
+            self.shared.stalled.store(true, Ordering::Release);
+            self.shared.driver.register(cx.waker());
+            if self.shared.received.load(Ordering::Acquire) > 0 {
+                return false;
+            }
+            self.shared.stalled.store(false, Ordering::Release);
+            self.conn.handle_received(Instant::now());
+            self.dispatch_events();
+            return true;
+        }
         if self.shared.received.load(Ordering::Acquire) >= self.shared.recv_budget {
             // Paused: the receiver wakes us when it drains below the budget. Check again after
             // registering, in case it drained in between.

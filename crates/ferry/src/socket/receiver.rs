@@ -79,8 +79,11 @@ impl Receiver {
             Poll::Ready(Some(Incoming::Message(message))) => {
                 let len = message.len();
                 let before = self.shared.received.fetch_sub(len, Ordering::AcqRel);
-                // Crossing back under the budget: the driver may have paused reading.
-                if before >= self.shared.recv_budget && before - len < self.shared.recv_budget {
+                let after = before - len;
+                // Crossing back under the budget: the driver may have paused reading. Drained
+                // while the driver holds a failure: it may now fail the connection.
+                let crossed = before >= self.shared.recv_budget && after < self.shared.recv_budget;
+                if crossed || (after == 0 && self.shared.stalled.load(Ordering::Acquire)) {
                     self.shared.driver.wake();
                 }
                 Poll::Ready(Some(Incoming::Message(message)))

@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) recv_budget: usize,
     /// `Limits::close_timeout`, for `Sender::close`.
     pub(crate) close_timeout: std::time::Duration,
+    /// The driver holds a protocol failure until the receiver has taken every message.
+    pub(crate) stalled: AtomicBool,
     /// No more messages may be queued: a close was requested, sent or received.
     pub(crate) closing: AtomicBool,
     /// The application gave up waiting for the close: drop the transport now.
@@ -41,6 +43,7 @@ impl Shared {
             received: AtomicUsize::new(0),
             recv_budget: limits.recv_queue_bytes,
             close_timeout: limits.close_timeout,
+            stalled: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             driver: AtomicWaker::new(),
