@@ -312,3 +312,68 @@ async fn misbehaving_clients_do_not_break_the_others() {
         }
     }
 }
+
+/// A decompression bomb: frames of about 1 KiB that each inflate to 1 MiB, 1 GiB in all if the
+/// server kept going. `ferry echo --max-message-size 1MiB` stops it with 1009 at the limit, and
+/// its memory does not grow by anything like the bomb's size.
+#[tokio::test]
+async fn decompression_bomb_is_stopped_with_1009_and_memory_stays_bounded() {
+    use zlib_rs::{Deflate, DeflateConfig, DeflateFlush};
+    let server = Server::echo(&["--max-message-size", "1MiB", "--max-frame-size", "1MiB"]);
+    let rss_before = server.rss_kib();
+    let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+    let request = std::str::from_utf8(REQUEST).unwrap().replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{head}"
+    );
+
+    let mut bomb = Deflate::new_with_config(DeflateConfig {
+        level: 9,
+        window_bits: -15,
+        ..DeflateConfig::default()
+    });
+    let zeros = vec![0u8; 1 << 20];
+    let mut out = vec![0u8; 1 << 20];
+    let mut sent_frames = 0;
+    for i in 0..1024 {
+        let before = bomb.total_out();
+        bomb.compress(&zeros, &mut out, DeflateFlush::SyncFlush)
+            .unwrap();
+        let chunk = &out[..(bomb.total_out() - before) as usize];
+        let mut frame = client_frame(if i == 0 { 0x2 } else { 0x0 }, i == 1023, chunk);
+        if i == 0 {
+            frame[0] |= 0x40; // RSV1: compressed
+        }
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+        sent_frames += 1;
+    }
+    let reply = read_to_end(&mut stream).await;
+    let close = reply
+        .iter()
+        .position(|&b| b == 0x88)
+        .map(|i| &reply[i + 2..i + 4]);
+    assert_eq!(
+        close,
+        Some(&[0x03, 0xF1][..]),
+        "expected close 1009 after {sent_frames} frames, got {reply:?}"
+    );
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}

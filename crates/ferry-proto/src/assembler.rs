@@ -3,6 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::error::ProtocolError;
+use crate::extension::Extension;
 use crate::frame::{FrameHeader, OpCode};
 use crate::limits::Limits;
 use crate::message::{Message, Utf8Bytes};
@@ -32,6 +33,9 @@ pub(crate) struct Assembler {
     size: u64,
     /// Frames so far in this message, counting empty ones.
     fragments: usize,
+    /// The message's first frame carried the extension's RSV bits: its frames go through
+    /// `Extension::decode`.
+    encoded: bool,
     utf8: Validator,
 }
 
@@ -47,8 +51,11 @@ impl Assembler {
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::ExpectedContinuation);
             }
+            (OpCode::Text | OpCode::Binary, None) => self.encoded = header.rsv != 0,
             _ => {}
         }
+        // For an encoded (compressed) message this bounds the encoded size; the decoded size is
+        // bounded again as it is produced.
         let size = self.size.saturating_add(header.payload_len);
         if size > limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
@@ -67,7 +74,9 @@ impl Assembler {
 
     /// Whether payload bytes of a frame with this opcode are text.
     pub(crate) fn is_text(&self, opcode: OpCode) -> bool {
+        // Encoded payloads are not text until decoded; they are validated after decoding.
         match opcode {
+            _ if self.encoded => false,
             OpCode::Text => true,
             OpCode::Continuation => self.kind == Some(Kind::Text),
             _ => false,
@@ -84,25 +93,41 @@ impl Assembler {
     /// Adds a complete data frame. Returns the message when this frame finishes it.
     ///
     /// The frame's header has passed [`Assembler::check_header`] and, for text, its payload has
-    /// been fed to [`Assembler::validate_text`].
+    /// been fed to [`Assembler::validate_text`] (unless the message is encoded, in which case
+    /// `extension` decodes it here, bounded by `limit`, and the output is validated).
     pub(crate) fn push(
         &mut self,
         header: &FrameHeader,
         payload: Bytes,
+        extension: Option<&mut (dyn Extension + 'static)>,
+        limit: usize,
     ) -> Result<Option<Message>, ProtocolError> {
         let kind = match header.opcode {
             OpCode::Text => Kind::Text,
             OpCode::Binary => Kind::Binary,
             _ => self.kind.ok_or(ProtocolError::UnexpectedContinuation)?,
         };
-        if header.fin && self.kind.is_none() {
+        if self.encoded {
+            let extension = extension.ok_or(ProtocolError::ReservedBits(header.rsv))?;
+            self.kind = Some(kind);
+            self.size += payload.len() as u64;
+            self.fragments += 1;
+            let start = self.buf.len();
+            extension.decode(&payload, header.fin, &mut self.buf, limit)?;
+            if kind == Kind::Text {
+                self.utf8
+                    .feed(self.buf.get(start..).unwrap_or_default())
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else if header.fin && self.kind.is_none() {
             // An unfragmented message: the payload is the message, no copy.
             return self.finish(kind, payload).map(Some);
+        } else {
+            self.kind = Some(kind);
+            self.size += payload.len() as u64;
+            self.fragments += 1;
+            self.buf.extend_from_slice(&payload);
         }
-        self.kind = Some(kind);
-        self.size += payload.len() as u64;
-        self.fragments += 1;
-        self.buf.extend_from_slice(&payload);
         if !header.fin {
             return Ok(None);
         }
@@ -112,6 +137,7 @@ impl Assembler {
 
     fn finish(&mut self, kind: Kind, payload: Bytes) -> Result<Message, ProtocolError> {
         self.kind = None;
+        self.encoded = false;
         self.size = 0;
         self.fragments = 0;
         match kind {

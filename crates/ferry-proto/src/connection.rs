@@ -22,6 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::assembler::Assembler;
 use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::error::ProtocolError;
+use crate::extension::Extension;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::limits::Limits;
 use crate::mask::apply_mask;
@@ -150,6 +151,17 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Per-message send options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Split into frames of at most this many payload bytes; `None` uses
+    /// `Config::fragment_size`.
+    pub fragment_size: Option<usize>,
+    /// Send uncompressed even when compression is negotiated (for payloads known not to
+    /// compress, or that must not share a compression context with others).
+    pub uncompressed: bool,
+}
+
 /// A frame whose header has been parsed and whose payload is still arriving.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -184,6 +196,8 @@ pub struct Connection {
     recv: BytesMut,
     pending: Option<Pending>,
     assembler: Assembler,
+    /// The negotiated extension, if any (permessage-deflate).
+    extension: Option<Box<dyn Extension>>,
     transmit: Transmit,
     events: VecDeque<Event>,
     /// The close code and reason this end sent, if it did.
@@ -212,6 +226,7 @@ impl Connection {
             recv: BytesMut::new(),
             pending: None,
             assembler: Assembler::default(),
+            extension: None,
             transmit: Transmit::default(),
             events: VecDeque::new(),
             close_sent: None,
@@ -224,6 +239,17 @@ impl Connection {
             pong_deadline: None,
             pings_sent: 0,
         }
+    }
+
+    /// Adds the extension negotiated in the handshake. Call before any data flows.
+    pub fn with_extension(mut self, extension: Box<dyn Extension>) -> Self {
+        self.extension = Some(extension);
+        self
+    }
+
+    /// The negotiated extension, if any.
+    pub fn extension(&self) -> Option<&dyn Extension> {
+        self.extension.as_deref()
     }
 
     /// This end's role.
@@ -375,9 +401,15 @@ impl Connection {
 
     /// Checks what the header alone decides; returns the payload length as `usize`.
     fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
-        // §5.2: RSV bits MUST be 0 unless an extension is negotiated that defines them.
+        // §5.2: RSV bits MUST be 0 unless an extension is negotiated that defines them. The
+        // extension's bits may start a data message only: RFC 7692 §6.1 forbids RSV1 on control
+        // and continuation frames.
         if header.rsv != 0 {
-            return Err(ProtocolError::ReservedBits(header.rsv));
+            let owned = self.extension.as_ref().map_or(0, |e| e.rsv_bits());
+            let starts_message = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+            if header.rsv & !owned != 0 || !starts_message {
+                return Err(ProtocolError::ReservedBits(header.rsv));
+            }
         }
         // §5.1: a server MUST close the connection upon receiving an unmasked frame; a client
         // MUST close it upon receiving a masked one.
@@ -417,7 +449,11 @@ impl Connection {
     ) -> Result<(), ProtocolError> {
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                if let Some(message) = self.assembler.push(&header, payload)? {
+                let limit = self.config.limits.max_message_size;
+                if let Some(message) =
+                    self.assembler
+                        .push(&header, payload, self.extension.as_deref_mut(), limit)?
+                {
                     self.events.push_back(Event::Message(message));
                 }
             }
@@ -425,7 +461,7 @@ impl Connection {
                 // §5.5.2: a Pong is sent in response, with the same payload, unless a close
                 // frame has already been sent.
                 if self.state == State::Open {
-                    self.write_frame(OpCode::Pong, true, &payload);
+                    self.write_frame(OpCode::Pong, true, 0, &payload);
                 }
                 self.events.push_back(Event::Ping(payload));
             }
@@ -512,10 +548,10 @@ impl Connection {
     // ---------------------------------------------------------------------------------------
     // Output
 
-    /// Queues a whole message, split into frames of `Config::fragment_size` if that is set.
+    /// Queues a whole message, split into frames of `Config::fragment_size` if that is set, and
+    /// compressed if an extension is negotiated and the message is worth it.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
-        let size = self.config.fragment_size.unwrap_or(usize::MAX);
-        self.send_fragmented(message, size)
+        self.send_with(message, SendOptions::default())
     }
 
     /// Queues a whole message as frames of at most `frame_size` payload bytes (at least 1).
@@ -524,24 +560,49 @@ impl Connection {
         message: Message,
         frame_size: usize,
     ) -> Result<(), SendError> {
+        self.send_with(
+            message,
+            SendOptions {
+                fragment_size: Some(frame_size),
+                ..SendOptions::default()
+            },
+        )
+    }
+
+    /// Queues a whole message with per-message options.
+    pub fn send_with(&mut self, message: Message, options: SendOptions) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
+        let is_text = message.is_text();
         let (opcode, payload) = match message {
             Message::Text(text) => (OpCode::Text, text.into_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
         };
-        let frame_size = frame_size.max(1);
+        // RFC 7692 §6: a compressed message has RSV1 on its first frame only.
+        let (payload, rsv) = match self.extension.as_mut() {
+            Some(ext) if !options.uncompressed => match ext.encode(&payload, is_text) {
+                Some(encoded) => (encoded, ext.rsv_bits()),
+                None => (payload, 0),
+            },
+            _ => (payload, 0),
+        };
+        let frame_size = options
+            .fragment_size
+            .or(self.config.fragment_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
         if payload.len() <= frame_size {
-            self.write_frame_bytes(opcode, true, payload);
+            self.write_frame_bytes(opcode, true, rsv, payload);
             return Ok(());
         }
         let mut rest = payload;
-        let mut opcode = opcode;
+        let (mut opcode, mut rsv) = (opcode, rsv);
         while !rest.is_empty() {
             let chunk = rest.split_to(frame_size.min(rest.len()));
-            self.write_frame_bytes(opcode, rest.is_empty(), chunk);
+            self.write_frame_bytes(opcode, rest.is_empty(), rsv, chunk);
             opcode = OpCode::Continuation;
+            rsv = 0;
         }
         Ok(())
     }
@@ -563,7 +624,7 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlPayloadTooLong(payload.len()));
         }
-        self.write_frame(opcode, true, &payload);
+        self.write_frame(opcode, true, 0, &payload);
         Ok(())
     }
 
@@ -586,7 +647,7 @@ impl Connection {
     }
 
     fn write_close(&mut self, frame: &CloseFrame) {
-        self.write_frame(OpCode::Close, true, &frame.encode());
+        self.write_frame(OpCode::Close, true, 0, &frame.encode());
         self.close_sent = Some(frame.clone());
     }
 
@@ -595,23 +656,23 @@ impl Connection {
     }
 
     /// Writes a frame whose payload is shared when large (server) or masked by copy (client).
-    fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+    fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         match self.role {
             Role::Server => {
-                self.write_header(opcode, fin, payload.len(), None);
+                self.write_header(opcode, fin, rsv, payload.len(), None);
                 self.transmit.put_bytes(payload);
             }
-            Role::Client => self.write_frame(opcode, fin, &payload),
+            Role::Client => self.write_frame(opcode, fin, rsv, &payload),
         }
     }
 
     /// Writes a frame by copying its payload (masking it for a client).
-    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
         let mask = match self.role {
             Role::Client => Some(self.next_mask()),
             Role::Server => None,
         };
-        self.write_header(opcode, fin, payload.len(), mask);
+        self.write_header(opcode, fin, rsv, payload.len(), mask);
         let tail = self.transmit.tail_mut();
         let start = tail.len();
         tail.put_slice(payload);
@@ -620,10 +681,17 @@ impl Connection {
         }
     }
 
-    fn write_header(&mut self, opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]>) {
+    fn write_header(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        len: usize,
+        mask: Option<[u8; 4]>,
+    ) {
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: len as u64,
@@ -713,7 +781,7 @@ impl Connection {
         {
             self.pings_sent += 1;
             let payload = self.pings_sent.to_be_bytes();
-            self.write_frame(OpCode::Ping, true, &payload);
+            self.write_frame(OpCode::Ping, true, 0, &payload);
             self.pong_deadline.get_or_insert(now + keepalive.timeout);
             self.next_ping = Some(now + keepalive.interval);
         }

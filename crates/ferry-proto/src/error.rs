@@ -42,6 +42,8 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// A close frame whose reason is not valid UTF-8 (§5.5.1).
     InvalidCloseReason,
+    /// A compressed message that does not inflate (RFC 7692 §7.2.2).
+    InvalidCompressedData,
     /// A frame longer than `Limits::max_frame_size`.
     FrameTooLarge {
         /// The frame's payload length.
@@ -68,7 +70,7 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         use ProtocolError::*;
         match self {
-            InvalidUtf8 | InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            InvalidUtf8 | InvalidCloseReason | InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             FrameTooLarge { .. } | MessageTooLarge { .. } | TooManyFragments { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
@@ -104,6 +106,7 @@ impl ProtocolError {
             CloseFrameTooShort => "close frame too short",
             InvalidCloseCode(_) => "invalid close code",
             InvalidCloseReason => "invalid UTF-8 in close reason",
+            InvalidCompressedData => "invalid compressed data",
             FrameTooLarge { .. } => "frame too large",
             MessageTooLarge { .. } => "message too large",
             TooManyFragments { .. } => "too many fragments",

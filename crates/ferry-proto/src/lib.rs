@@ -46,6 +46,7 @@ mod assembler;
 pub mod close;
 mod connection;
 mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 mod limits;
@@ -56,7 +57,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{
-    CloseInfo, Config, Connection, Event, Initiator, Keepalive, Role, SendError, State,
+    CloseInfo, Config, Connection, Event, Initiator, Keepalive, Role, SendError, SendOptions, State,
 };
 pub use error::ProtocolError;
 pub use limits::Limits;

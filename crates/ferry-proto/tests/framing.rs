@@ -197,7 +197,10 @@ fn reserved_opcode_after_valid_message_1002() {
         let wire = cat(&[&to_fin(role, TEXT, b"ok"), &to_fin(role, 0x3, b"")]);
         let mut c = conn(role);
         c.receive_data(&wire, t0());
+        // The message comes out first; the failure waits for the next call (deferred.rs).
         assert_eq!(c.poll_event(), Some(text("ok")));
+        assert!(c.is_stalled());
+        c.handle_received(t0());
         assert_failed(&mut c, 1002, "reserved opcode");
     }
 }

@@ -73,6 +73,7 @@ where
         origin: config.origin.clone(),
         protocols: config.protocols.clone(),
         headers: config.headers.clone(),
+        deflate: config.deflate.clone(),
     };
     let (mut state, bytes) = ClientHandshake::new(&request, &config.limits)?;
     stream.write_all(&bytes).await?;
@@ -87,6 +88,7 @@ where
         }
     };
     let leftover = std::mem::take(&mut response.leftover);
-    let (sender, receiver) = socket::start(stream, Role::Client, config.proto(), leftover);
+    let deflate = response.deflate.zip(config.deflate.as_ref());
+    let (sender, receiver) = socket::start(stream, Role::Client, config.proto(), deflate, leftover);
     Ok((sender, receiver, response))
 }

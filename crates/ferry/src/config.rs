@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use ferry_proto::extension::deflate::DeflateConfig;
 use ferry_proto::{Keepalive, Limits};
 
 /// How a connection is set up and run.
 ///
-/// Plain data with safe defaults; build it with struct update syntax.
+/// Plain data with safe defaults; build it with struct update syntax. permessage-deflate is on
+/// by default, with the decompressed size always bounded by `Limits::max_message_size`.
 ///
 /// ```
 /// use ferry::{Config, Limits};
@@ -17,7 +19,7 @@ use ferry_proto::{Keepalive, Limits};
 /// };
 /// assert_eq!(config.limits.max_message_size, 16 << 20);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Resource limits; see [`Limits`] for each default.
     pub limits: Limits,
@@ -32,12 +34,35 @@ pub struct Config {
     pub origin: Option<String>,
     /// Client only: extra request headers.
     pub headers: Vec<(String, String)>,
+    /// permessage-deflate (RFC 7692): a client offers it, a server accepts the first acceptable
+    /// offer. `None` turns compression off. See `docs/compression.md`.
+    pub deflate: Option<DeflateConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            keepalive: None,
+            fragment_size: None,
+            protocols: Vec::new(),
+            origin: None,
+            headers: Vec::new(),
+            deflate: Some(DeflateConfig::default()),
+        }
+    }
 }
 
 impl Config {
     /// A config with keepalive pings every `interval`, failing after `timeout` without a pong.
     pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some(Keepalive { interval, timeout });
+        self
+    }
+
+    /// This config without compression.
+    pub fn without_deflate(mut self) -> Self {
+        self.deflate = None;
         self
     }
 

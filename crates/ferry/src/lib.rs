@@ -66,6 +66,7 @@ pub use socket::{Incoming, Receiver, Sender};
 
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;
+pub use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams};
 pub use ferry_proto::handshake::{Refusal, Request, Response};
 pub use ferry_proto::{
     CloseCode, CloseInfo, Initiator, Keepalive, Limits, Message, Role, Utf8Bytes,

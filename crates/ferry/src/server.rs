@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use ferry_proto::Role;
+use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -80,19 +81,39 @@ where
     }
     let offered: Vec<&str> = config.protocols.iter().map(String::as_str).collect();
     let protocol = request.choose_protocol(&offered);
-    stream.write_all(&request.accept(protocol)).await?;
+    // RFC 7692 §5: the first acceptable offer, or none (the connection opens uncompressed).
+    let deflate = config
+        .deflate
+        .as_ref()
+        .and_then(|d| Some((d.accept_offer(&request.extension_offers())?, d)));
+    let response = match &deflate {
+        Some(((_, header), _)) => {
+            request.accept_with_headers(protocol, &[("Sec-WebSocket-Extensions", header)])
+        }
+        None => request.accept(protocol),
+    };
+    stream.write_all(&response).await?;
     let leftover = request.take_leftover();
-    let (sender, receiver) = socket::start(stream, Role::Server, config.proto(), leftover);
+    let deflate = deflate.map(|((params, _), settings)| (params, settings));
+    let (sender, receiver) = socket::start(stream, Role::Server, config.proto(), deflate, leftover);
     Ok((sender, receiver, request))
 }
 
 /// Starts a connection on a transport whose handshake was done elsewhere (by an HTTP server
-/// such as hyper), with `leftover` bytes already read past the handshake.
-pub fn from_raw<S>(stream: S, role: Role, config: &Config, leftover: Bytes) -> (Sender, Receiver)
+/// such as hyper), with `leftover` bytes already read past the handshake, and the
+/// permessage-deflate parameters that handshake agreed on, if any (used with `config.deflate`).
+pub fn from_raw<S>(
+    stream: S,
+    role: Role,
+    config: &Config,
+    deflate: Option<DeflateParams>,
+    leftover: Bytes,
+) -> (Sender, Receiver)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    socket::start(stream, role, config.proto(), leftover)
+    let deflate = deflate.zip(config.deflate.as_ref());
+    socket::start(stream, role, config.proto(), deflate, leftover)
 }
 
 async fn read_request<S: AsyncRead + Unpin>(

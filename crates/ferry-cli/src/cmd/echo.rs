@@ -7,7 +7,7 @@ use clap::Args;
 use ferry::{Config, Incoming};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::limits::LimitArgs;
+use super::limits::{DeflateArgs, LimitArgs};
 use crate::size::parse_duration;
 
 /// Echo every text and binary message back unchanged, on any path.
@@ -33,6 +33,8 @@ pub struct EchoArgs {
     pub ping_timeout: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub deflate: DeflateArgs,
 }
 
 pub fn run(args: EchoArgs) -> Result<()> {
@@ -51,6 +53,7 @@ pub fn run(args: EchoArgs) -> Result<()> {
     };
     let mut config = Config {
         limits: args.limits.limits(),
+        deflate: args.deflate.config(),
         ..Config::default()
     };
     if let Some(interval) = args.ping_interval {

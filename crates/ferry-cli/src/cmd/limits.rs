@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use ferry::Limits;
+use ferry::{DeflateConfig, Limits};
 
 use crate::size::{parse_duration, parse_size};
 
@@ -49,5 +49,45 @@ impl LimitArgs {
             close_timeout: self.close_timeout,
             ..Limits::default()
         }
+    }
+}
+
+/// permessage-deflate (RFC 7692) settings.
+#[derive(Args, Debug, Clone)]
+pub struct DeflateArgs {
+    /// Turn permessage-deflate off: decline every offer (server) or offer none (client).
+    #[arg(long)]
+    pub no_deflate: bool,
+    /// Compression level, 0 (store) to 9 (best).
+    #[arg(long, value_name = "0-9", default_value_t = DeflateConfig::default().level, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub deflate_level: u8,
+    /// Largest window this end compresses with, as bits (a 2^BITS-byte window).
+    #[arg(long, value_name = "9-15", default_value_t = DeflateConfig::default().own_window_bits, value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub deflate_window_bits: u8,
+    /// Window to ask of the peer's compressor, as bits; sizes this end's decompressor.
+    #[arg(long, value_name = "8-15", default_value_t = DeflateConfig::default().peer_window_bits, value_parser = clap::value_parser!(u8).range(8..=15))]
+    pub deflate_peer_window_bits: u8,
+    /// zlib memLevel of this end's compressor: memory against speed.
+    #[arg(long, value_name = "1-9", default_value_t = DeflateConfig::default().mem_level, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub deflate_mem_level: u8,
+    /// Send messages shorter than this uncompressed.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = DeflateConfig::default().threshold)]
+    pub deflate_threshold: usize,
+    /// Reset this end's compressor after every message (no context takeover).
+    #[arg(long)]
+    pub deflate_no_context_takeover: bool,
+}
+
+impl DeflateArgs {
+    pub fn config(&self) -> Option<DeflateConfig> {
+        (!self.no_deflate).then(|| DeflateConfig {
+            level: self.deflate_level,
+            mem_level: self.deflate_mem_level,
+            own_window_bits: self.deflate_window_bits,
+            peer_window_bits: self.deflate_peer_window_bits,
+            own_no_context_takeover: self.deflate_no_context_takeover,
+            threshold: self.deflate_threshold,
+            ..DeflateConfig::default()
+        })
     }
 }

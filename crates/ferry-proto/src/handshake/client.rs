@@ -6,6 +6,8 @@ use bytes::Bytes;
 
 use super::server::is_safe_header;
 use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
+use crate::extension::deflate::{self, DeflateConfig, DeflateParams};
+use crate::extension::parse_extensions;
 use crate::limits::Limits;
 
 /// What a client asks for in its opening handshake.
@@ -30,6 +32,8 @@ pub struct ClientRequest {
     pub protocols: Vec<String>,
     /// Extra headers (authorization, cookies, ...).
     pub headers: Vec<(String, String)>,
+    /// Offer permessage-deflate with these settings.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl ClientRequest {
@@ -74,6 +78,7 @@ impl ClientRequest {
 pub struct ClientHandshake {
     expected_accept: String,
     protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     buf: Vec<u8>,
     max_bytes: usize,
     max_headers: usize,
@@ -88,6 +93,8 @@ pub struct Response {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The subprotocol the server chose, if any (always one that was offered).
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters the server accepted, if it did.
+    pub deflate: Option<DeflateParams>,
     /// Bytes after the header block: the start of the WebSocket stream.
     pub leftover: Bytes,
 }
@@ -158,6 +165,13 @@ impl ClientHandshake {
                 request.protocols.join(", ")
             ));
         }
+        if let Some(deflate) = &request.deflate {
+            deflate.validate().map_err(HandshakeError::InvalidHeader)?;
+            out.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                deflate.client_offer()
+            ));
+        }
         for (name, value) in &request.headers {
             if !is_safe_header(name, value) {
                 return Err(bad(name));
@@ -168,6 +182,7 @@ impl ClientHandshake {
         let state = ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             protocols: request.protocols.clone(),
+            deflate: request.deflate.clone(),
             buf: Vec::new(),
             max_bytes: limits.max_handshake_bytes,
             max_headers: limits.max_headers,
@@ -242,11 +257,25 @@ impl ClientHandshake {
             [one] if self.protocols.iter().any(|p| p == one) => Some((*one).to_owned()),
             _ => return Err(HandshakeError::UnexpectedProtocol(chosen.join(", "))),
         };
-        // No extension is offered yet, so any in the response was not offered (§4.1).
-        for value in all("sec-websocket-extensions") {
-            let text = String::from_utf8_lossy(value);
-            if let Some(first) = split_list(&text).next() {
-                return Err(HandshakeError::UnexpectedExtension(first.to_owned()));
+        // §9.1: the server may only accept extensions that were offered, each at most once.
+        let values: Vec<String> = all("sec-websocket-extensions")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let accepted = parse_extensions(&values).ok_or_else(|| {
+            HandshakeError::InvalidExtension("unparsable Sec-WebSocket-Extensions".into())
+        })?;
+        let mut deflate = None;
+        for extension in &accepted {
+            match &self.deflate {
+                Some(config) if extension.name == deflate::NAME && deflate.is_none() => {
+                    deflate = Some(
+                        config
+                            .accept_response(extension)
+                            .map_err(HandshakeError::InvalidExtension)?,
+                    );
+                }
+                _ => return Err(HandshakeError::UnexpectedExtension(extension.name.clone())),
             }
         }
         let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
@@ -255,6 +284,7 @@ impl ClientHandshake {
             status,
             headers,
             protocol,
+            deflate,
             leftover,
         }))
     }

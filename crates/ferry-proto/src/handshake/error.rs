@@ -55,6 +55,9 @@ pub enum HandshakeError {
     UnexpectedProtocol(String),
     /// Client side: the server chose an extension that was not offered.
     UnexpectedExtension(String),
+    /// Client side: the server's extension parameters break the extension's rules (RFC 7692
+    /// §5: unknown, duplicate or invalid parameters, or ones this end cannot honour).
+    InvalidExtension(String),
     /// The peer closed the connection before the handshake completed.
     Eof,
 }
@@ -97,6 +100,7 @@ impl HandshakeError {
             | InvalidAccept
             | UnexpectedProtocol(_)
             | UnexpectedExtension(_)
+            | InvalidExtension(_)
             | Eof => return None,
         };
         Some(refusal)

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
+use crate::extension::{ExtensionOffer, parse_extensions};
 use crate::limits::Limits;
 
 /// Reads a client's opening handshake, incrementally.
@@ -182,7 +183,12 @@ impl Request {
                 .collect()
         };
         let protocols = list("sec-websocket-protocol");
-        let extensions = list("sec-websocket-extensions");
+        let extensions = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+            .collect();
         Ok(Request {
             path,
             headers,
@@ -231,9 +237,11 @@ impl Request {
         &self.protocols
     }
 
-    /// The extension offers, one entry per comma-separated item of Sec-WebSocket-Extensions.
-    pub fn extensions(&self) -> &[String] {
-        &self.extensions
+    /// The extension offers from Sec-WebSocket-Extensions, in the client's order. A header
+    /// that does not parse yields no offers: the connection then opens without extensions.
+    pub fn extension_offers(&self) -> Vec<ExtensionOffer> {
+        let values: Vec<&str> = self.extensions.iter().map(String::as_str).collect();
+        parse_extensions(&values).unwrap_or_default()
     }
 
     /// The first of `supported` that the client offered: subprotocol selection in the server's
@@ -253,7 +261,8 @@ impl Request {
     /// The 101 response that accepts this request, with the chosen subprotocol.
     ///
     /// A subprotocol the client did not offer is left out: the client would have to fail the
-    /// connection on it (§4.1). Extensions are declined until an extension is configured.
+    /// connection on it (§4.1). Extensions are declined; to accept one, pass its
+    /// `Sec-WebSocket-Extensions` header to [`accept_with_headers`](Self::accept_with_headers).
     pub fn accept(&self, protocol: Option<&str>) -> Vec<u8> {
         self.accept_with_headers(protocol, &[])
     }

@@ -272,10 +272,26 @@ pub fn events(conn: &mut Connection) -> Vec<Event> {
     std::iter::from_fn(|| conn.poll_event()).collect()
 }
 
-/// Feeds `bytes` at [`t0`] and returns the events produced.
+/// What a driver does after each read, for an application that takes every message at once:
+/// takes the events, and while a failure is held back behind messages it just delivered
+/// ([`Connection::is_stalled`]), processes again so the failure happens.
+pub fn settle(conn: &mut Connection) -> Vec<Event> {
+    let mut out = events(conn);
+    while conn.is_stalled() {
+        assert!(
+            out.iter().any(|e| matches!(e, Event::Message(_))),
+            "stalled without delivering a message: {out:?}"
+        );
+        conn.handle_received(t0());
+        out.extend(events(conn));
+    }
+    out
+}
+
+/// Feeds `bytes` at [`t0`] as one read, then [`settle`]s: returns the events produced.
 pub fn feed(conn: &mut Connection, bytes: &[u8]) -> Vec<Event> {
     conn.receive_data(bytes, t0());
-    events(conn)
+    settle(conn)
 }
 
 /// Takes the whole transmit queue as a `Vec`.
@@ -405,7 +421,8 @@ pub fn mixed_text(len: usize, seed: u64) -> String {
     out
 }
 
-/// Bytes `0, 1, 2, ...` wrapping, `len` long.
+/// `len` bytes of a fixed non-repeating-looking pattern (`i * 31 + 7`, wrapping), so a
+/// misplaced or dropped byte shows.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + 7) as u8).collect()
 }

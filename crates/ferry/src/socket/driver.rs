@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Buf;
-use ferry_proto::{CloseCode, CloseInfo, Connection, Event, Initiator, State, Utf8Bytes};
+use ferry_proto::{
+    CloseCode, CloseInfo, Connection, Event, Initiator, SendOptions, State, Utf8Bytes,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
@@ -96,10 +98,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Message(message) => {
+            Command::Message(message, uncompressed) => {
                 let len = message.len();
                 // After a close, a queued message is dropped: §5.5.1 forbids data after close.
-                let _ = self.conn.send(message);
+                let options = SendOptions {
+                    uncompressed,
+                    ..SendOptions::default()
+                };
+                let _ = self.conn.send_with(message, options);
                 self.shared.release(len);
             }
             Command::Ping(payload) => {
@@ -271,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Releases what senders still have queued once the connection can no longer send it.
     fn drain_dead_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::Message(message) = command {
+            if let Command::Message(message, _) = command {
                 self.shared.release(message.len());
             }
         }

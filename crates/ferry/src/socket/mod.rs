@@ -21,6 +21,7 @@ mod shared;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use ferry_proto::{Config as ProtoConfig, Connection, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -33,20 +34,28 @@ pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// Starts the driver task for a transport whose handshake is done, and returns the handles.
 ///
-/// `leftover` holds bytes read past the end of the handshake: the start of the frame stream.
+/// `deflate` is the negotiated permessage-deflate, with this end's settings. `leftover` holds
+/// bytes read past the end of the handshake: the start of the frame stream.
 pub(crate) fn start<S>(
     io: S,
     role: Role,
     config: ProtoConfig,
+    deflate: Option<(DeflateParams, &DeflateConfig)>,
     leftover: Bytes,
 ) -> (Sender, Receiver)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(shared::Shared::new(&config.limits));
+    let shared = Arc::new(shared::Shared::new(
+        &config.limits,
+        deflate.map(|(params, _)| params),
+    ));
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
     let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
+    if let Some((params, settings)) = deflate {
+        conn = conn.with_extension(Box::new(PerMessageDeflate::new(role, params, settings)));
+    }
     if !leftover.is_empty() {
         conn.receive_data(&leftover, tokio::time::Instant::now().into_std());
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
 use tokio::sync::mpsc;
 
@@ -13,7 +14,8 @@ use crate::error::{SendError, TrySendError};
 /// What the handles ask of the driver, in order.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Message(Message),
+    /// A message, and whether it must go out uncompressed.
+    Message(Message, bool),
     Ping(Bytes),
     Close(CloseCode, String),
 }
@@ -47,14 +49,24 @@ impl Sender {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        let mut message = message.into();
+        self.send_inner(message.into(), false).await
+    }
+
+    /// Like [`send`](Self::send), but never compressed, whatever was negotiated: for payloads
+    /// known not to compress, or secrets that must not share a compression context with
+    /// attacker-influenced data (the CRIME/BREACH class of attacks).
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_inner(message.into(), true).await
+    }
+
+    async fn send_inner(&self, mut message: Message, uncompressed: bool) -> Result<(), SendError> {
         loop {
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
             // Register before checking, so a release between the check and the wait is seen.
             notified.as_mut().enable();
             self.shared.space_wanted.store(true, Ordering::Release);
-            match self.try_send(message) {
+            match self.try_send_inner(message, uncompressed) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Closed(m)) => return Err(SendError(m)),
                 Err(TrySendError::Full(m)) => message = m,
@@ -68,7 +80,10 @@ impl Sender {
     /// On a full queue the message comes back as [`TrySendError::Full`]: nothing is dropped
     /// silently. A message larger than the whole budget is taken only into an empty queue.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
-        let message = message.into();
+        self.try_send_inner(message.into(), false)
+    }
+
+    fn try_send_inner(&self, message: Message, uncompressed: bool) -> Result<(), TrySendError> {
         if self.shared.is_closing() {
             return Err(TrySendError::Closed(message));
         }
@@ -76,12 +91,12 @@ impl Sender {
         if !self.shared.try_reserve(len) {
             return Err(TrySendError::Full(message));
         }
-        match self.commands.send(Command::Message(message)) {
+        match self.commands.send(Command::Message(message, uncompressed)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(command)) => {
                 self.shared.release(len);
                 match command {
-                    Command::Message(message) => Err(TrySendError::Closed(message)),
+                    Command::Message(message, _) => Err(TrySendError::Closed(message)),
                     // Only a message was sent above.
                     Command::Ping(_) | Command::Close(..) => {
                         Err(TrySendError::Closed(Message::binary(Bytes::new())))
@@ -106,6 +121,11 @@ impl Sender {
         self.commands
             .send(Command::Ping(payload))
             .map_err(|_| SendError(Message::binary(Bytes::new())))
+    }
+
+    /// The permessage-deflate parameters negotiated in the handshake, if compression is on.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.shared.deflate
     }
 
     /// Whether the connection is closing or closed: sends will fail.

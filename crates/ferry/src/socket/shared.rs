@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseInfo, Limits};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -31,10 +32,12 @@ pub(crate) struct Shared {
     /// How the connection ended, once it has.
     pub(crate) closed: OnceLock<CloseInfo>,
     pub(crate) closed_notify: Notify,
+    /// The negotiated permessage-deflate parameters, if any.
+    pub(crate) deflate: Option<DeflateParams>,
 }
 
 impl Shared {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits, deflate: Option<DeflateParams>) -> Self {
         Shared {
             buffered: AtomicUsize::new(0),
             send_budget: limits.send_queue_bytes,
@@ -49,6 +52,7 @@ impl Shared {
             driver: AtomicWaker::new(),
             closed: OnceLock::new(),
             closed_notify: Notify::new(),
+            deflate,
         }
     }
 
