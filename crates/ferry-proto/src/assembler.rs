@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::connection::encoded_limit;
 use crate::error::ProtocolError;
 use crate::extension::Extension;
 use crate::frame::{FrameHeader, OpCode};
@@ -57,7 +58,12 @@ impl Assembler {
         // For an encoded (compressed) message this bounds the encoded size; the decoded size is
         // bounded again as it is produced.
         let size = self.size.saturating_add(header.payload_len);
-        if size > limits.max_message_size as u64 {
+        let limit = if self.encoded {
+            encoded_limit(limits.max_message_size)
+        } else {
+            limits.max_message_size
+        };
+        if size > limit as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 size,
                 limit: limits.max_message_size,
@@ -70,6 +76,11 @@ impl Assembler {
             });
         }
         Ok(())
+    }
+
+    /// Whether the message being received is encoded by the extension (compressed).
+    pub(crate) fn is_encoded(&self) -> bool {
+        self.encoded
     }
 
     /// Whether payload bytes of a frame with this opcode are text.

@@ -1,23 +1,32 @@
 //! An interoperability client: checks that a WebSocket echo server returns every message
-//! ferry sends, byte for byte.
+//! ferry sends, byte for byte, with or without permessage-deflate.
 //!
 //! ```text
-//! cargo run --release -p ferry --example interop_client -- ws://127.0.0.1:9001/
+//! cargo run --release -p ferry --example interop_client -- [OPTIONS] ws://127.0.0.1:9001/
+//!
+//!   --no-deflate               offer no compression (ferry offers permessage-deflate by default)
+//!   --expect-deflate VALUE     fail unless the negotiated extension is VALUE, written as ferry
+//!                              writes it (`DeflateParams::to_header`), e.g. "permessage-deflate;
+//!                              client_max_window_bits=12"; or `none` for no compression
 //! ```
 //!
-//! It sends a fixed matrix of text and binary messages whose sizes sit on the frame-length
-//! boundaries of RFC 6455 (125/126 bytes, 65535/65536 bytes) and go up to just under 16 MiB,
-//! with text full of 2-, 3- and 4-byte UTF-8 characters. Each message is awaited and compared
-//! before the next one goes out. Then it sends pings, checks the connection still echoes, and
-//! closes with 1000, expecting a clean closing handshake that echoes 1000.
+//! It first prints what was negotiated: the server's `Sec-WebSocket-Extensions` header and the
+//! parameters ferry runs with (`Sender::deflate()`). Then it sends a fixed matrix of text and
+//! binary messages whose sizes sit on the frame-length boundaries of RFC 6455 (125/126 bytes,
+//! 65535/65536 bytes) and go up to just under 16 MiB: text full of 2-, 3- and 4-byte UTF-8
+//! characters, JSON-like text and binary (they compress well), and random bytes (they do not).
+//! Each message is awaited and compared before the next one goes out. Then it sends pings, checks
+//! the connection still echoes, and closes with 1000, expecting a clean closing handshake that
+//! echoes 1000.
 //!
 //! One line per check on stdout; on the first mismatch a single `FAIL ...` line and exit code 1.
-//! `tests/interop/run.sh` runs it against the Python `websockets` echo server.
+//! `tests/interop/python/run.sh` and `tests/interop/node/run.sh` run it against the echo servers
+//! of Python's `websockets` and Node's `ws`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferry::{CloseCode, Config, Incoming, Limits, Message, Receiver};
+use ferry::{CloseCode, Config, DeflateParams, Incoming, Limits, Message, Receiver};
 
 /// Largest message either side accepts in this test.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -39,13 +48,53 @@ const SIZES: &[usize] = &[
 /// How long to wait for any one echo (a 16 MiB message included).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+const USAGE: &str =
+    "usage: interop_client [--no-deflate] [--expect-deflate VALUE|none] ws://HOST:PORT/";
+
+/// The command line.
+struct Options {
+    url: String,
+    /// Offer permessage-deflate (ferry's default).
+    deflate: bool,
+    /// What must be negotiated: `Some(None)` for no compression; `None` to accept anything.
+    expect_deflate: Option<Option<String>>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        url: String::new(),
+        deflate: true,
+        expect_deflate: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--no-deflate" => options.deflate = false,
+            "--expect-deflate" => {
+                let value = args.next().ok_or("--expect-deflate needs a value")?;
+                options.expect_deflate = Some((value != "none").then_some(value));
+            }
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
+            _ if options.url.is_empty() => options.url = arg,
+            _ => return Err(format!("unexpected argument {arg}")),
+        }
+    }
+    if options.url.is_empty() {
+        return Err("no URL given".into());
+    }
+    Ok(options)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Some(url) = std::env::args().nth(1) else {
-        eprintln!("usage: interop_client ws://HOST:PORT/");
-        return ExitCode::from(2);
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("interop_client: {err}\n{USAGE}");
+            return ExitCode::from(2);
+        }
     };
-    match run(&url).await {
+    match run(&options).await {
         Ok(checks) => {
             println!("interop_client: all {checks} checks passed");
             ExitCode::SUCCESS
@@ -58,14 +107,15 @@ async fn main() -> ExitCode {
 }
 
 /// Runs every check in order; returns how many passed, or why the first one failed.
-async fn run(url: &str) -> Result<usize, String> {
+async fn run(options: &Options) -> Result<usize, String> {
+    let url = options.url.as_str();
     let mut checks = 0;
     let mut pass = |what: String| {
         checks += 1;
         println!("ok   {what}");
     };
 
-    let config = Config {
+    let mut config = Config {
         limits: Limits {
             max_message_size: MAX_MESSAGE,
             max_frame_size: MAX_MESSAGE,
@@ -73,14 +123,51 @@ async fn run(url: &str) -> Result<usize, String> {
         },
         ..Config::default()
     };
+    if !options.deflate {
+        config = config.without_deflate();
+    }
     let (sender, mut receiver, response) = ferry::connect_with(url, &config)
         .await
         .map_err(|err| format!("connect to {url}: {err}"))?;
     pass(format!("connected to {url} (HTTP {})", response.status));
 
+    // What was negotiated: the server's answer as it wrote it, and as ferry understood it.
+    let answer = response
+        .header("Sec-WebSocket-Extensions")
+        .map_or("(none)".into(), String::from_utf8_lossy);
+    let negotiated = sender.deflate();
+    if negotiated != response.deflate {
+        return Err(format!(
+            "Sender::deflate() is {negotiated:?} but the handshake response says {:?}",
+            response.deflate
+        ));
+    }
+    let negotiated = negotiated.as_ref().map(DeflateParams::to_header);
+    let shown = negotiated.as_deref().unwrap_or("none");
+    let offer = config
+        .deflate
+        .as_ref()
+        .map(|deflate| deflate.client_offer());
+    println!(
+        "     offered:         {}",
+        offer.as_deref().unwrap_or("(nothing)")
+    );
+    println!("     server answered: {answer}");
+    println!("     negotiated:      {shown}");
+    match &options.expect_deflate {
+        Some(expected) if *expected != negotiated => {
+            let expected = expected.as_deref().unwrap_or("none");
+            return Err(format!(
+                "extensions: expected {expected}, negotiated {shown}"
+            ));
+        }
+        Some(_) => pass(format!("extensions: negotiated {shown}, as expected")),
+        None => {}
+    }
+
     // The echo matrix: one message at a time, each compared with what comes back.
-    for message in matrix() {
-        let label = describe(&message);
+    for (content, message) in matrix() {
+        let label = format!("{} ({content})", describe(&message));
         sender
             .send(message.clone())
             .await
@@ -145,15 +232,20 @@ async fn run(url: &str) -> Result<usize, String> {
     Ok(checks)
 }
 
-/// Every message to echo: text and binary at each size, and a short all-Unicode text.
-fn matrix() -> Vec<Message> {
+/// Every message to echo, with what it is made of: at each size, UTF-8 text, JSON-like text and
+/// binary (these compress well), and random binary (this does not); then a short all-Unicode
+/// text.
+fn matrix() -> Vec<(&'static str, Message)> {
     let mut messages = Vec::new();
     for &size in SIZES {
-        messages.push(Message::text(text_of_size(size)));
-        messages.push(Message::binary(bytes_of_size(size)));
+        messages.push(("utf-8", Message::text(text_of_size(size))));
+        messages.push(("json", Message::text(json_of_size(size))));
+        messages.push(("json", Message::binary(json_of_size(size))));
+        messages.push(("random", Message::binary(bytes_of_size(size))));
     }
-    messages.push(Message::text(
-        "ASCII, é ü ß, € ✓ 中文, 😀 🦀 𝄞, 👩‍💻 (a ZWJ sequence)",
+    messages.push((
+        "unicode",
+        Message::text("ASCII, é ü ß, € ✓ 中文, 😀 🦀 𝄞, 👩‍💻 (a ZWJ sequence)"),
     ));
     messages
 }
@@ -164,6 +256,23 @@ fn text_of_size(size: usize) -> String {
     const UNIT: &str = "aé€😀"; // 1 + 2 + 3 + 4 = 10 bytes
     let mut text = UNIT.repeat(size / UNIT.len());
     text.extend(std::iter::repeat_n('x', size % UNIT.len()));
+    text
+}
+
+/// JSON-like ASCII text of exactly `size` bytes: records that differ a little from each other, as
+/// an API's traffic does, so it compresses well without being one repeated string.
+fn json_of_size(size: usize) -> String {
+    let mut text = String::from("[");
+    let mut id = 0_u64;
+    while text.len() < size {
+        text.push_str(&format!(
+            r#"{{"id":{id},"name":"user-{id}","active":{},"score":{},"tags":["alpha","beta"]}},"#,
+            id.is_multiple_of(3),
+            id * 7919 % 1000
+        ));
+        id += 1;
+    }
+    text.truncate(size);
     text
 }
 

@@ -1,12 +1,18 @@
 """Checks a WebSocket echo server (ferry echo) with the websockets client.
 
 Usage:
-  client_check.py echo URL               echo matrix, pings, closing handshake
+  client_check.py echo URL [--no-compression] [--expect-extensions VALUE|none]
+                                         echo matrix, pings, closing handshake
   client_check.py handshake URL          bad opening handshakes get the right HTTP refusal
   client_check.py oversize URL --limit N server started with --max-message-size N closes 1009
 
 Prints one "ok   ..." line per check. On the first failure prints one "FAIL ..." line and
-exits 1. Run by tests/interop/run.sh; see tests/interop/README.md.
+exits 1; except in the echo matrix, where a failed message is reported and the matrix goes on
+(on a new connection if the server closed this one), so one bad case hides no other. Run by tests/interop/python/run.sh; see tests/interop/README.md.
+
+websockets offers permessage-deflate unless --no-compression (compression=None). With
+--expect-extensions, the server's Sec-WebSocket-Extensions answer must be exactly VALUE (`none`:
+no header), and websockets must have activated the matching extension.
 """
 
 import argparse
@@ -18,6 +24,7 @@ import urllib.parse
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 MAX_SIZE = 16 * 1024 * 1024
 # Empty, the 7-bit length limit and the first 16-bit one, the 16-bit limit and the first
@@ -38,6 +45,24 @@ def text_of_size(size):
     """Text of exactly `size` UTF-8 bytes, full of 1-, 2-, 3- and 4-byte characters."""
     unit = "aé€😀"  # 1 + 2 + 3 + 4 = 10 bytes
     return unit * (size // 10) + "x" * (size % 10)
+
+
+def json_of_size(size):
+    """JSON-like ASCII text of exactly `size` bytes: records that differ a little, so it
+    compresses well without being one repeated string (the same text as ferry's
+    interop_client example)."""
+    parts = ["["]
+    length = 1
+    record = 0
+    while length < size:
+        part = (
+            f'{{"id":{record},"name":"user-{record}","active":{str(record % 3 == 0).lower()},'
+            f'"score":{record * 7919 % 1000},"tags":["alpha","beta"]}},'
+        )
+        parts.append(part)
+        length += len(part)
+        record += 1
+    return "".join(parts)[:size]
 
 
 def bytes_of_size(size):
@@ -76,25 +101,67 @@ async def recv_echo(ws, label):
 
 
 def matrix():
+    """(what it is made of, message) at each size: UTF-8 text, JSON-like text and binary (these
+    compress well), random binary (this does not); then a short text of assorted Unicode."""
     messages = []
     for size in SIZES:
-        messages.append(text_of_size(size))
-        messages.append(bytes_of_size(size))
-    messages.append("ASCII, é ü ß, € ✓ 中文, 😀 🦀 𝄞, 👩‍💻 (a ZWJ sequence)")
+        messages.append(("utf-8", text_of_size(size)))
+        messages.append(("json", json_of_size(size)))
+        messages.append(("json", json_of_size(size).encode()))
+        messages.append(("random", bytes_of_size(size)))
+    messages.append(("unicode", "ASCII, é ü ß, € ✓ 中文, 😀 🦀 𝄞, 👩‍💻 (a ZWJ sequence)"))
     return messages
 
 
-async def check_echo(url):
-    async with connect(url, max_size=MAX_SIZE, open_timeout=10, close_timeout=10) as ws:
-        # websockets offers permessage-deflate; ferry has to decline or negotiate it properly.
-        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
-        ok(f"connected to {url} (extensions negotiated: {extensions or 'none'})")
+def check_extensions(ws, expected):
+    """Prints what was offered and answered; with `expected`, checks the answer is exactly that
+    and that websockets runs the extension (or none). Returns whether it did."""
+    offered = ws.request.headers.get("Sec-WebSocket-Extensions") or "(nothing)"
+    answered = ws.response.headers.get("Sec-WebSocket-Extensions")
+    active = ws.protocol.extensions
+    print(f"     offered:         {offered}", flush=True)
+    print(f"     server answered: {answered or '(none)'}", flush=True)
+    print(f"     active:          {active or 'none'}", flush=True)
+    names = [extension.name for extension in active]
+    if expected is None:
+        return True
+    if (answered or "none") != expected:
+        print(f"FAIL extensions: expected the server to answer {expected!r}, got {answered or 'none'!r}", flush=True)
+        return False
+    if names != ([] if expected == "none" else ["permessage-deflate"]):
+        print(f"FAIL extensions: the server answered {expected!r} but websockets runs {active}", flush=True)
+        return False
+    ok(f"extensions: server answered {expected}, as expected")
+    return True
 
-        for message in matrix():
-            label = describe(message)
-            await ws.send(message)
-            compare(label, message, await recv_echo(ws, label))
-            ok(f"echo {label}")
+
+async def check_echo(url, compression, expected_extensions):
+    """Returns how many checks failed and went on (the extensions, matrix messages); any other
+    failure raises CheckFailed."""
+    failed = 0
+
+    def open_connection():
+        return connect(url, max_size=MAX_SIZE, open_timeout=10, close_timeout=10, compression=compression)
+
+    ws = await open_connection()
+    try:
+        ok(f"connected to {url}")
+        if not check_extensions(ws, expected_extensions):
+            failed += 1
+
+        for content, message in matrix():
+            label = f"{describe(message)} ({content})"
+            try:
+                await ws.send(message)
+                compare(label, message, await recv_echo(ws, label))
+                ok(f"echo {label}")
+            except (CheckFailed, ConnectionClosed) as exc:
+                print(f"FAIL {exc}" if isinstance(exc, CheckFailed) else f"FAIL {label}: {exc}", flush=True)
+                failed += 1
+                if ws.state is not State.OPEN:
+                    await ws.close()
+                    ws = await open_connection()
+                    print("     (reconnected to go on with the matrix)", flush=True)
 
         # Fragmented messages: websockets sends each item as its own frame.
         fragments = [text_of_size(1000), "😀 split here", text_of_size(70000), ""]
@@ -135,6 +202,9 @@ async def check_echo(url):
         if ws.protocol.close_rcvd_then_sent is not False:
             raise CheckFailed("close: the server's close frame was not an answer to ours")
         ok(f"close 1000 echoed by the server (reason {ws.close_reason!r})")
+    finally:
+        await ws.close()
+    return failed
 
 
 def raw_handshake(url, request_lines, *, refused=True):
@@ -250,10 +320,18 @@ def main():
     parser.add_argument("mode", choices=["echo", "handshake", "oversize"])
     parser.add_argument("url", help="ws://127.0.0.1:PORT/")
     parser.add_argument("--limit", type=int, default=1024, help="the server's --max-message-size (oversize)")
+    parser.add_argument("--no-compression", action="store_true", help="offer no permessage-deflate (echo)")
+    parser.add_argument(
+        "--expect-extensions",
+        metavar="VALUE",
+        help="the Sec-WebSocket-Extensions answer the server must give, or 'none' (echo)",
+    )
     args = parser.parse_args()
     try:
         if args.mode == "echo":
-            asyncio.run(check_echo(args.url))
+            compression = None if args.no_compression else "deflate"
+            if asyncio.run(check_echo(args.url, compression, args.expect_extensions)):
+                sys.exit(1)
         elif args.mode == "handshake":
             check_handshake(args.url)
         else:

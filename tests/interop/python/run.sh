@@ -4,8 +4,14 @@
 # Usage: tests/interop/python/run.sh
 #
 #   (a) `ferry echo`                             <- websockets client (client_check.py echo, handshake)
+#       a-no-compression: the client offers no permessage-deflate (compression=None)
+#       a-no-deflate:     `ferry echo --no-deflate` declines it
 #   (b) `ferry echo --max-message-size 1KiB`     <- websockets client (client_check.py oversize: 1009)
 #   (c) websockets echo server (echo_server.py)  <- ferry's interop_client example
+#       c-no-deflate:     `echo_server.py --no-deflate` declines permessage-deflate
+#       c-ferry-no-deflate: `interop_client --no-deflate` offers none
+#
+# Every step with a handshake asserts the negotiated Sec-WebSocket-Extensions on both sides.
 #
 # Creates (or reuses) a virtualenv with a pinned websockets, builds `ferry` and the example in
 # release mode, runs the steps, and ends with the line `interop: N passed, M failed` (one per
@@ -34,82 +40,12 @@ esac
 
 WEBSOCKETS_VERSION=${WEBSOCKETS_VERSION:-17.4}
 PYTHON=${PYTHON:-python3}
-STEP_TIMEOUT=${STEP_TIMEOUT:-120}
-BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
-STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-20}
 VENV=${FERRY_VENV:-target/interop-venv}
 case $VENV in /*) ;; *) VENV=$REPO_ROOT/$VENV ;; esac
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO_ROOT/$TARGET_DIR ;; esac
-FERRY_BIN=$TARGET_DIR/release/ferry
-CLIENT_BIN=$TARGET_DIR/release/examples/interop_client
-# Servers are killed on exit; this only bounds a server that outlives a killed script.
-SERVER_TIMEOUT=$((STEP_TIMEOUT * 4 + 60))
 
-PASSED=0
-FAILED=0
-FAILED_STEPS=()
-PIDS=()    # background servers
-CHILD=""   # the foreground step, run in the background so that signals are acted on at once
-LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ferry-interop.XXXXXX")
-
-# shellcheck disable=SC2317  # called from the traps
-cleanup() {
-    local pid
-    [ -z "$CHILD" ] || { kill -TERM "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null; }
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$LOGDIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# bounded SECONDS COMMAND...: runs COMMAND under `timeout` and returns its status. It runs in
-# the background while this script waits, so that INT or TERM reach the traps at once (a
-# foreground command would delay them until it ends); the EXIT trap then stops it.
-bounded() {
-    local seconds=$1 rc
-    shift
-    timeout "$seconds" "$@" &
-    CHILD=$!
-    wait "$CHILD"
-    rc=$?
-    CHILD=""
-    return "$rc"
-}
-
-log() { printf '[interop] %s\n' "$*"; }
-
-summary() {
-    log "took ${SECONDS}s"
-    [ "${#FAILED_STEPS[@]}" -eq 0 ] || log "failed steps: ${FAILED_STEPS[*]}"
-    echo "interop: $PASSED passed, $FAILED failed"
-}
-
-skip() {
-    if [ "${INTEROP_STRICT:-0}" = 1 ]; then
-        echo "FAIL setup: $* (INTEROP_STRICT=1)"
-        FAILED=$((FAILED + 1))
-        summary
-        exit 1
-    fi
-    echo "SKIP: $*"
-    exit 0
-}
-
-# A setup failure that is ferry's (or the build's) fault: count it and stop.
-fatal() {
-    echo "FAIL $1: ${*:2}"
-    FAILED=$((FAILED + 1))
-    FAILED_STEPS+=("$1")
-    summary
-    exit 1
-}
+SUITE=interop
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$SCRIPT_DIR/../lib.sh"
 
 # --- Python and websockets -----------------------------------------------------------------
 
@@ -129,124 +65,48 @@ fi
 
 # --- Build ---------------------------------------------------------------------------------
 
-log "building ferry and the interop_client example (release)"
-bounded "$BUILD_TIMEOUT" cargo build --quiet --release -p ferry-cli --bin ferry \
-    || fatal build "cargo build --release -p ferry-cli --bin ferry failed (status $?)"
-bounded "$BUILD_TIMEOUT" cargo build --quiet --release -p ferry --example interop_client \
-    || fatal build "cargo build --release -p ferry --example interop_client failed (status $?)"
-
-# --- Helpers -------------------------------------------------------------------------------
+build_ferry
+build_example
 
 free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# start_server NAME PORT COMMAND...: runs COMMAND in the background (output in $LOGDIR/NAME.log)
-# and waits until PORT accepts connections. Fails if the server dies or is not up in time.
-start_server() {
-    local name=$1 port=$2 pid deadline
-    shift 2
-    timeout "$SERVER_TIMEOUT" "$@" >"$LOGDIR/$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    deadline=$((SECONDS + STARTUP_TIMEOUT))
-    until port_open "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "FAIL $name: exited before listening on 127.0.0.1:$port"
-            return 1
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "FAIL $name: not listening on 127.0.0.1:$port after ${STARTUP_TIMEOUT}s"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# Counts a step that could not run as one failure, with the server's log.
-step_broken() {
-    local label=$1 server=$2
-    FAILED=$((FAILED + 1))
-    FAILED_STEPS+=("$label")
-    show_log "$server"
-}
-
-show_log() {
-    [ -s "$LOGDIR/$1.log" ] || return 0
-    log "last lines of the $1 log:"
-    tail -n 20 "$LOGDIR/$1.log" | sed 's/^/    /'
-}
-
-# run_step LABEL SERVER COMMAND...: runs a check program with a time limit and counts its
-# "ok ..." and "FAIL ..." lines. A program that fails without saying why counts as one failure.
-run_step() {
-    local label=$1 server=$2 out rc passed failed
-    shift 2
-    out=$LOGDIR/step.out
-    log "step $label: $*"
-    bounded "$STEP_TIMEOUT" "$@" >"$out" 2>&1
-    rc=$?
-    cat "$out"
-    passed=$(grep -c '^ok ' "$out")
-    failed=$(grep -c '^FAIL' "$out")
-    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
-        if [ "$rc" -eq 124 ]; then
-            echo "FAIL $label: timed out after ${STEP_TIMEOUT}s"
-        else
-            echo "FAIL $label: exited with status $rc"
-        fi
-        failed=1
-    elif [ "$rc" -eq 0 ] && [ "$passed" -eq 0 ]; then
-        echo "FAIL $label: ran no checks"
-        failed=1
-    fi
-    PASSED=$((PASSED + passed))
-    FAILED=$((FAILED + failed))
-    if [ "$failed" -ne 0 ]; then
-        FAILED_STEPS+=("$label")
-        show_log "$server"
-    fi
-}
-
-# server_report LABEL SERVER: counts the "ok ..." / "FAIL ..." lines a server printed to its log
-# (echo_server.py reports on keepalive when a client has closed), waiting briefly for them.
-server_report() {
-    local label=$1 server=$2 deadline=$((SECONDS + 10)) passed failed
-    until grep -q '^\(ok \|FAIL\)' "$LOGDIR/$server.log"; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "FAIL $label: $server printed no verdict"
-            FAILED=$((FAILED + 1))
-            FAILED_STEPS+=("$label")
-            return
-        fi
-        sleep 0.1
-    done
-    grep '^\(ok \|FAIL\)' "$LOGDIR/$server.log"
-    passed=$(grep -c '^ok ' "$LOGDIR/$server.log")
-    failed=$(grep -c '^FAIL' "$LOGDIR/$server.log")
-    PASSED=$((PASSED + passed))
-    FAILED=$((FAILED + failed))
-    [ "$failed" -eq 0 ] || FAILED_STEPS+=("$label")
-}
-
 CHECK=("$PY" "$SCRIPT_DIR/client_check.py")
+
+# The negotiated extension each step expects, as the server writes its Sec-WebSocket-Extensions
+# answer (and as ferry's DeflateParams::to_header writes it). They follow from the defaults of
+# both sides, so a change of defaults shows up here:
+# - the websockets client offers "permessage-deflate; client_max_window_bits"; `ferry echo`
+#   (peer window 12 bits by default) limits the client's window to 4 KiB;
+# - ferry's client (Config::default) offers "permessage-deflate; client_no_context_takeover;
+#   server_max_window_bits=12; client_max_window_bits"; the websockets server takes all that
+#   and limits ferry's window to 12 bits too (its default both ways).
+FERRY_ANSWERS="permessage-deflate; client_max_window_bits=12"
+WEBSOCKETS_ANSWERS="permessage-deflate; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12"
 
 # --- (a) ferry echo <- websockets client ---------------------------------------------------
 
 port=$(free_port)
-if start_server ferry-echo "$port" env NO_COLOR=1 RUST_LOG=debug "$FERRY_BIN" echo --listen "127.0.0.1:$port"; then
-    run_step a-echo ferry-echo "${CHECK[@]}" echo "ws://127.0.0.1:$port/"
+if start_ferry_echo ferry-echo "$port"; then
+    run_step a-echo ferry-echo "${CHECK[@]}" echo "ws://127.0.0.1:$port/" --expect-extensions "$FERRY_ANSWERS"
+    run_step a-no-compression ferry-echo "${CHECK[@]}" echo "ws://127.0.0.1:$port/" --no-compression --expect-extensions none
     run_step a-handshake ferry-echo "${CHECK[@]}" handshake "ws://127.0.0.1:$port/"
 else
     step_broken a ferry-echo
 fi
 
+port=$(free_port)
+if start_ferry_echo ferry-echo-no-deflate "$port" --no-deflate; then
+    run_step a-no-deflate ferry-echo-no-deflate "${CHECK[@]}" echo "ws://127.0.0.1:$port/" --expect-extensions none
+else
+    step_broken a-no-deflate ferry-echo-no-deflate
+fi
+
 # --- (b) ferry echo with a 1 KiB limit <- websockets client: 1009 --------------------------
 
 port=$(free_port)
-if start_server ferry-echo-1k "$port" env NO_COLOR=1 RUST_LOG=debug "$FERRY_BIN" echo --listen "127.0.0.1:$port" --max-message-size 1KiB; then
+if start_ferry_echo ferry-echo-1k "$port" --max-message-size 1KiB; then
     run_step b-oversize ferry-echo-1k "${CHECK[@]}" oversize "ws://127.0.0.1:$port/" --limit 1024
 else
     step_broken b ferry-echo-1k
@@ -256,11 +116,29 @@ fi
 # The server pings every 50 ms, so ferry's pongs are checked too, mid-message included.
 
 port=$(free_port)
-if start_server python-echo "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port" --keepalive 0.05; then
-    run_step c-ferry-client python-echo "$CLIENT_BIN" "ws://127.0.0.1:$port/"
-    server_report c-keepalive python-echo
+if start_server python-echo "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port" --keepalive 0.05 \
+    --expect-extensions "$WEBSOCKETS_ANSWERS"; then
+    run_step c-ferry-client python-echo "$CLIENT_BIN" --expect-deflate "$WEBSOCKETS_ANSWERS" "ws://127.0.0.1:$port/"
+    server_report c-server python-echo 2
 else
     step_broken c python-echo
+fi
+
+port=$(free_port)
+if start_server python-echo-no-deflate "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port" --no-deflate \
+    --expect-extensions none; then
+    run_step c-no-deflate python-echo-no-deflate "$CLIENT_BIN" --expect-deflate none "ws://127.0.0.1:$port/"
+    server_report c-no-deflate-server python-echo-no-deflate 1
+else
+    step_broken c-no-deflate python-echo-no-deflate
+fi
+
+port=$(free_port)
+if start_server python-echo-2 "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port" --expect-extensions none; then
+    run_step c-ferry-no-deflate python-echo-2 "$CLIENT_BIN" --no-deflate --expect-deflate none "ws://127.0.0.1:$port/"
+    server_report c-ferry-no-deflate-server python-echo-2 1
+else
+    step_broken c-ferry-no-deflate python-echo-2
 fi
 
 summary

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Interoperability tests between ferry and a real browser: headless Chromium's WebSocket
+# against `ferry echo`, with permessage-deflate on and off.
+#
+# Usage: tests/interop/browser/run.sh
+#
+#   `ferry echo`                                <- Chromium (browser_check.mjs + page.js)
+#   b-deflate:     ferry echo's default permessage-deflate
+#   b-no-deflate:  `ferry echo --no-deflate`: ws.extensions must be ""
+#   b-params:      `ferry echo --deflate-no-context-takeover --deflate-peer-window-bits 9`:
+#                  Chromium must accept and honour server_no_context_takeover and a 512-byte
+#                  client window
+#
+# Only this direction: a browser cannot be a WebSocket server, so there is no Chromium server
+# for ferry's client to talk to.
+#
+# Each step asserts the negotiated extension (the page's ws.extensions; Chromium's offer and
+# ferry's Sec-WebSocket-Extensions answer are printed from the DevTools protocol), echoes text
+# and binary messages of 0 bytes to 16 MiB - 1 KiB made in the page (UTF-8, JSON-like and
+# random text; JSON-like and random binary), each compared by type, length and SHA-256, and
+# closes with 1000.
+#
+# Needs Chromium at /usr/bin/chromium (Debian's `chromium` package: installed with apt-get when
+# missing and this runs as root) and playwright-core, pinned in package.json and
+# package-lock.json, installed with `npm ci` into tests/interop/browser/node_modules when missing.
+# Playwright never downloads a browser here. Ends with the line
+# `interop-browser: N passed, M failed` (one per check) and exits non-zero if any check failed.
+# If node, npm, playwright-core or Chromium cannot be had, prints `SKIP: reason` and exits 0
+# (set INTEROP_STRICT=1 to fail instead).
+#
+# Environment knobs (defaults in brackets):
+#   NODE                node binary, 20 or later  [node]
+#   CHROMIUM            the Chromium to drive  [/usr/bin/chromium]
+#   INTEROP_STRICT=1    a missing prerequisite fails instead of skipping
+#   STEP_TIMEOUT        seconds one check step may take  [240]
+#   BUILD_TIMEOUT       seconds one cargo build may take  [1800]
+#   STARTUP_TIMEOUT     seconds to wait for a server's port  [20]
+set -uo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../../.." && pwd)
+cd "$REPO_ROOT" || exit 1
+
+case ${1:-} in
+    -h | --help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    "") ;;
+    *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+esac
+
+NODE=${NODE:-node}
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+STEP_TIMEOUT=${STEP_TIMEOUT:-240}
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+SUITE=interop-browser
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$SCRIPT_DIR/../lib.sh"
+
+# --- Node, playwright-core and Chromium ----------------------------------------------------
+
+command -v "$NODE" >/dev/null 2>&1 || skip "$NODE not found; the browser interop tests need Node.js 20 or later (Debian: apt-get install nodejs npm)"
+"$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || skip "Node.js $("$NODE" --version) is too old; playwright-core needs 20 or later"
+wanted=$("$NODE" -p 'require(process.argv[1]).dependencies["playwright-core"]' "$SCRIPT_DIR/package.json")
+installed=$("$NODE" -p 'require(process.argv[1]).version' "$SCRIPT_DIR/node_modules/playwright-core/package.json" 2>/dev/null)
+if [ "$installed" = "$wanted" ]; then
+    log "reusing $SCRIPT_DIR/node_modules (playwright-core $installed)"
+else
+    command -v npm >/dev/null 2>&1 || skip "npm not found; it installs playwright-core for the browser interop tests (Debian: apt-get install npm)"
+    log "installing playwright-core $wanted into $SCRIPT_DIR/node_modules (npm ci)"
+    if ! bounded 300 env -C "$SCRIPT_DIR" npm ci --no-audit --no-fund >"$LOGDIR/npm.log" 2>&1; then
+        skip "npm ci could not install playwright-core $wanted (no access to the npm registry?): $(tail -n 1 "$LOGDIR/npm.log")"
+    fi
+fi
+
+if [ ! -x "$CHROMIUM" ]; then
+    [ "$CHROMIUM" = /usr/bin/chromium ] || skip "CHROMIUM=$CHROMIUM is not an executable"
+    command -v apt-get >/dev/null 2>&1 || skip "$CHROMIUM is missing and there is no apt-get to install Debian's chromium package"
+    [ "$(id -u)" = 0 ] || skip "$CHROMIUM is missing; install it with: sudo apt-get install chromium"
+    log "installing Debian's chromium package (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! bounded 900 apt-get install -y chromium >"$LOGDIR/apt.log" 2>&1; then
+        log "apt-get install failed; updating the package lists and trying again"
+        bounded 300 apt-get update >>"$LOGDIR/apt.log" 2>&1
+        bounded 900 apt-get install -y chromium >>"$LOGDIR/apt.log" 2>&1 \
+            || skip "apt-get could not install chromium: $(tail -n 1 "$LOGDIR/apt.log")"
+    fi
+    [ -x "$CHROMIUM" ] || skip "the chromium package did not provide $CHROMIUM"
+fi
+log "node $("$NODE" --version), playwright-core $wanted, $("$CHROMIUM" --version 2>/dev/null | tail -n 1)"
+
+# --- Build ---------------------------------------------------------------------------------
+
+build_ferry
+
+free_port() {
+    "$NODE" -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
+}
+
+CHECK=("$NODE" "$SCRIPT_DIR/browser_check.mjs" --chromium "$CHROMIUM")
+
+# What Chromium's ws.extensions must say. Chromium offers "permessage-deflate;
+# client_max_window_bits" and reports the server's answer as it came. `ferry echo` asks a
+# 12-bit client window by default; with --deflate-no-context-takeover it also promises to reset
+# its own compressor, and --deflate-peer-window-bits 9 asks a 9-bit client window.
+DEFAULT_ANSWER="permessage-deflate; client_max_window_bits=12"
+PARAMS_ANSWER="permessage-deflate; server_no_context_takeover; client_max_window_bits=9"
+
+# browser_step LABEL EXPECTED [FERRY ECHO FLAGS...]: one ferry echo, one Chromium run.
+browser_step() {
+    local label=$1 expected=$2 port
+    shift 2
+    port=$(free_port)
+    if start_ferry_echo "ferry-echo-$label" "$port" "$@"; then
+        run_step "$label" "ferry-echo-$label" "${CHECK[@]}" "ws://127.0.0.1:$port/" --expect-extensions "$expected"
+    else
+        step_broken "$label" "ferry-echo-$label"
+    fi
+}
+
+browser_step b-deflate "$DEFAULT_ANSWER"
+browser_step b-no-deflate none --no-deflate
+browser_step b-params "$PARAMS_ANSWER" --deflate-no-context-takeover --deflate-peer-window-bits 9
+
+summary
+[ "$FAILED" -eq 0 ]
