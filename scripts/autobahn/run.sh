@@ -23,7 +23,7 @@
 #                     from this run (refused unless every case is OK/INFORMATIONAL)
 #   AGENT         agent name in the reports  [ferry]
 #   SERVER_PORT / CLIENT_PORT   [9001 / 9002]
-#   TIMEOUT       seconds a whole mode may take before it is killed  [900]
+#   TIMEOUT       seconds a whole mode may take before it is killed  [2100]
 #   STARTUP_TIMEOUT  seconds to wait for a listening port  [30]
 #   AUTOBAHN_PREFIX  wstest virtualenv, see install.sh  [/opt/autobahn]
 set -euo pipefail
@@ -75,7 +75,7 @@ OUTDIR=$(abspath "${OUTDIR:-$REPO_ROOT/reports/autobahn}")
 AGENT=${AGENT:-ferry}
 SERVER_PORT=${SERVER_PORT:-9001}
 CLIENT_PORT=${CLIENT_PORT:-9002}
-TIMEOUT=${TIMEOUT:-900}
+TIMEOUT=${TIMEOUT:-2100}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 AUTOBAHN_PREFIX=${AUTOBAHN_PREFIX:-/opt/autobahn}
 PY2=$AUTOBAHN_PREFIX/bin/python
