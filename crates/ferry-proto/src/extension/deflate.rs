@@ -90,29 +90,18 @@ impl Default for DeflateConfig {
 impl DeflateConfig {
     /// Checks every field's range; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.level > 9 {
-            return Err(format!(
-                "deflate level {} out of range: use 0 to 9",
-                self.level
-            ));
-        }
-        if !(1..=9).contains(&self.mem_level) {
-            return Err(format!(
-                "deflate mem_level {} out of range: use 1 to 9",
-                self.mem_level
-            ));
-        }
-        if !(9..=15).contains(&self.own_window_bits) {
-            return Err(format!(
-                "deflate own_window_bits {} out of range: use 9 to 15",
-                self.own_window_bits
-            ));
-        }
-        if !(8..=15).contains(&self.peer_window_bits) {
-            return Err(format!(
-                "deflate peer_window_bits {} out of range: use 8 to 15",
-                self.peer_window_bits
-            ));
+        let fields = [
+            ("level", self.level, 0, 9),
+            ("mem_level", self.mem_level, 1, 9),
+            ("own_window_bits", self.own_window_bits, 9, 15),
+            ("peer_window_bits", self.peer_window_bits, 8, 15),
+        ];
+        for (name, value, low, high) in fields {
+            if !(low..=high).contains(&value) {
+                return Err(format!(
+                    "deflate {name} {value} out of range: use {low} to {high}"
+                ));
+            }
         }
         Ok(())
     }
