@@ -437,21 +437,19 @@ impl Connection {
                 return Err(ProtocolError::FragmentedControlFrame);
             }
         } else {
-            // Check the sequence first: it decides whether this frame belongs to a compressed
-            // message, whose wire size may exceed the limit a little (see `encoded_limit`).
-            self.assembler.check_header(header, &self.config.limits)?;
+            // A frame of a compressed message may exceed the limit a little on the wire (see
+            // `encoded_limit`): the first frame says so with RSV1, the rest by belonging to it.
+            let encoded = header.rsv != 0
+                || (header.opcode == OpCode::Continuation && self.assembler.is_encoded());
             let limit = self.config.limits.max_frame_size;
-            let wire_limit = if self.assembler.is_encoded() {
-                encoded_limit(limit)
-            } else {
-                limit
-            };
+            let wire_limit = if encoded { encoded_limit(limit) } else { limit };
             if header.payload_len > wire_limit as u64 {
                 return Err(ProtocolError::FrameTooLarge {
                     size: header.payload_len,
                     limit,
                 });
             }
+            self.assembler.check_header(header, &self.config.limits)?;
         }
         // Both limits above are `usize`, so this conversion cannot fail for accepted frames.
         usize::try_from(header.payload_len).map_err(|_| ProtocolError::InvalidLength)
