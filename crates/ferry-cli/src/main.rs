@@ -17,7 +17,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    Serve(cmd::serve::ServeArgs),
     Echo(cmd::echo::EchoArgs),
+    Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
     AutobahnClient(cmd::autobahn::AutobahnArgs),
 }
@@ -31,7 +33,9 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Echo(args) => cmd::echo::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),
     };
     match result {

@@ -53,6 +53,7 @@ mod client;
 mod config;
 mod error;
 mod handler;
+pub mod pubsub;
 mod server;
 mod socket;
 

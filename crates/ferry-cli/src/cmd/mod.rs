@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod autobahn;
+pub mod bench;
 pub mod echo;
 pub mod limits;
+pub mod serve;

@@ -15,24 +15,33 @@ pub struct Server {
 impl Server {
     /// Starts `ferry echo` on a free loopback port with extra flags, and waits until it listens.
     pub fn echo(flags: &[&str]) -> Server {
+        Server::start("echo", "ws://", flags)
+    }
+
+    /// Starts `ferry serve` on a free loopback port with extra flags, and waits until it listens.
+    pub fn serve(flags: &[&str]) -> Server {
+        Server::start("serve", "http://", flags)
+    }
+
+    fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["echo", "--listen", "127.0.0.1:0"])
+            .args([command, "--listen", "127.0.0.1:0"])
             .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .expect("start ferry echo");
+            .expect("start ferry");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
             let line = lines
                 .next()
-                .expect("ferry echo exited before listening")
+                .expect("ferry exited before listening")
                 .expect("read stderr");
-            if let Some(at) = line.find("ws://") {
-                break line[at + 5..].trim().to_owned();
+            if let Some(at) = line.find(scheme) {
+                break line[at + scheme.len()..].trim().to_owned();
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.

@@ -139,9 +139,7 @@ impl Sender {
     ///
     /// If the connection was already closing, this waits for that close to finish instead.
     pub async fn close(&self, code: CloseCode, reason: &str) -> CloseInfo {
-        if !self.shared.closing.swap(true, Ordering::AcqRel) {
-            let _ = self.commands.send(Command::Close(code, reason.to_owned()));
-        }
+        self.start_close(code, reason);
         match tokio::time::timeout(self.shared.close_timeout, self.closed()).await {
             Ok(info) => info,
             Err(_) => {
@@ -158,6 +156,18 @@ impl Sender {
                 self.shared.closed.get().cloned().unwrap_or(info)
             }
         }
+    }
+
+    /// Starts closing without waiting: queues the close frame behind every message already
+    /// queued, and refuses new sends. For code that cannot wait (a broker dropping a slow
+    /// subscriber, say); [`closed`](Self::closed) tells when it is done. Returns false if the
+    /// connection was already closing.
+    pub fn start_close(&self, code: CloseCode, reason: &str) -> bool {
+        if self.shared.closing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
+        true
     }
 
     /// Waits until the connection has closed, and says how.

@@ -1,0 +1,196 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry::pubsub::TopicStats;
+
+/// The WebSocket routes, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Echo,
+    Topics,
+}
+
+impl Route {
+    pub const ALL: [Route; 2] = [Route::Echo, Route::Topics];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Echo => "echo",
+            Route::Topics => "topics",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Picks one counter of a route.
+type Field = fn(&PerRoute) -> &AtomicU64;
+
+#[derive(Default)]
+struct PerRoute {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// Every counter the server keeps. Hot-path counters are atomics; the keyed ones (close codes,
+/// handshake failures) change once per connection and sit behind a mutex.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    routes: [PerRoute; 2],
+    closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
+    handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn received(&self, route: Route, bytes: usize) {
+        if let Some(r) = self.routes.get(route.index()) {
+            r.messages_in.fetch_add(1, Ordering::Relaxed);
+            r.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sent(&self, route: Route, messages: u64, bytes: u64) {
+        if let Some(r) = self.routes.get(route.index()) {
+            r.messages_out.fetch_add(messages, Ordering::Relaxed);
+            r.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub fn closed(&self, code: u16, initiator: &'static str) {
+        let mut closes = self.closes.lock().unwrap_or_else(|e| e.into_inner());
+        *closes.entry((code, initiator)).or_default() += 1;
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        let mut failures = self
+            .handshake_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *failures.entry(reason).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, topics: &[TopicStats]) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        };
+        gauge(
+            &mut out,
+            "ferry_connections_open",
+            "Open WebSocket connections.",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        let _ = write!(
+            out,
+            "# HELP ferry_connections_total WebSocket connections accepted.\n# TYPE ferry_connections_total counter\nferry_connections_total {}\n",
+            self.connections_total.load(Ordering::Relaxed)
+        );
+        let series: [(&str, &str, Field); 4] = [
+            (
+                "ferry_messages_received_total",
+                "Messages received, by route.",
+                |r| &r.messages_in,
+            ),
+            (
+                "ferry_messages_sent_total",
+                "Messages sent, by route.",
+                |r| &r.messages_out,
+            ),
+            (
+                "ferry_bytes_received_total",
+                "Payload bytes received, by route.",
+                |r| &r.bytes_in,
+            ),
+            (
+                "ferry_bytes_sent_total",
+                "Payload bytes sent, by route.",
+                |r| &r.bytes_out,
+            ),
+        ];
+        for (name, help, field) in series {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for route in Route::ALL {
+                if let Some(r) = self.routes.get(route.index()) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{route=\"{}\"}} {}",
+                        route.label(),
+                        field(r).load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP ferry_closes_total Closed connections, by close code and initiator.\n# TYPE ferry_closes_total counter\n"
+        );
+        for ((code, initiator), n) in self.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "ferry_closes_total{{code=\"{code}\",initiator=\"{initiator}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP ferry_handshake_failures_total Refused or failed handshakes, by reason.\n# TYPE ferry_handshake_failures_total counter\n"
+        );
+        for (reason, n) in self
+            .handshake_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "ferry_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP ferry_topic_subscribers Subscribers, by topic.\n# TYPE ferry_topic_subscribers gauge\n"
+        );
+        for t in topics {
+            let _ = writeln!(
+                out,
+                "ferry_topic_subscribers{{topic=\"{}\"}} {}",
+                escape(&t.name),
+                t.subscribers
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP ferry_topic_dropped_total Deliveries refused to slow subscribers, by topic (reset when a topic empties).\n# TYPE ferry_topic_dropped_total counter\n"
+        );
+        for t in topics {
+            let _ = writeln!(
+                out,
+                "ferry_topic_dropped_total{{topic=\"{}\"}} {}",
+                escape(&t.name),
+                t.dropped
+            );
+        }
+        out
+    }
+}
+
+/// Label values are client-chosen topic names: escape what the format gives meaning to.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
