@@ -278,10 +278,10 @@ impl Settings {
             bail!("--timeout 0: need a positive duration such as 10s");
         }
         if let Some(pid) = args.server_pid {
-            read_proc_stat(pid).with_context(|| {
-                format!(
-                    "--server-pid {pid}: cannot read /proc/{pid}/stat; pass the server's process \
-                     id, e.g. \"$(pgrep -f 'ferry echo')\""
+            read_proc_stat(pid).map_err(|e| {
+                anyhow!(
+                    "--server-pid {pid}: cannot read /proc/{pid}/stat ({e}); pass the server's \
+                     process id, e.g. \"$(pgrep -f 'ferry echo')\""
                 )
             })?;
         }
@@ -897,9 +897,10 @@ impl Conn {
                 Poll::Ready(Ok(())) => {
                     let n = buf.filled().len();
                     if n == 0 {
+                        let n = self.sent.len();
                         return Poll::Ready(Err(anyhow!(
-                            "the server closed the TCP connection with {} messages in flight",
-                            self.sent.len()
+                            "the server closed the TCP connection with {n} message{} in flight",
+                            if n == 1 { "" } else { "s" }
                         )));
                     }
                     rx.end += n;
