@@ -100,10 +100,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let defaults = ferry::Limits::default();
     let limits = ferry::Limits {
         max_message_size: args.limits.max_message_size,
-        max_frame_size: args
-            .limits
-            .max_message_size
-            .max(defaults.max_frame_size.min(args.limits.max_message_size)),
+        // A frame can be as big as a message; the message limit is the one users think in.
+        max_frame_size: args.limits.max_message_size,
         send_queue_bytes: args.limits.send_queue,
         handshake_timeout: args.limits.handshake_timeout,
         ..defaults
