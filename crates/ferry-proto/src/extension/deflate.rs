@@ -634,6 +634,19 @@ mod tests {
     use super::*;
     use crate::extension::parse_extensions;
 
+    /// Deterministic incompressible bytes (xorshift).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
     /// The RFC's defaults: context takeover, full windows, no threshold.
     fn classic() -> DeflateConfig {
         DeflateConfig {
@@ -834,15 +847,7 @@ mod tests {
             ..classic()
         };
         let mut codec = PerMessageDeflate::new(Role::Server, DeflateParams::default(), &config);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let noise = noise(4096);
         assert_eq!(codec.compress(&noise), None);
         assert!(
             codec
@@ -891,15 +896,7 @@ mod tests {
     /// and kind of payload must now compress and inflate back, with and without takeover.
     #[test]
     fn level_1_small_mem_level_never_panics_on_any_payload() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..(1 << 20))
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let noise = noise(1 << 20);
         let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog; "
             .iter()
             .copied()

@@ -270,27 +270,40 @@ impl Request {
     /// Like [`accept`](Self::accept), with extra response headers (e.g. `Set-Cookie`).
     pub fn accept_with_headers(&self, protocol: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
         let mut out = String::with_capacity(160);
-        out.push_str(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-        );
-        out.push_str("Sec-WebSocket-Accept: ");
-        out.push_str(&accept_key(self.key.as_bytes()));
-        out.push_str("\r\n");
-        if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
-            out.push_str("Sec-WebSocket-Protocol: ");
-            out.push_str(protocol);
+        out.push_str("HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in self.accept_headers(protocol, extra) {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(&value);
             out.push_str("\r\n");
-        }
-        for (name, value) in extra {
-            if is_safe_header(name, value) {
-                out.push_str(name);
-                out.push_str(": ");
-                out.push_str(value);
-                out.push_str("\r\n");
-            }
         }
         out.push_str("\r\n");
         out.into_bytes()
+    }
+
+    /// The headers of the 101 response, for an HTTP server (hyper, say) that writes the status
+    /// line and headers itself. Same rules as [`accept_with_headers`](Self::accept_with_headers):
+    /// an unoffered subprotocol is left out, and so is any extra header that could split the
+    /// response.
+    pub fn accept_headers<'a>(
+        &self,
+        protocol: Option<&'a str>,
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, String)> {
+        let mut headers = vec![
+            ("Upgrade", "websocket".to_owned()),
+            ("Connection", "Upgrade".to_owned()),
+            ("Sec-WebSocket-Accept", accept_key(self.key.as_bytes())),
+        ];
+        if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
+            headers.push(("Sec-WebSocket-Protocol", protocol.to_owned()));
+        }
+        for (name, value) in extra {
+            if is_safe_header(name, value) {
+                headers.push((name, (*value).to_owned()));
+            }
+        }
+        headers
     }
 }
 

@@ -276,12 +276,18 @@ fn upgrade(
         .deflate
         .as_ref()
         .and_then(|d| d.accept_offer(&request.extension_offers()));
-    let accept = match &deflate {
-        Some((_, header)) => {
-            request.accept_with_headers(None, &[("Sec-WebSocket-Extensions", header)])
+    let extensions = deflate.as_ref().map(|(_, header)| header.as_str());
+    let extra: Vec<(&str, &str)> = extensions
+        .map(|h| ("Sec-WebSocket-Extensions", h))
+        .into_iter()
+        .collect();
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in request.accept_headers(None, &extra) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            reply.headers_mut().insert(name, value);
         }
-        None => request.accept(None),
-    };
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let params = deflate.map(|(params, _)| params);
     tokio::spawn(async move {
@@ -290,22 +296,6 @@ fn upgrade(
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
     });
-    switching_protocols(&accept)
-}
-
-/// The 101 response, with the headers ferry's handshake computed.
-fn switching_protocols(accept: &[u8]) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::new()));
-    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let text = String::from_utf8_lossy(accept);
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(": ") else {
-            continue;
-        };
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            reply.headers_mut().insert(name, value);
-        }
-    }
     reply
 }
 
