@@ -1,0 +1,320 @@
+//! `ferry connect` as a user runs it: the real binary, stdin and stdout through pipes, against
+//! `ferry echo` and against small servers written here that misbehave on purpose.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::Server;
+
+fn ferry_connect(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .arg("connect")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `ferry connect` with `input` on stdin (closed at once) and returns its output.
+fn run(args: &[&str], input: &[u8]) -> Output {
+    let mut child = ferry_connect(args).spawn().expect("start ferry connect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait for ferry connect");
+    writer.join().expect("writer thread");
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The lines of the round-trip test: ASCII, unicode in several scripts, an empty line, and one
+/// line of 100 KB.
+fn test_lines() -> Vec<String> {
+    let mut lines: Vec<String> = (0..1000)
+        .map(|i| match i % 5 {
+            0 => format!("line {i}"),
+            1 => format!("ünïcödé {i}: 日本語 ✓ 🚀"),
+            2 => format!("{i} Ελληνικά — עברית — हिन्दी"),
+            3 => String::new(),
+            _ => format!("{i} {}", "tab\tand spaces  ".repeat(i % 17)),
+        })
+        .collect();
+    lines[500] = "0123456789".repeat(10_000);
+    lines
+}
+
+/// Sends the lines, reads until as many lines came back, then closes stdin: the close happens
+/// after every echo arrived, so none can be cut off by the close handshake.
+fn round_trip(url: &str, extra: &[&str]) {
+    let lines = test_lines();
+    let mut args = vec!["--quiet"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let mut child: Child = ferry_connect(&args).spawn().expect("start ferry connect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let to_send = lines.clone();
+    let writer = std::thread::spawn(move || {
+        for line in &to_send {
+            stdin.write_all(line.as_bytes()).expect("write a line");
+            stdin.write_all(b"\n").expect("write a newline");
+        }
+        stdin
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut received = Vec::new();
+    for _ in 0..lines.len() {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read stdout") == 0 {
+            break;
+        }
+        assert_eq!(line.pop(), Some('\n'));
+        received.push(line);
+    }
+    // Closing stdin starts the close handshake.
+    drop(writer.join().expect("writer thread"));
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(received.len(), lines.len(), "lines back; stderr: {err}");
+    for (i, (got, sent)) in received.iter().zip(&lines).enumerate() {
+        assert_eq!(got, sent, "line {i} differs");
+    }
+    assert!(status.success(), "exit {status}; stderr: {err}");
+    assert!(err.is_empty(), "--quiet printed: {err}");
+}
+
+#[test]
+fn a_thousand_lines_with_unicode_and_100_kb_come_back_identical() {
+    let server = Server::echo(&[]);
+    round_trip(&server.url(), &[]);
+}
+
+#[test]
+fn round_trip_without_compression_and_in_small_frames() {
+    let server = Server::echo(&[]);
+    round_trip(&server.url(), &["--no-deflate", "--fragment", "1000"]);
+}
+
+#[test]
+fn stdin_eof_closes_cleanly_and_says_so() {
+    let server = Server::echo(&[]);
+    let output = run(&[&server.url()], b"");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("connected to"), "{err}");
+    assert!(err.contains("closed cleanly (1000)"), "{err}");
+}
+
+#[test]
+fn binary_mode_carries_raw_bytes() {
+    let server = Server::echo(&[]);
+    // Not UTF-8, with newlines and zero bytes: only --binary can carry it.
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let mut child = ferry_connect(&["--binary", "--quiet", &server.url()])
+        .spawn()
+        .expect("start");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&data).expect("write");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut back = vec![0; data.len()];
+    stdout.read_exact(&mut back).expect("read the echo");
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(back, data);
+}
+
+#[test]
+fn base64_lines_become_binary_messages() {
+    let server = Server::echo(&[]);
+    let output = run(&["--base64", "--quiet", &server.url()], b"AAEC/w==\n");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(output.stdout, b"AAEC/w==\n");
+    let output = run(&["--base64", &server.url()], b"not base64!\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("line 1 is not base64"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn invalid_utf8_in_line_mode_names_the_fix() {
+    let server = Server::echo(&[]);
+    let output = run(&[&server.url()], b"ok\n\xff\xfe\n");
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("line 2 is not UTF-8"), "{err}");
+    assert!(err.contains("--binary"), "{err}");
+}
+
+#[test]
+fn exec_connects_a_program() {
+    let server = Server::echo(&[]);
+    // The program sends two lines, then reads the two echoes and prints them on stderr.
+    let output = run(
+        &[
+            "--quiet",
+            "--exec",
+            "echo one; echo two; read a; read b; echo \"got $a $b\" >&2",
+            &server.url(),
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("got one two"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn refused_connection_exits_3() {
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let output = run(&[&format!("ws://127.0.0.1:{port}/")], b"");
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is the server running"), "{err}");
+}
+
+/// A server that answers every request with `response` and closes.
+fn http_server(response: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(response);
+        }
+    });
+    format!("ws://{addr}/")
+}
+
+#[test]
+fn http_status_exits_4_with_the_status() {
+    let url = http_server(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    let output = run(&[&url], b"");
+    assert_eq!(output.status.code(), Some(4));
+    let err = stderr(&output);
+    assert!(err.contains("HTTP 403 Forbidden"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn peer_close_code_exits_6_with_the_code() {
+    // A 2 KB line is over this server's limit: it closes with 1009.
+    let server = Server::echo(&["--max-message-size", "1KiB"]);
+    let line = "x".repeat(2048) + "\n";
+    let output = run(&["--quiet", &server.url()], line.as_bytes());
+    assert_eq!(output.status.code(), Some(6));
+    let err = stderr(&output);
+    assert!(err.contains("1009"), "{err}");
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    for (args, needle) in [
+        (vec!["--close-code", "1006"], "--close-code 1006"),
+        (vec!["--fragment", "0"], "--fragment 0"),
+        (vec!["-H", "NoColon"], "-H \"NoColon\""),
+        (vec!["--ping-interval", "0s"], "--ping-interval 0"),
+    ] {
+        let mut all = args.clone();
+        all.push("ws://127.0.0.1:9/");
+        let output = run(&all, b"");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(needle),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let output = run(&["http://example.invalid/"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("scheme"), "{}", stderr(&output));
+}
+
+#[test]
+fn close_code_and_reason_reach_the_server() {
+    // A one-shot server that reads the handshake, answers 101, and reports the close frame.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || -> Vec<u8> {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut buf).expect("read the request");
+            request.push(buf[0]);
+        }
+        let text = String::from_utf8_lossy(&request).into_owned();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key")
+            .trim()
+            .to_owned();
+        let accept = ferry::proto::handshake::accept_key(key.as_bytes());
+        write!(
+            stream,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .expect("answer");
+        // The close frame: 2 header bytes, 4 mask bytes, then the masked payload.
+        let mut header = [0; 2];
+        stream.read_exact(&mut header).expect("close header");
+        assert_eq!(header[0], 0x88, "a close frame");
+        let len = usize::from(header[1] & 0x7f);
+        let mut rest = vec![0; 4 + len];
+        stream.read_exact(&mut rest).expect("close payload");
+        let (mask, payload) = rest.split_at(4);
+        let payload: Vec<u8> = payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        // Answer with the same code, then end.
+        let mut reply = vec![0x88, payload.len() as u8];
+        reply.extend_from_slice(&payload);
+        let _ = stream.write_all(&reply);
+        payload
+    });
+    let output = run(
+        &[
+            "--quiet",
+            "--no-deflate",
+            "--close-code",
+            "4001",
+            "--close-reason",
+            "bye now",
+            &format!("ws://{addr}/"),
+        ],
+        b"",
+    );
+    let payload = server.join().expect("server thread");
+    assert_eq!(&payload[..2], &4001u16.to_be_bytes());
+    assert_eq!(&payload[2..], b"bye now");
+    // The server echoed 4001: the close was clean and this end started it.
+    assert!(output.status.success(), "{}", stderr(&output));
+}
