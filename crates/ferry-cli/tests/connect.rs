@@ -318,3 +318,84 @@ fn close_code_and_reason_reach_the_server() {
     // The server echoed 4001: the close was clean and this end started it.
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// A wss echo server (rustls, certificate for localhost from a CA made here), on its own
+/// thread; returns the port and the directory with `ca.pem`.
+fn wss_echo_server(name: &str) -> (u16, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+
+    let dir = std::env::temp_dir().join(format!("ferry-connect-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("cert");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok((sender, mut receiver)) = ferry::accept(tls).await else {
+                        return;
+                    };
+                    while let Some(ferry::Incoming::Message(message)) = receiver.recv().await {
+                        if sender.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    (port, dir)
+}
+
+#[test]
+fn wss_with_ca_round_trips_and_without_it_exits_5() {
+    let (port, dir) = wss_echo_server("wss");
+    let url = format!("wss://localhost:{port}/");
+    let ca = dir.join("ca.pem");
+    round_trip(&url, &["--ca", ca.to_str().expect("utf-8 path")]);
+    let output = run(&[&url], b"");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("--ca FILE"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let output = run(&["--ca", "/nonexistent/ca.pem", &url], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--ca"), "{}", stderr(&output));
+    let _ = std::fs::remove_dir_all(dir);
+}

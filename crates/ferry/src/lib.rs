@@ -56,9 +56,10 @@ mod handler;
 pub mod pubsub;
 mod server;
 mod socket;
+pub mod tls;
 
 pub use address::Address;
-pub use client::{connect, connect_stream, connect_with};
+pub use client::{connect, connect_stream, connect_with, tls_handshake};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve};

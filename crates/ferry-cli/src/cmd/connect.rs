@@ -31,12 +31,13 @@ use crate::size::{parse_duration, parse_size};
 ///   echo hello | ferry connect ws://127.0.0.1:9001/chat -H 'Authorization: Bearer TOKEN'
 ///   ferry connect --binary ws://127.0.0.1:9001/ < image.png > echoed.png
 ///   ferry connect --base64 ws://127.0.0.1:9001/        # binary messages as base64 lines
+///   ferry connect --ca my-ca.pem wss://internal.example:8443/feed
 ///   ferry connect --exec 'sh -c "read x; echo got $x"' ws://127.0.0.1:9001/
 ///   ferry connect --ping-interval 20s --protocol chat.v2 --origin https://example.com ws+unix:///run/app.sock:/ws
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ConnectArgs {
-    /// ws://HOST[:PORT]/PATH or ws+unix:///SOCKET[:/PATH].
+    /// ws://HOST[:PORT]/PATH, wss://HOST[:PORT]/PATH or ws+unix:///SOCKET[:/PATH].
     pub url: String,
     /// Send raw stdin chunks as binary messages, and write received messages as raw bytes (no
     /// newline added).
@@ -77,6 +78,22 @@ pub struct ConnectArgs {
     /// With --binary: the largest chunk read from stdin at once, so the largest message sent.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64KiB")]
     pub chunk_size: usize,
+    /// wss://: trust only the CA certificates in this PEM file, not the built-in roots (like
+    /// curl's --cacert).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// wss://: present this client certificate chain (PEM); needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// wss://: the private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Time allowed to open the TCP or Unix socket connection.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// wss://: time allowed for the TLS handshake.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub tls_timeout: Duration,
     /// Print nothing on stderr but the final error, if any.
     #[arg(short, long)]
     pub quiet: bool,
@@ -191,7 +208,26 @@ fn config(args: &ConnectArgs) -> Result<Config, Failure> {
             args.close_reason.len()
         )));
     }
+    let tls = if args.ca.is_some() || args.client_cert.is_some() {
+        let options = ferry::tls::TlsOptions {
+            ca_file: args.ca.clone(),
+            only_ca_file: args.ca.is_some(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        };
+        let built = options.client_config().map_err(|err| {
+            Failure::usage(format!(
+                "{err}; check --ca, --client-cert and --client-key (PEM files)"
+            ))
+        })?;
+        Some(built)
+    } else {
+        None
+    };
     let mut config = Config {
+        connect_timeout: args.connect_timeout,
+        tls_timeout: args.tls_timeout,
+        tls,
         limits: args.limits.limits(),
         deflate: args.deflate.config(),
         fragment_size: args.fragment,
@@ -222,7 +258,7 @@ pub fn connect_failure(url: &str, err: &ferry::Error) -> Failure {
                     "; is the server running? check the host and port"
                 }
                 std::io::ErrorKind::NotFound => "; check the socket path",
-                std::io::ErrorKind::TimedOut => "; check the address, or raise --connect-timeout",
+                std::io::ErrorKind::TimedOut => "; check the address",
                 _ => "",
             };
             (status::CONNECT, format!("{url}: {io}{hint}"))
@@ -245,6 +281,24 @@ pub fn connect_failure(url: &str, err: &ferry::Error) -> Failure {
             format!("{err}; check the -H, --protocol and --origin values"),
         ),
         ferry::Error::Handshake(_) => (status::HANDSHAKE, format!("{url}: {err}")),
+        ferry::Error::ConnectTimeout => (
+            status::CONNECT,
+            format!("{url}: connecting timed out; check the address, or raise --connect-timeout"),
+        ),
+        ferry::Error::Tls(_) => (
+            status::TLS,
+            format!("{url}: {err}; for a private CA use --ca FILE"),
+        ),
+        ferry::Error::TlsTimeout => (
+            status::TLS,
+            format!(
+                "{url}: the TLS handshake timed out; is it a TLS port? raise --tls-timeout if it is slow"
+            ),
+        ),
+        ferry::Error::TlsConfig(_) => (
+            status::USAGE,
+            format!("{err}; check --ca, --client-cert and --client-key"),
+        ),
         _ => (status::CONNECT, format!("{url}: {err}")),
     };
     Failure { status, message }
