@@ -54,6 +54,7 @@ mod config;
 mod error;
 mod handler;
 pub mod pubsub;
+pub mod reconnect;
 mod server;
 mod socket;
 pub mod tls;
