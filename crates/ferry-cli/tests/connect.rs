@@ -399,3 +399,73 @@ fn wss_with_ca_round_trips_and_without_it_exits_5() {
     assert!(stderr(&output).contains("--ca"), "{}", stderr(&output));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn reconnect_survives_a_killed_server_and_delivers_what_was_typed_meanwhile() {
+    let mut server = Server::echo(&[]);
+    let addr = server.addr.clone();
+    let url = server.url();
+    let mut child = ferry_connect(&[
+        "--reconnect",
+        "--reconnect-delay",
+        "50ms",
+        "--reconnect-max-delay",
+        "200ms",
+        &url,
+    ])
+    .spawn()
+    .expect("start");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // stderr lines, as they come: the client's events.
+    let (events_tx, events) = std::sync::mpsc::channel::<String>();
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if events_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_event = |needle: &str| -> String {
+        loop {
+            let line = events
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let mut read_line = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        line
+    };
+    wait_event("connected");
+    writeln!(stdin, "before").expect("write");
+    assert_eq!(read_line(), "before\n");
+
+    // Kill the server (SIGKILL: no close frame), and type while it is down.
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
+    wait_event("disconnected: 1006");
+    wait_event("attempt failed (1 in a row)");
+    for i in 0..50 {
+        writeln!(stdin, "while down {i}").expect("write");
+    }
+    wait_event("attempt failed (2 in a row)");
+
+    let _back = Server::echo_at(&addr, &[]);
+    wait_event("connected (after");
+    for i in 0..50 {
+        assert_eq!(read_line(), format!("while down {i}\n"));
+    }
+    writeln!(stdin, "after").expect("write");
+    assert_eq!(read_line(), "after\n");
+    drop(stdin);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    // Exactly what was sent, once: nothing more on stdout.
+    assert_eq!(read_line(), "");
+}

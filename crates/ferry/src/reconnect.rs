@@ -343,6 +343,11 @@ impl Client {
         Ok(())
     }
 
+    /// Whether the client has stopped (closed, or given up): `send` fails from now on.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.lock().stopped
+    }
+
     /// Bytes of messages waiting for a connection.
     pub fn queued_bytes(&self) -> usize {
         self.shared.lock().bytes

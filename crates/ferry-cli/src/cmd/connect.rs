@@ -11,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use clap::Args;
+use ferry::reconnect::{Backoff, Client, Event, Policy, QueueFull, Update};
 use ferry::{CloseCode, CloseInfo, Config, Incoming, Initiator, Message, Receiver, Sender};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -28,7 +29,8 @@ use crate::size::{parse_duration, parse_size};
 ///
 /// Examples:
 ///   ferry connect ws://127.0.0.1:9001/
-///   echo hello | ferry connect ws://127.0.0.1:9001/chat -H 'Authorization: Bearer TOKEN'
+///   echo hello | ferry connect --linger 1s ws://127.0.0.1:9001/chat -H 'Authorization: Bearer TOKEN'
+///   ferry connect --reconnect --reconnect-max-delay 10s wss://feed.example/ws
 ///   ferry connect --binary ws://127.0.0.1:9001/ < image.png > echoed.png
 ///   ferry connect --base64 ws://127.0.0.1:9001/        # binary messages as base64 lines
 ///   ferry connect --ca my-ca.pem wss://internal.example:8443/feed
@@ -94,6 +96,26 @@ pub struct ConnectArgs {
     /// wss://: time allowed for the TLS handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub tls_timeout: Duration,
+    /// After the input ends, keep receiving this long before closing: an echo server stops
+    /// answering once it has the close frame, so replies still on their way would be cut off.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub linger: Duration,
+    /// Reconnect when the connection drops or cannot be opened, with exponential backoff and
+    /// jitter; lines typed while disconnected are queued (see --reconnect-queue).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// With --reconnect: the first backoff delay (it doubles per failure).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "250ms")]
+    pub reconnect_delay: Duration,
+    /// With --reconnect: the longest backoff delay.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub reconnect_max_delay: Duration,
+    /// With --reconnect: give up after this many failed attempts in a row (default: never).
+    #[arg(long, value_name = "N")]
+    pub reconnect_attempts: Option<u32>,
+    /// With --reconnect: bytes of input kept while disconnected; past it, input waits.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    pub reconnect_queue: usize,
     /// Print nothing on stderr but the final error, if any.
     #[arg(short, long)]
     pub quiet: bool,
@@ -313,6 +335,9 @@ async fn connect(args: ConnectArgs) -> Result<(), Failure> {
     } else {
         Mode::Lines
     };
+    if args.reconnect {
+        return reconnecting(args, config, mode).await;
+    }
     let (sender, receiver, response) = ferry::connect_with(&args.url, &config)
         .await
         .map_err(|err| connect_failure(&args.url, &err))?;
@@ -336,12 +361,15 @@ async fn connect(args: ConnectArgs) -> Result<(), Failure> {
     } = io;
     let max_message = config.limits.max_message_size;
     let input_sender = sender.clone();
+    let linger = args.linger;
     let chunk = args.chunk_size;
     let reason = args.close_reason.clone();
     let input_ended = Arc::new(AtomicBool::new(false));
     let input_ended_flag = input_ended.clone();
     let input_task = tokio::spawn(async move {
-        let result = pump_input(input, &input_sender, mode, chunk, max_message).await;
+        let outlet = Outlet::Socket(input_sender.clone());
+        let result = pump_input(input, &outlet, mode, chunk, max_message).await;
+        tokio::time::sleep(linger).await;
         // Input ended (or failed): close, after every queued message has gone out.
         let (code, reason) = match &result {
             Ok(()) => (close_code, reason.as_str()),
@@ -427,6 +455,102 @@ fn verdict(info: &CloseInfo, input_ended: bool, quiet: bool) -> Result<(), Failu
     }
 }
 
+/// `--reconnect`: the same pumps around a [`Client`] that reconnects by itself.
+async fn reconnecting(args: ConnectArgs, config: Config, mode: Mode) -> Result<(), Failure> {
+    if args.reconnect_attempts == Some(0) {
+        return Err(Failure::usage(
+            "--reconnect-attempts 0: at least one attempt is needed; leave it out to retry forever",
+        ));
+    }
+    if args.reconnect_delay.is_zero() || args.reconnect_max_delay < args.reconnect_delay {
+        return Err(Failure::usage(
+            "--reconnect-delay must be positive and at most --reconnect-max-delay, e.g. --reconnect-delay 250ms --reconnect-max-delay 30s",
+        ));
+    }
+    let policy = Policy {
+        backoff: Backoff {
+            initial: args.reconnect_delay,
+            max: args.reconnect_max_delay,
+            ..Backoff::default()
+        },
+        max_attempts: args.reconnect_attempts,
+        queue_bytes: args.reconnect_queue,
+        ..Policy::default()
+    };
+    let (client, mut updates) = Client::start(&args.url, config.clone(), policy)
+        .map_err(|err| connect_failure(&args.url, &err))?;
+    let Io {
+        input,
+        output,
+        child,
+    } = Io::open(args.exec.as_deref())?;
+    let close_code = CloseCode::from(args.close_code);
+    let reason = args.close_reason.clone();
+    let input_client = client.clone();
+    let linger = args.linger;
+    let chunk = args.chunk_size;
+    let max_message = config.limits.max_message_size;
+    let input_task = tokio::spawn(async move {
+        let outlet = Outlet::Reconnecting(input_client.clone());
+        let result = pump_input(input, &outlet, mode, chunk, max_message).await;
+        tokio::time::sleep(linger).await;
+        input_client.close(close_code, &reason);
+        result
+    });
+    let mut output = tokio::io::BufWriter::new(output);
+    let mut last_failure: Option<Failure> = None;
+    let mut last_close: Option<CloseInfo> = None;
+    while let Some(update) = updates.recv().await {
+        match update {
+            Update::Message(message) => {
+                if write_message(&mut output, &message, mode).await.is_err() {
+                    client.close(CloseCode::GOING_AWAY, "client output closed");
+                }
+            }
+            Update::Event(event) => {
+                if !args.quiet && !matches!(event, Event::Stopped) {
+                    eprintln!("ferry connect: {event}");
+                }
+                match event {
+                    Event::Connected { .. } => last_failure = None,
+                    Event::ConnectFailed { error, .. } => {
+                        last_failure = Some(connect_failure(&args.url, &error));
+                    }
+                    Event::Disconnected(info) => last_close = Some(info),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = output.flush().await;
+    drop(output);
+    let input_done = input_task.is_finished();
+    let input_result = if input_done {
+        input_task
+            .await
+            .unwrap_or_else(|err| Err(Failure::usage(format!("input task failed: {err}"))))
+    } else {
+        input_task.abort();
+        Ok(())
+    };
+    if let Some(mut child) = child {
+        if tokio::time::timeout(config.limits.close_timeout, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+    input_result?;
+    if let Some(failure) = last_failure {
+        return Err(failure);
+    }
+    match last_close {
+        Some(info) => verdict(&info, input_done, args.quiet),
+        None => Ok(()),
+    }
+}
+
 /// Where outgoing bytes come from and received messages go: this process's stdin and stdout,
 /// or a child's stdout and stdin.
 struct Io {
@@ -469,11 +593,41 @@ impl Io {
     }
 }
 
+/// Where input messages go: one connection, or the reconnecting client's queue.
+enum Outlet {
+    Socket(Sender),
+    Reconnecting(Client),
+}
+
+impl Outlet {
+    /// Sends or queues a message; false once nothing more can be sent.
+    async fn send(&self, message: Message) -> bool {
+        match self {
+            Outlet::Socket(sender) => sender.send(message).await.is_ok(),
+            Outlet::Reconnecting(client) => {
+                let mut message = message;
+                loop {
+                    match client.send(message) {
+                        Ok(()) => return true,
+                        Err(QueueFull(back)) if !client.is_stopped() => {
+                            // Disconnected with a full queue: hold the input back until the
+                            // reconnect drains it.
+                            message = back;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reads the input until it ends and sends what it holds. Returns when the input ends or the
 /// connection is closing.
 async fn pump_input(
     input: Box<dyn AsyncRead + Unpin + Send>,
-    sender: &Sender,
+    sender: &Outlet,
     mode: Mode,
     chunk: usize,
     max_message: usize,
@@ -522,7 +676,7 @@ async fn pump_input(
                 }
             }
         };
-        if sender.send(message).await.is_err() {
+        if !sender.send(message).await {
             // The connection is closing; the output side reports how it ended.
             return Ok(());
         }
