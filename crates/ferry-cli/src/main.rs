@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Serve(cmd::serve::ServeArgs),
-    Connect(cmd::connect::ConnectArgs),
+    Connect(Box<cmd::connect::ConnectArgs>),
     Echo(cmd::echo::EchoArgs),
     Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         // Scripts branch on its exit status; it prints its own one-line error.
-        Command::Connect(args) => return cmd::connect::run(args),
+        Command::Connect(args) => return cmd::connect::run(*args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -533,13 +533,12 @@ async fn reconnecting(args: ConnectArgs, config: Config, mode: Mode) -> Result<(
         input_task.abort();
         Ok(())
     };
-    if let Some(mut child) = child {
-        if tokio::time::timeout(config.limits.close_timeout, child.wait())
+    if let Some(mut child) = child
+        && tokio::time::timeout(config.limits.close_timeout, child.wait())
             .await
             .is_err()
-        {
-            let _ = child.kill().await;
-        }
+    {
+        let _ = child.kill().await;
     }
     input_result?;
     if let Some(failure) = last_failure {
