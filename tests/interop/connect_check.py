@@ -10,6 +10,7 @@ off echoes still in flight, since an echo server stops answering once it has the
 Prints one line per check, "ok   ..." or "FAIL ...":
 - every line came back, identical and in order;
 - ferry exited 0 (the close handshake completed) and printed nothing on stderr (--quiet).
+It runs with --no-proxy: the traffic is loopback whatever the proxy variables say.
 
 --no-empty replaces the empty lines with "-": websocat 1.x reads an empty message as the end
 of the stream and closes.
@@ -51,7 +52,7 @@ def main():
     sent = lines(empty)
     label = " ".join(["ferry connect", *flags, url])
     child = subprocess.Popen(
-        [ferry, "connect", "--quiet", *flags, url],
+        [ferry, "connect", "--quiet", "--no-proxy", *flags, url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

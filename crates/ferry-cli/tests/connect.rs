@@ -11,6 +11,17 @@ use common::Server;
 
 fn ferry_connect(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(name);
+    }
     command
         .arg("connect")
         .args(args)
@@ -468,4 +479,97 @@ fn reconnect_survives_a_killed_server_and_delivers_what_was_typed_meanwhile() {
     assert!(status.success(), "{status}");
     // Exactly what was sent, once: nothing more on stdout.
     assert_eq!(read_line(), "");
+}
+
+/// A one-connection HTTP CONNECT proxy on a thread; returns its port and the request line it
+/// received.
+fn one_shot_connect_proxy() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).expect("read");
+            head.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let _ = tx.send(line);
+        let upstream = std::net::TcpStream::connect(target).expect("upstream");
+        client
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .expect("answer");
+        let (mut c2, mut u2) = (
+            client.try_clone().expect("clone"),
+            upstream.try_clone().expect("clone"),
+        );
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut u2);
+            let _ = u2.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut u3, mut c3) = (upstream, client);
+        let _ = std::io::copy(&mut u3, &mut c3);
+        let _ = c3.shutdown(std::net::Shutdown::Write);
+        let _ = up.join();
+    });
+    (port, rx)
+}
+
+#[test]
+fn proxy_from_http_proxy_variable_and_from_the_flag() {
+    let server = Server::echo(&[]);
+    let (port, seen) = one_shot_connect_proxy();
+    let mut child = ferry_connect(&["--quiet", &server.url()])
+        .env("http_proxy", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("start");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"via env\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        seen.recv().expect("the proxy saw a request"),
+        format!("CONNECT {} HTTP/1.1", server.addr)
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let (port, seen) = one_shot_connect_proxy();
+    let output = run(
+        &[
+            "--quiet",
+            "--proxy",
+            &format!("http://127.0.0.1:{port}"),
+            &server.url(),
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(seen.recv().expect("request").starts_with("CONNECT "));
+
+    // NO_PROXY covers the host: the variable's proxy (nothing listens there) is not used.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut command = ferry_connect(&["--quiet", &server.url()]);
+    command
+        .env("http_proxy", format!("http://{dead}"))
+        .env("NO_PROXY", "localhost,127.0.0.1");
+    let output = command.output().expect("run");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = ferry_connect(&["--quiet", &server.url()])
+        .env("http_proxy", format!("http://{dead}"))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("proxy"), "{}", stderr(&output));
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::address::{Address, Transport};
 use crate::config::Config;
 use crate::error::Error;
+use crate::proxy::{Proxy, ProxySetting};
 use crate::socket::{self, Receiver, Sender};
 use crate::tls;
 
@@ -32,11 +33,30 @@ pub async fn connect_with(
     let address = Address::parse(url)?;
     match &address.transport {
         Transport::Tcp { host, port } => {
-            let stream = deadline(
-                config.connect_timeout,
-                Error::ConnectTimeout,
-                tokio::net::TcpStream::connect((host.as_str(), *port)),
-            )
+            let proxy = match &config.proxy {
+                ProxySetting::None => None,
+                ProxySetting::FromEnv => Proxy::from_env(host, address.secure)?,
+                ProxySetting::Use(proxy) => Some(proxy.clone()),
+            };
+            // The connect timeout covers reaching the proxy and its tunnel too.
+            let stream = deadline(config.connect_timeout, Error::ConnectTimeout, async {
+                match &proxy {
+                    None => Ok(tokio::net::TcpStream::connect((host.as_str(), *port)).await?),
+                    Some(proxy) => {
+                        let mut stream =
+                            tokio::net::TcpStream::connect((proxy.host.as_str(), proxy.port))
+                                .await
+                                .map_err(|err| {
+                                    Error::Proxy(format!(
+                                        "cannot reach the proxy {}:{}: {err}",
+                                        proxy.host, proxy.port
+                                    ))
+                                })?;
+                        crate::proxy::tunnel(&mut stream, proxy, host, *port).await?;
+                        Ok::<_, Error>(stream)
+                    }
+                }
+            })
             .await??;
             stream.set_nodelay(true)?;
             if address.secure {

@@ -47,6 +47,9 @@ pub struct Config {
     /// built-in Mozilla roots; build one with [`TlsOptions`](crate::tls::TlsOptions) for a
     /// private CA or a client certificate.
     pub tls: Option<Arc<crate::tls::ClientConfig>>,
+    /// Client only: the proxy for `ws://` and `wss://` URLs. None by default; see
+    /// [`ProxySetting`](crate::proxy::ProxySetting).
+    pub proxy: crate::proxy::ProxySetting,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             tls_timeout: Duration::from_secs(10),
             tls: None,
+            proxy: crate::proxy::ProxySetting::None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Error {
     TlsTimeout,
     /// The TLS settings cannot be used: an unreadable CA file, a key that does not match.
     TlsConfig(String),
+    /// The proxy could not be reached, refused the tunnel, or wants other credentials.
+    Proxy(String),
 }
 
 impl fmt::Display for Error {
@@ -49,6 +51,7 @@ impl fmt::Display for Error {
             Error::Tls(err) => write!(f, "TLS handshake failed: {err}"),
             Error::TlsTimeout => f.write_str("TLS handshake timed out"),
             Error::TlsConfig(err) => write!(f, "TLS settings: {err}"),
+            Error::Proxy(err) => write!(f, "proxy: {err}"),
         }
     }
 }

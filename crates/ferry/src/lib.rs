@@ -53,6 +53,7 @@ mod client;
 mod config;
 mod error;
 mod handler;
+pub mod proxy;
 pub mod pubsub;
 pub mod reconnect;
 mod server;

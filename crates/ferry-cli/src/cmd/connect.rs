@@ -90,7 +90,16 @@ pub struct ConnectArgs {
     /// wss://: the private key (PEM) of --client-cert.
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     pub client_key: Option<std::path::PathBuf>,
-    /// Time allowed to open the TCP or Unix socket connection.
+    /// Connect through this proxy: http://[USER:PASS@]HOST:PORT (CONNECT), socks5://... or
+    /// socks5h://... (the proxy resolves the name). Without it, the proxy comes from
+    /// https_proxy/HTTPS_PROXY (wss://), http_proxy (ws://), ALL_PROXY and NO_PROXY, as curl
+    /// reads them.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Ignore the proxy environment variables: connect directly.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// Time allowed to open the TCP or Unix socket connection (through the proxy, if any).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
     /// wss://: time allowed for the TLS handshake.
@@ -246,7 +255,16 @@ fn config(args: &ConnectArgs) -> Result<Config, Failure> {
     } else {
         None
     };
+    let proxy = match (&args.proxy, args.no_proxy) {
+        (Some(url), _) => ferry::proxy::ProxySetting::Use(
+            ferry::proxy::Proxy::parse(url)
+                .map_err(|err| Failure::usage(format!("--proxy: {err}")))?,
+        ),
+        (None, true) => ferry::proxy::ProxySetting::None,
+        (None, false) => ferry::proxy::ProxySetting::FromEnv,
+    };
     let mut config = Config {
+        proxy,
         connect_timeout: args.connect_timeout,
         tls_timeout: args.tls_timeout,
         tls,
@@ -315,6 +333,12 @@ pub fn connect_failure(url: &str, err: &ferry::Error) -> Failure {
             status::TLS,
             format!(
                 "{url}: the TLS handshake timed out; is it a TLS port? raise --tls-timeout if it is slow"
+            ),
+        ),
+        ferry::Error::Proxy(_) => (
+            status::CONNECT,
+            format!(
+                "{url}: {err}; check --proxy or the *_proxy variables (--no-proxy ignores them)"
             ),
         ),
         ferry::Error::TlsConfig(_) => (
