@@ -20,6 +20,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     Connect(Box<cmd::connect::ConnectArgs>),
     Echo(cmd::echo::EchoArgs),
+    Forward(Box<cmd::forward::ForwardArgs>),
     Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
     AutobahnClient(cmd::autobahn::AutobahnArgs),
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => return cmd::connect::run(*args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Echo(args) => cmd::echo::run(args),
+        Command::Forward(args) => cmd::forward::run(*args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),
     };

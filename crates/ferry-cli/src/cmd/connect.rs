@@ -49,21 +49,6 @@ pub struct ConnectArgs {
     /// printed as one base64 line.
     #[arg(long)]
     pub base64: bool,
-    /// Extra request header, 'Name: value'; repeat for more.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// Subprotocol to offer (Sec-WebSocket-Protocol); repeat to offer several, in order.
-    #[arg(long = "protocol", value_name = "NAME")]
-    pub protocols: Vec<String>,
-    /// Origin header to send.
-    #[arg(long, value_name = "URL")]
-    pub origin: Option<String>,
-    /// Send a ping this often (off by default).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ping_interval: Option<Duration>,
-    /// Fail the connection when a pong is this late (with --ping-interval).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
-    pub ping_timeout: Duration,
     /// Split outgoing messages into frames of at most this many bytes.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub fragment: Option<usize>,
@@ -80,6 +65,52 @@ pub struct ConnectArgs {
     /// With --binary: the largest chunk read from stdin at once, so the largest message sent.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64KiB")]
     pub chunk_size: usize,
+    /// After the input ends, keep receiving this long before closing: an echo server stops
+    /// answering once it has the close frame, so replies still on their way would be cut off.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub linger: Duration,
+    /// Reconnect when the connection drops or cannot be opened, with exponential backoff and
+    /// jitter; lines typed while disconnected are queued (see --reconnect-queue).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// With --reconnect: the first backoff delay (it doubles per failure).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "250ms")]
+    pub reconnect_delay: Duration,
+    /// With --reconnect: the longest backoff delay.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub reconnect_max_delay: Duration,
+    /// With --reconnect: give up after this many failed attempts in a row (default: never).
+    #[arg(long, value_name = "N")]
+    pub reconnect_attempts: Option<u32>,
+    /// With --reconnect: bytes of input kept while disconnected; past it, input waits.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    pub reconnect_queue: usize,
+    /// Print nothing on stderr but the final error, if any.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The flags of every command that opens client connections: handshake, TLS, proxy, timeouts,
+/// keepalive, limits and compression.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Extra request header, 'Name: value'; repeat for more.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Subprotocol to offer (Sec-WebSocket-Protocol); repeat to offer several, in order.
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
+    /// Origin header to send.
+    #[arg(long, value_name = "URL")]
+    pub origin: Option<String>,
+    /// Send a ping this often (off by default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection when a pong is this late (with --ping-interval).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    pub ping_timeout: Duration,
     /// wss://: trust only the CA certificates in this PEM file, not the built-in roots (like
     /// curl's --cacert).
     #[arg(long, value_name = "FILE")]
@@ -105,29 +136,6 @@ pub struct ConnectArgs {
     /// wss://: time allowed for the TLS handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub tls_timeout: Duration,
-    /// After the input ends, keep receiving this long before closing: an echo server stops
-    /// answering once it has the close frame, so replies still on their way would be cut off.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
-    pub linger: Duration,
-    /// Reconnect when the connection drops or cannot be opened, with exponential backoff and
-    /// jitter; lines typed while disconnected are queued (see --reconnect-queue).
-    #[arg(long)]
-    pub reconnect: bool,
-    /// With --reconnect: the first backoff delay (it doubles per failure).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "250ms")]
-    pub reconnect_delay: Duration,
-    /// With --reconnect: the longest backoff delay.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
-    pub reconnect_max_delay: Duration,
-    /// With --reconnect: give up after this many failed attempts in a row (default: never).
-    #[arg(long, value_name = "N")]
-    pub reconnect_attempts: Option<u32>,
-    /// With --reconnect: bytes of input kept while disconnected; past it, input waits.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
-    pub reconnect_queue: usize,
-    /// Print nothing on stderr but the final error, if any.
-    #[arg(short, long)]
-    pub quiet: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -202,21 +210,8 @@ enum Mode {
 
 /// Builds the client config from the flags, checking each one.
 fn config(args: &ConnectArgs) -> Result<Config, Failure> {
-    let mut headers = Vec::new();
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            return Err(Failure::usage(format!(
-                "-H {header:?}: a header is 'Name: value', e.g. -H 'Authorization: Bearer TOKEN'"
-            )));
-        };
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(Failure::usage(format!(
-                "-H {header:?}: the header name is empty; write -H 'Name: value'"
-            )));
-        }
-        headers.push((name.to_owned(), value.trim().to_owned()));
-    }
+    let mut config = args.client.config()?;
+    config.fragment_size = args.fragment;
     if args.fragment == Some(0) {
         return Err(Failure::usage(
             "--fragment 0: a frame carries at least one byte; use --fragment 1 or more",
@@ -239,52 +234,74 @@ fn config(args: &ConnectArgs) -> Result<Config, Failure> {
             args.close_reason.len()
         )));
     }
-    let tls = if args.ca.is_some() || args.client_cert.is_some() {
-        let options = ferry::tls::TlsOptions {
-            ca_file: args.ca.clone(),
-            only_ca_file: args.ca.is_some(),
-            client_cert: args.client_cert.clone(),
-            client_key: args.client_key.clone(),
-        };
-        let built = options.client_config().map_err(|err| {
-            Failure::usage(format!(
-                "{err}; check --ca, --client-cert and --client-key (PEM files)"
-            ))
-        })?;
-        Some(built)
-    } else {
-        None
-    };
-    let proxy = match (&args.proxy, args.no_proxy) {
-        (Some(url), _) => ferry::proxy::ProxySetting::Use(
-            ferry::proxy::Proxy::parse(url)
-                .map_err(|err| Failure::usage(format!("--proxy: {err}")))?,
-        ),
-        (None, true) => ferry::proxy::ProxySetting::None,
-        (None, false) => ferry::proxy::ProxySetting::FromEnv,
-    };
-    let mut config = Config {
-        proxy,
-        connect_timeout: args.connect_timeout,
-        tls_timeout: args.tls_timeout,
-        tls,
-        limits: args.limits.limits(),
-        deflate: args.deflate.config(),
-        fragment_size: args.fragment,
-        protocols: args.protocols.clone(),
-        origin: args.origin.clone(),
-        headers,
-        ..Config::default()
-    };
-    if let Some(interval) = args.ping_interval {
-        if interval.is_zero() {
-            return Err(Failure::usage(
-                "--ping-interval 0: use a positive interval such as 20s",
-            ));
-        }
-        config = config.with_keepalive(interval, args.ping_timeout);
-    }
     Ok(config)
+}
+
+impl ClientArgs {
+    /// The client config these flags describe; every flag checked, errors naming it.
+    pub fn config(&self) -> Result<Config, Failure> {
+        let args = self;
+        let mut headers = Vec::new();
+        for header in &args.headers {
+            let Some((name, value)) = header.split_once(':') else {
+                return Err(Failure::usage(format!(
+                    "-H {header:?}: a header is 'Name: value', e.g. -H 'Authorization: Bearer TOKEN'"
+                )));
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(Failure::usage(format!(
+                    "-H {header:?}: the header name is empty; write -H 'Name: value'"
+                )));
+            }
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let tls = if args.ca.is_some() || args.client_cert.is_some() {
+            let options = ferry::tls::TlsOptions {
+                ca_file: args.ca.clone(),
+                only_ca_file: args.ca.is_some(),
+                client_cert: args.client_cert.clone(),
+                client_key: args.client_key.clone(),
+            };
+            let built = options.client_config().map_err(|err| {
+                Failure::usage(format!(
+                    "{err}; check --ca, --client-cert and --client-key (PEM files)"
+                ))
+            })?;
+            Some(built)
+        } else {
+            None
+        };
+        let proxy = match (&args.proxy, args.no_proxy) {
+            (Some(url), _) => ferry::proxy::ProxySetting::Use(
+                ferry::proxy::Proxy::parse(url)
+                    .map_err(|err| Failure::usage(format!("--proxy: {err}")))?,
+            ),
+            (None, true) => ferry::proxy::ProxySetting::None,
+            (None, false) => ferry::proxy::ProxySetting::FromEnv,
+        };
+        let mut config = Config {
+            proxy,
+            connect_timeout: args.connect_timeout,
+            tls_timeout: args.tls_timeout,
+            tls,
+            limits: args.limits.limits(),
+            deflate: args.deflate.config(),
+            protocols: args.protocols.clone(),
+            origin: args.origin.clone(),
+            headers,
+            ..Config::default()
+        };
+        if let Some(interval) = args.ping_interval {
+            if interval.is_zero() {
+                return Err(Failure::usage(
+                    "--ping-interval 0: use a positive interval such as 20s",
+                ));
+            }
+            config = config.with_keepalive(interval, args.ping_timeout);
+        }
+        Ok(config)
+    }
 }
 
 /// Turns a failure to connect into an exit status and a line with the likely fix.

@@ -4,5 +4,6 @@ pub mod autobahn;
 pub mod bench;
 pub mod connect;
 pub mod echo;
+pub mod forward;
 pub mod limits;
 pub mod serve;
