@@ -19,6 +19,7 @@ struct Cli {
 enum Command {
     Serve(cmd::serve::ServeArgs),
     Connect(Box<cmd::connect::ConnectArgs>),
+    Demo(cmd::demo::DemoArgs),
     Echo(cmd::echo::EchoArgs),
     Forward(Box<cmd::forward::ForwardArgs>),
     Bench(cmd::bench::BenchArgs),
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         // Scripts branch on its exit status; it prints its own one-line error.
         Command::Connect(args) => return cmd::connect::run(*args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Forward(args) => cmd::forward::run(*args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -3,6 +3,7 @@
 pub mod autobahn;
 pub mod bench;
 pub mod connect;
+pub mod demo;
 pub mod echo;
 pub mod forward;
 pub mod limits;
