@@ -22,6 +22,7 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     Echo(cmd::echo::EchoArgs),
     Forward(Box<cmd::forward::ForwardArgs>),
+    Listen(cmd::listen::ListenArgs),
     Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
     AutobahnClient(cmd::autobahn::AutobahnArgs),
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Forward(args) => cmd::forward::run(*args),
+        Command::Listen(args) => cmd::listen::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),
     };

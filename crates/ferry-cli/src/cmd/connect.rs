@@ -191,7 +191,11 @@ pub fn run(args: ConnectArgs) -> ExitCode {
             return ExitCode::from(status::USAGE);
         }
     };
-    match runtime.block_on(connect(args)) {
+    let result = runtime.block_on(connect(args));
+    // A read of stdin may still be blocked on its thread (the server closed first): do not
+    // wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("ferry connect: {failure}");

@@ -7,4 +7,5 @@ pub mod demo;
 pub mod echo;
 pub mod forward;
 pub mod limits;
+pub mod listen;
 pub mod serve;
