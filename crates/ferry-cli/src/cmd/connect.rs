@@ -388,12 +388,12 @@ async fn connect(args: ConnectArgs) -> Result<(), Failure> {
         .map_err(|err| connect_failure(&args.url, &err))?;
     if !args.quiet {
         let protocol = response.protocol.as_deref().unwrap_or("none");
-        let deflate = match sender.deflate() {
+        let extensions = match sender.deflate() {
             Some(params) => params.to_header(),
-            None => "off".into(),
+            None => "none".into(),
         };
         eprintln!(
-            "ferry connect: connected to {} (subprotocol: {protocol}; permessage-deflate: {deflate})",
+            "ferry connect: connected to {} (subprotocol: {protocol}; extensions: {extensions})",
             args.url
         );
     }
