@@ -249,7 +249,10 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     budget: usize,
+    /// The manager: a message was queued, or a stop was asked for.
     wake: Notify,
+    /// Senders waiting in `send_wait`: the queue shrank, or the client stopped.
+    space: Notify,
 }
 
 impl Shared {
@@ -264,6 +267,8 @@ impl Shared {
         let mut queue = self.lock();
         let message = queue.messages.pop_front()?;
         queue.bytes -= message.len();
+        drop(queue);
+        self.space.notify_waiters();
         Some(message)
     }
 
@@ -306,6 +311,7 @@ impl Client {
             }),
             budget: policy.queue_bytes,
             wake: Notify::new(),
+            space: Notify::new(),
         });
         let (close_tx, close_rx) = watch::channel(None);
         let (updates_tx, updates_rx) = mpsc::channel(256);
@@ -341,6 +347,24 @@ impl Client {
         drop(queue);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Like [`send`](Self::send), but waits while the queue is full instead of handing the
+    /// message back; fails, handing it back, only once the client has stopped.
+    pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), QueueFull> {
+        let mut message = message.into();
+        loop {
+            let space = self.shared.space.notified();
+            tokio::pin!(space);
+            // Registered before trying, so a pop between the try and the wait is seen.
+            space.as_mut().enable();
+            match self.send(message) {
+                Ok(()) => return Ok(()),
+                Err(QueueFull(back)) if !self.is_stopped() => message = back,
+                Err(full) => return Err(full),
+            }
+            space.await;
+        }
     }
 
     /// Whether the client has stopped (closed, or given up): `send` fails from now on.
@@ -439,6 +463,7 @@ impl Manager {
             }
         }
         self.shared.lock().stopped = true;
+        self.shared.space.notify_waiters();
         let _ = self.updates.send(Update::Event(Event::Stopped)).await;
     }
 

@@ -318,3 +318,48 @@ fn backoff_grows_is_capped_and_jitters_within_bounds() {
     }
     assert_eq!(b.bounds(30).1, b.max);
 }
+
+#[tokio::test]
+async fn send_wait_waits_for_room_and_keeps_the_order() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let policy = Policy {
+        backoff: fast_backoff(),
+        queue_bytes: 10,
+        ..Policy::default()
+    };
+    let (client, mut updates) = Client::start(
+        &format!("ws://127.0.0.1:{port}/"),
+        Config::default(),
+        policy,
+    )
+    .expect("start");
+    client.send("12345678").expect("fits");
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.send_wait("abcdef").await }
+    });
+    // Down, and the queue full: the second message waits.
+    assert!(matches!(
+        next_event(&mut updates).await,
+        Event::ConnectFailed { .. }
+    ));
+    assert!(!waiting.is_finished());
+    let server = Server::start(port).await;
+    waiting
+        .await
+        .expect("task")
+        .expect("queued once there was room");
+    let got = server.wait_for(2).await;
+    assert_eq!(got, vec!["12345678".to_owned(), "abcdef".to_owned()]);
+    client.close(CloseCode::NORMAL, "");
+    while let Some(update) = updates.recv().await {
+        if matches!(update, Update::Event(Event::Stopped)) {
+            break;
+        }
+    }
+    assert!(matches!(client.send_wait("late").await, Err(QueueFull(_))));
+}

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use clap::Args;
-use ferry::reconnect::{Backoff, Client, Event, Policy, QueueFull, Update};
+use ferry::reconnect::{Backoff, Client, Event, Policy, Update};
 use ferry::{CloseCode, CloseInfo, Config, Incoming, Initiator, Message, Receiver, Sender};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -648,21 +648,8 @@ impl Outlet {
     async fn send(&self, message: Message) -> bool {
         match self {
             Outlet::Socket(sender) => sender.send(message).await.is_ok(),
-            Outlet::Reconnecting(client) => {
-                let mut message = message;
-                loop {
-                    match client.send(message) {
-                        Ok(()) => return true,
-                        Err(QueueFull(back)) if !client.is_stopped() => {
-                            // Disconnected with a full queue: hold the input back until the
-                            // reconnect drains it.
-                            message = back;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Err(_) => return false,
-                    }
-                }
-            }
+            // Disconnected with a full queue: the input waits until the reconnect drains it.
+            Outlet::Reconnecting(client) => client.send_wait(message).await.is_ok(),
         }
     }
 }
