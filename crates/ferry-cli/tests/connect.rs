@@ -405,6 +405,13 @@ fn wss_with_ca_round_trips_and_without_it_exits_5() {
     let err = stderr(&output);
     assert!(err.contains("--ca FILE"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    // The platform store, here pointed at the test CA the way OpenSSL's variable does.
+    let output = ferry_connect(&["--quiet", "--platform-roots", &url])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", stderr(&output));
     let output = run(&["--ca", "/nonexistent/ca.pem", &url], b"");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("--ca"), "{}", stderr(&output));

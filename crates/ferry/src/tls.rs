@@ -1,8 +1,9 @@
 //! TLS for `wss://` clients, with rustls.
 //!
 //! By default the server's certificate is checked against the Mozilla root store compiled in
-//! (`webpki-roots`), so a build behaves the same on every machine. [`TlsOptions`] adds roots
-//! from a PEM file (a private CA, a test CA) and a client certificate; for anything else
+//! (`webpki-roots`), so a build behaves the same on every machine. [`TlsOptions`] adds the
+//! platform's store (`platform_roots`: /etc/ssl/certs and the like, or `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR`), roots from a PEM file (a private CA, a test CA) and a client certificate; for anything else
 //! (session resumption settings, a custom verifier, ALPN) build a `rustls::ClientConfig`
 //! yourself and put it in [`Config::tls`](crate::Config::tls).
 
@@ -34,6 +35,9 @@ pub struct TlsOptions {
     pub ca_file: Option<PathBuf>,
     /// Trust only the certificates in `ca_file`, not the built-in roots.
     pub only_ca_file: bool,
+    /// Also trust the platform's certificate store (with `rustls-native-certs`: the system
+    /// bundle, or the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name).
+    pub platform_roots: bool,
     /// A client certificate chain (PEM), for servers that ask for one. Needs `client_key`.
     pub client_cert: Option<PathBuf>,
     /// The private key of `client_cert` (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -47,6 +51,20 @@ impl TlsOptions {
         let mut roots = rustls::RootCertStore::empty();
         if !self.only_ca_file {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if self.platform_roots && !self.only_ca_file {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|err| format!(": {err}"))
+                    .unwrap_or_default();
+                return Err(Error::TlsConfig(format!(
+                    "the platform's certificate store has no usable certificate{why}"
+                )));
+            }
         }
         if let Some(path) = &self.ca_file {
             let certs = read_certs(path)?;

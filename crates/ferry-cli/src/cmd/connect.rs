@@ -115,6 +115,10 @@ pub struct ClientArgs {
     /// curl's --cacert).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// wss://: also trust the platform's certificate store (the system bundle, or the files
+    /// SSL_CERT_FILE and SSL_CERT_DIR name), not only the built-in Mozilla roots.
+    #[arg(long, conflicts_with = "ca")]
+    pub platform_roots: bool,
     /// wss://: present this client certificate chain (PEM); needs --client-key.
     #[arg(long, value_name = "FILE", requires = "client_key")]
     pub client_cert: Option<std::path::PathBuf>,
@@ -260,8 +264,9 @@ impl ClientArgs {
             }
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
-        let tls = if args.ca.is_some() || args.client_cert.is_some() {
+        let tls = if args.ca.is_some() || args.client_cert.is_some() || args.platform_roots {
             let options = ferry::tls::TlsOptions {
+                platform_roots: args.platform_roots,
                 ca_file: args.ca.clone(),
                 only_ca_file: args.ca.is_some(),
                 client_cert: args.client_cert.clone(),
