@@ -412,6 +412,14 @@ fn wss_with_ca_round_trips_and_without_it_exits_5() {
         .output()
         .expect("run");
     assert!(output.status.success(), "{}", stderr(&output));
+    // --insecure: no CA at all, and a warning.
+    let output = run(&["--insecure", &url], b"");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: --insecure"),
+        "{}",
+        stderr(&output)
+    );
     let output = run(&["--ca", "/nonexistent/ca.pem", &url], b"");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("--ca"), "{}", stderr(&output));

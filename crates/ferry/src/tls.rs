@@ -42,6 +42,10 @@ pub struct TlsOptions {
     pub client_cert: Option<PathBuf>,
     /// The private key of `client_cert` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub client_key: Option<PathBuf>,
+    /// Accept any server certificate: no check of issuer, name or dates (curl's `-k`). The
+    /// connection is encrypted but anyone on the path can impersonate the server. For tests
+    /// and for debugging only; the roots above are then unused.
+    pub insecure_skip_verify: bool,
 }
 
 impl TlsOptions {
@@ -98,8 +102,64 @@ impl TlsOptions {
                 ));
             }
         };
+        if self.insecure_skip_verify {
+            let provider = config.crypto_provider().clone();
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(NoVerification(provider)));
+        }
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// `insecure_skip_verify`: takes any certificate, but still checks that the server holds its
+/// key (the handshake signatures), so the session keys are the server's.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

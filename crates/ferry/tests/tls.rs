@@ -160,6 +160,24 @@ async fn an_untrusted_certificate_is_a_tls_error() {
 }
 
 #[tokio::test]
+async fn insecure_skip_verify_takes_an_untrusted_certificate() {
+    let pki = Pki::new("insecure", &["elsewhere.test"]);
+    let port = wss_echo(pki.server_config(false)).await;
+    let options = TlsOptions {
+        insecure_skip_verify: true,
+        ..TlsOptions::default()
+    };
+    let config = Config {
+        tls: Some(options.client_config().expect("tls config")),
+        ..Config::default()
+    };
+    // Unknown issuer and the wrong name: both ignored.
+    echo_once(&format!("wss://localhost:{port}/"), &config)
+        .await
+        .expect("insecure");
+}
+
+#[tokio::test]
 async fn a_certificate_for_another_name_is_a_tls_error() {
     let pki = Pki::new("name", &["elsewhere.test"]);
     let port = wss_echo(pki.server_config(false)).await;

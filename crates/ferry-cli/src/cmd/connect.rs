@@ -119,6 +119,10 @@ pub struct ClientArgs {
     /// SSL_CERT_FILE and SSL_CERT_DIR name), not only the built-in Mozilla roots.
     #[arg(long, conflicts_with = "ca")]
     pub platform_roots: bool,
+    /// wss://: accept any server certificate (no check of issuer, name or dates), like curl
+    /// -k. Encrypted, but anyone on the path can pose as the server: for debugging only.
+    #[arg(short = 'k', long, conflicts_with_all = ["ca", "platform_roots"])]
+    pub insecure: bool,
     /// wss://: present this client certificate chain (PEM); needs --client-key.
     #[arg(long, value_name = "FILE", requires = "client_key")]
     pub client_cert: Option<std::path::PathBuf>,
@@ -264,8 +268,13 @@ impl ClientArgs {
             }
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
-        let tls = if args.ca.is_some() || args.client_cert.is_some() || args.platform_roots {
+        let tls = if args.ca.is_some()
+            || args.client_cert.is_some()
+            || args.platform_roots
+            || args.insecure
+        {
             let options = ferry::tls::TlsOptions {
+                insecure_skip_verify: args.insecure,
                 platform_roots: args.platform_roots,
                 ca_file: args.ca.clone(),
                 only_ca_file: args.ca.is_some(),
@@ -378,6 +387,9 @@ pub fn connect_failure(url: &str, err: &ferry::Error) -> Failure {
 
 async fn connect(args: ConnectArgs) -> Result<(), Failure> {
     let config = config(&args)?;
+    if args.client.insecure && !args.quiet {
+        eprintln!("ferry connect: warning: --insecure: the server's certificate is not checked");
+    }
     let mode = if args.binary {
         Mode::Binary
     } else if args.base64 {

@@ -52,6 +52,9 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     }
     ferry::Address::parse(&args.to).map_err(|err| anyhow::anyhow!("--to: {err}"))?;
     let mut config = args.client.config().map_err(|f| anyhow::anyhow!("{f}"))?;
+    if args.client.insecure && !args.quiet {
+        eprintln!("ferry forward: warning: --insecure: the server's certificate is not checked");
+    }
     if config.protocols.is_empty() {
         config.protocols = vec!["binary".into()];
     }
