@@ -5,19 +5,30 @@ mod size;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// WebSocket from the command line: servers, clients and tools.
 #[derive(Parser, Debug)]
 #[command(name = "ferry", version, about, long_about = None)]
 struct Cli {
+    /// Log format on stderr: text for people, json (one object per line) for log pipelines.
+    /// RUST_LOG sets the level (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     Serve(cmd::serve::ServeArgs),
+    Bridge(cmd::bridge::BridgeArgs),
     Echo(cmd::echo::EchoArgs),
     Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
@@ -25,15 +36,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => {
+            let serve = matches.subcommand_matches("serve").unwrap_or(&matches);
+            cmd::serve::run(args, serve)
+        }
+        Command::Bridge(args) => cmd::bridge::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),

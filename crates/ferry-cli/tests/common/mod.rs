@@ -23,7 +23,14 @@ impl Server {
         Server::start("serve", "http://", flags)
     }
 
-    fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
+    /// Starts `ferry bridge` on a free loopback port with extra flags.
+    pub fn bridge(flags: &[&str]) -> Server {
+        Server::start("bridge", "http://", flags)
+    }
+
+    /// Starts `ferry COMMAND --listen 127.0.0.1:0 FLAGS` and waits for the log line that says
+    /// `SCHEME` followed by the address it listens on.
+    pub fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([command, "--listen", "127.0.0.1:0"])
             .args(flags)

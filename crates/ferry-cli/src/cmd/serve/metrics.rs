@@ -12,15 +12,17 @@ use ferry::pubsub::TopicStats;
 pub enum Route {
     Echo,
     Topics,
+    Bridge,
 }
 
 impl Route {
-    pub const ALL: [Route; 2] = [Route::Echo, Route::Topics];
+    pub const ALL: [Route; 3] = [Route::Echo, Route::Topics, Route::Bridge];
 
     pub fn label(self) -> &'static str {
         match self {
             Route::Echo => "echo",
             Route::Topics => "topics",
+            Route::Bridge => "bridge",
         }
     }
 
@@ -46,9 +48,10 @@ struct PerRoute {
 pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
-    routes: [PerRoute; 2],
+    routes: [PerRoute; 3],
     closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
+    bridge_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -74,6 +77,15 @@ impl Metrics {
     pub fn handshake_failed(&self, reason: &'static str) {
         let mut failures = self
             .handshake_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *failures.entry(reason).or_default() += 1;
+    }
+
+    /// A bridge's target could not be reached, or failed mid-stream.
+    pub fn bridge_failed(&self, reason: &'static str) {
+        let mut failures = self
+            .bridge_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *failures.entry(reason).or_default() += 1;
@@ -157,6 +169,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "ferry_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP ferry_bridge_failures_total Bridge targets unreachable or failing, by reason.\n# TYPE ferry_bridge_failures_total counter\n"
+        );
+        for (reason, n) in self
+            .bridge_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "ferry_bridge_failures_total{{reason=\"{reason}\"}} {n}"
             );
         }
         let _ = write!(
