@@ -209,7 +209,8 @@ impl ServeConfig {
     pub fn from_file(path: &Path) -> Result<ServeConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--config {}: cannot read it: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+        toml::from_str(&text)
+            .map_err(|e| format!("--config {}: {}", path.display(), one_line(&text, &e)))
     }
 
     /// Checks everything that can be checked before listening.
@@ -303,6 +304,26 @@ impl ServeConfig {
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
     }
+}
+
+/// A TOML error on one line: where, the offending line itself (so the key is named), and what
+/// is wrong.
+fn one_line(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().replace('\n', " ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| format!("{l} "))
+        .unwrap_or_default();
+    format!("line {line_no}, {section}`{line}`: {message}")
 }
 
 /// A byte size in the config: `1048576`, `"64KiB"` or `"16MiB"`.
