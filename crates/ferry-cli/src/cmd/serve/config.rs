@@ -55,6 +55,8 @@ pub struct LimitsConfig {
     /// 0 turns the per-IP limit off (behind a proxy every client has the proxy's address).
     pub max_connections_per_ip: usize,
     pub max_message_size: Size,
+    /// Most frames in one message (bounds the CPU spent on floods of tiny fragments).
+    pub max_fragments: usize,
     pub send_queue: Size,
     pub handshake_timeout: Dur,
     /// 0 turns it off.
@@ -70,6 +72,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             max_message_size: Size(1 << 20),
+            max_fragments: ferry::Limits::default().max_fragments,
             send_queue: Size(1 << 20),
             handshake_timeout: Dur(Duration::from_secs(10)),
             idle_timeout: Dur(Duration::ZERO),
@@ -231,6 +234,9 @@ impl ServeConfig {
         }
         if limits.max_message_size.0 == 0 {
             return Err("limits.max_message_size (--max-message-size) is 0; try 1MiB".into());
+        }
+        if limits.max_fragments == 0 {
+            return Err("limits.max_fragments (--max-fragments) is 0; try 1024".into());
         }
         if limits.handshake_timeout.0.is_zero() {
             return Err("limits.handshake_timeout (--handshake-timeout) is 0; try 10s".into());

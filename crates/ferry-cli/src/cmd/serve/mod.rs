@@ -104,6 +104,9 @@ pub struct ServeLimits {
     /// Largest message accepted, after reassembly and decompression. Over it: close 1009.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub max_message_size: usize,
+    /// Most frames in one message, empty ones included. Over it: close 1009.
+    #[arg(long, value_name = "N", default_value_t = ferry::Limits::default().max_fragments)]
+    pub max_fragments: usize,
     /// Outgoing bytes a connection may queue; a subscriber over it is closed with 1013.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub send_queue: usize,
@@ -185,6 +188,9 @@ impl ServeArgs {
         if given("max_message_size") {
             l.max_message_size = Size(self.limits.max_message_size);
         }
+        if given("max_fragments") {
+            l.max_fragments = self.limits.max_fragments;
+        }
         if given("send_queue") {
             l.send_queue = Size(self.limits.send_queue);
         }
@@ -252,6 +258,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         max_message_size: l.max_message_size.0,
         // A frame can be as big as a message; the message limit is the one users think in.
         max_frame_size: l.max_message_size.0,
+        max_fragments: l.max_fragments,
         send_queue_bytes: l.send_queue.0,
         handshake_timeout: l.handshake_timeout.0,
         ..ferry::Limits::default()
