@@ -108,6 +108,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let _ = self.conn.send_with(message, options);
                 self.shared.release(len);
             }
+            Command::Prepared(frame) => {
+                let _ = self.conn.send_prepared(&frame);
+                self.shared.release(frame.len());
+            }
+            Command::Droppable(seq) => {
+                let frame = self
+                    .shared
+                    .droppable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(seq);
+                // `None`: a sender dropped it to make room, and released its bytes then.
+                if let Some(frame) = frame {
+                    let _ = self.conn.send_prepared(&frame);
+                    self.shared.release(frame.len());
+                }
+            }
             Command::Ping(payload) => {
                 let _ = self.conn.send_ping(payload);
             }
@@ -277,9 +294,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Releases what senders still have queued once the connection can no longer send it.
     fn drain_dead_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::Message(message, _) = command {
-                self.shared.release(message.len());
+            match command {
+                Command::Message(message, _) => self.shared.release(message.len()),
+                Command::Prepared(frame) => self.shared.release(frame.len()),
+                _ => {}
             }
+        }
+        let mut droppable = self
+            .shared
+            .droppable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, frame) in droppable.entries.drain(..) {
+            self.shared.release(frame.len());
         }
     }
 }

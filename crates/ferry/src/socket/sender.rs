@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
+use ferry_proto::{
+    CloseCode, CloseInfo, FrameEncoding, Initiator, Message, PreparedFrame, Utf8Bytes,
+};
 use tokio::sync::mpsc;
 
 use super::shared::Shared;
@@ -16,8 +18,24 @@ use crate::error::{SendError, TrySendError};
 pub(crate) enum Command {
     /// A message, and whether it must go out uncompressed.
     Message(Message, bool),
+    /// A message prepared for many connections (`Sender::try_send_prepared`).
+    Prepared(PreparedFrame),
+    /// The droppable message with this sequence number in `Shared::droppable`, unless a sender
+    /// dropped it meanwhile.
+    Droppable(u64),
     Ping(Bytes),
     Close(CloseCode, String),
+}
+
+/// What [`Sender::try_send_prepared`] does when the send queue is over its byte budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Queue nothing and hand the message back.
+    #[default]
+    Refuse,
+    /// Drop the oldest droppable messages not yet being written until the new one fits.
+    DropOldest,
 }
 
 /// Sends messages on a connection. Cheap to clone; every clone feeds the same ordered queue.
@@ -98,12 +116,78 @@ impl Sender {
                 match command {
                     Command::Message(message, _) => Err(TrySendError::Closed(message)),
                     // Only a message was sent above.
-                    Command::Ping(_) | Command::Close(..) => {
-                        Err(TrySendError::Closed(Message::binary(Bytes::new())))
-                    }
+                    _ => Err(TrySendError::Closed(Message::binary(Bytes::new()))),
                 }
             }
         }
+    }
+
+    /// Queues a message prepared for many connections (see [`ferry_proto::prepared`]) without
+    /// waiting, and returns how many older messages were dropped to make room.
+    ///
+    /// With [`Overflow::Refuse`] a full queue hands the message back as
+    /// [`TrySendError::Full`], like [`try_send`](Self::try_send). With
+    /// [`Overflow::DropOldest`] the message is queued as droppable, and while the queue is over
+    /// its budget the oldest droppable messages the connection has not started writing yet are
+    /// dropped; messages queued otherwise (by `send`, `try_send`) and control frames never are.
+    /// If dropping every droppable message still leaves no room, the new message comes back as
+    /// [`TrySendError::Full`].
+    pub fn try_send_prepared(
+        &self,
+        frame: PreparedFrame,
+        overflow: Overflow,
+    ) -> Result<usize, TrySendError> {
+        if self.shared.is_closing() {
+            return Err(TrySendError::Closed(frame.message().clone()));
+        }
+        let len = frame.len();
+        if overflow == Overflow::Refuse {
+            if !self.shared.try_reserve(len) {
+                return Err(TrySendError::Full(frame.message().clone()));
+            }
+            return match self.commands.send(Command::Prepared(frame)) {
+                Ok(()) => Ok(0),
+                Err(mpsc::error::SendError(command)) => {
+                    self.shared.release(len);
+                    Err(TrySendError::Closed(match command {
+                        Command::Prepared(frame) => frame.message().clone(),
+                        _ => Message::binary(Bytes::new()),
+                    }))
+                }
+            };
+        }
+        // The lock is held until the command is queued, so sequence numbers enter the command
+        // queue in the order they enter the drop queue.
+        let mut queue = self
+            .shared
+            .droppable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        while !self.shared.try_reserve(len) {
+            match queue.entries.pop_front() {
+                Some((_, old)) => {
+                    self.shared.release(old.len());
+                    dropped += 1;
+                }
+                None => return Err(TrySendError::Full(frame.message().clone())),
+            }
+        }
+        let seq = queue.next;
+        queue.next += 1;
+        if self.commands.send(Command::Droppable(seq)).is_err() {
+            self.shared.release(len);
+            return Err(TrySendError::Closed(frame.message().clone()));
+        }
+        queue.entries.push_back((seq, frame));
+        Ok(dropped)
+    }
+
+    /// The connection's fan-out group: connections with equal encodings share one encoding of
+    /// a [`PreparedMessage`](ferry_proto::PreparedMessage). `None` when this connection must
+    /// encode each message itself.
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        self.shared.frame_encoding
     }
 
     /// Bytes of messages queued and not yet handed to the connection for writing, like the

@@ -1,10 +1,11 @@
 //! State shared between a connection's driver and its handles, all atomics and wakers.
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::{CloseInfo, Limits};
+use ferry_proto::{CloseInfo, FrameEncoding, Limits, PreparedFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
@@ -34,10 +35,38 @@ pub(crate) struct Shared {
     pub(crate) closed_notify: Notify,
     /// The negotiated permessage-deflate parameters, if any.
     pub(crate) deflate: Option<DeflateParams>,
+    /// The connection's fan-out group (`Connection::frame_encoding`).
+    pub(crate) frame_encoding: Option<FrameEncoding>,
+    /// Messages queued as droppable, oldest first, not yet taken by the driver.
+    pub(crate) droppable: Mutex<DropQueue>,
+}
+
+/// Droppable messages wait here; the command queue carries only their sequence numbers, so a
+/// sender can drop the oldest ones without touching the rest of the queue, and the driver,
+/// taking them in order, skips the numbers that were dropped.
+#[derive(Default)]
+pub(crate) struct DropQueue {
+    pub(crate) next: u64,
+    pub(crate) entries: VecDeque<(u64, PreparedFrame)>,
+}
+
+impl DropQueue {
+    /// Takes entry `seq` for writing, if it was not dropped. Entries older than `seq` cannot be
+    /// left: the driver takes in queue order and senders drop from the front.
+    pub(crate) fn take(&mut self, seq: u64) -> Option<PreparedFrame> {
+        match self.entries.front() {
+            Some((front, _)) if *front == seq => self.entries.pop_front().map(|(_, f)| f),
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(limits: &Limits, deflate: Option<DeflateParams>) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        deflate: Option<DeflateParams>,
+        frame_encoding: Option<FrameEncoding>,
+    ) -> Self {
         Shared {
             buffered: AtomicUsize::new(0),
             send_budget: limits.send_queue_bytes,
@@ -53,6 +82,8 @@ impl Shared {
             closed: OnceLock::new(),
             closed_notify: Notify::new(),
             deflate,
+            frame_encoding,
+            droppable: Mutex::new(DropQueue::default()),
         }
     }
 

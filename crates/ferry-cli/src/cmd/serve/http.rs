@@ -187,7 +187,9 @@ fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
         "/metrics" => {
             return asset(
                 "text/plain; version=0.0.4",
-                state.metrics.render(&state.broker.stats()),
+                state
+                    .metrics
+                    .render(&state.broker.stats(), &state.broker.totals()),
             );
         }
         _ => {}
@@ -347,7 +349,7 @@ async fn run_websocket(
     let id = state.connections.add(sender.clone());
     let subscription = topic
         .as_ref()
-        .map(|name| state.broker.subscribe(name, sender.clone()));
+        .map(|name| state.broker.subscribe(name, sender.clone().into()));
     while let Some(item) = receiver.recv().await {
         match item {
             Incoming::Message(message) => {

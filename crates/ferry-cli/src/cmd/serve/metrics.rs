@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry::pubsub::TopicStats;
+use ferry::pubsub::{BrokerStats, TopicStats};
 
 /// The WebSocket routes, as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ impl Route {
         self as usize
     }
 }
+
+/// Picks one counter of a topic.
+type TopicField = fn(&TopicStats) -> u64;
 
 /// Picks one counter of a route.
 type Field = fn(&PerRoute) -> &AtomicU64;
@@ -80,7 +83,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, topics: &[TopicStats]) -> String {
+    pub fn render(&self, topics: &[TopicStats], totals: &BrokerStats) -> String {
         let mut out = String::with_capacity(2048);
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = write!(
@@ -171,16 +174,70 @@ impl Metrics {
                 t.subscribers
             );
         }
-        let _ = write!(
-            out,
-            "# HELP ferry_topic_dropped_total Deliveries refused to slow subscribers, by topic (reset when a topic empties).\n# TYPE ferry_topic_dropped_total counter\n"
-        );
-        for t in topics {
-            let _ = writeln!(
+        let per_topic: [(&str, &str, TopicField); 3] = [
+            (
+                "ferry_topic_published_total",
+                "Messages published, by topic.",
+                |t| t.published,
+            ),
+            (
+                "ferry_topic_delivered_total",
+                "Messages queued for subscribers, by topic.",
+                |t| t.delivered,
+            ),
+            (
+                "ferry_topic_dropped_total",
+                "Messages slow subscribers did not get (refused or dropped oldest), by topic.",
+                |t| t.dropped,
+            ),
+        ];
+        for (name, help, field) in per_topic {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for t in topics {
+                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(&t.name), field(t));
+            }
+        }
+        let broker: [(&str, &str, u64); 7] = [
+            (
+                "ferry_pubsub_published_total",
+                "Messages published, every topic.",
+                totals.published,
+            ),
+            (
+                "ferry_pubsub_delivered_total",
+                "Messages queued for subscribers, every topic.",
+                totals.delivered,
+            ),
+            (
+                "ferry_pubsub_dropped_total",
+                "Messages slow subscribers did not get, every topic.",
+                totals.dropped,
+            ),
+            (
+                "ferry_pubsub_shared_encodings_total",
+                "Frames encoded once for a group of subscribers with the same encoding.",
+                totals.shared_encodings,
+            ),
+            (
+                "ferry_pubsub_shared_compressions_total",
+                "Compressions done once for a whole group of subscribers.",
+                totals.shared_compressions,
+            ),
+            (
+                "ferry_pubsub_per_socket_compressions_total",
+                "Deliveries to connections that compress each message themselves (context takeover).",
+                totals.per_socket_compressions,
+            ),
+            (
+                "ferry_pubsub_topics_forgotten_total",
+                "Empty topics whose counters were forgotten beyond the retention limit.",
+                totals.topics_forgotten,
+            ),
+        ];
+        for (name, help, value) in broker {
+            let _ = write!(
                 out,
-                "ferry_topic_dropped_total{{topic=\"{}\"}} {}",
-                escape(&t.name),
-                t.dropped
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             );
         }
         out

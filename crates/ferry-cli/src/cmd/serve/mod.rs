@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry::Config;
-use ferry::pubsub::LocalBroker;
+use ferry::pubsub::{LocalBroker, SlowSubscriber};
 
 use super::limits::DeflateArgs;
 use crate::size::parse_duration;
@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// On SIGINT or SIGTERM, how long to wait for connections to close after sending them 1001.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// What to do with a topic subscriber whose send queue (--send-queue) is full: close it
+    /// with 1013, or drop its oldest queued topic messages to make room.
+    #[arg(long, value_name = "POLICY", value_enum, default_value = "close")]
+    pub slow_subscriber: SlowSubscriberArg,
     #[command(flatten)]
     pub limits: ServeLimits,
     #[command(flatten)]
@@ -65,12 +69,21 @@ pub struct ServeLimits {
     /// Largest message accepted, after reassembly and decompression. Over it: close 1009.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub max_message_size: usize,
-    /// Outgoing bytes a connection may queue; a subscriber over it is closed with 1013.
+    /// Outgoing bytes a connection may queue; a subscriber over it meets --slow-subscriber.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub send_queue: usize,
     /// Time allowed for the HTTP request head and the WebSocket handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
+}
+
+/// `--slow-subscriber`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowSubscriberArg {
+    /// Close the subscriber with 1013 (try again later).
+    Close,
+    /// Drop the oldest topic messages not yet being written.
+    DropOldest,
 }
 
 /// Everything a connection handler needs, shared.
@@ -122,7 +135,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         prefix,
         origins,
         max_connections: args.max_connections,
-        broker: LocalBroker::default(),
+        broker: LocalBroker::new(match args.slow_subscriber {
+            SlowSubscriberArg::Close => SlowSubscriber::Close,
+            SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+        }),
         metrics: metrics::Metrics::default(),
         connections: http::Registry::default(),
     });
