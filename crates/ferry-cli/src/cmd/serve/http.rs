@@ -199,6 +199,7 @@ fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
     };
     let (route, topic) = match rest {
         "/echo" => (Route::Echo, None),
+        "/control" => (Route::Control, None),
         _ => match rest.strip_prefix("/topics/") {
             Some(name) if valid_topic(name) => (Route::Topics, Some(name.to_owned())),
             Some(_) => {
@@ -213,7 +214,7 @@ fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
     upgrade(req, state, route, topic)
 }
 
-fn valid_topic(name: &str) -> bool {
+pub(super) fn valid_topic(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -347,6 +348,15 @@ async fn run_websocket(
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let id = state.connections.add(sender.clone());
+    if route == Route::Control {
+        super::control::serve(state.clone(), sender, receiver).await;
+        state.connections.remove(id);
+        state
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     let subscription = topic
         .as_ref()
         .map(|name| state.broker.subscribe(name, sender.clone().into()));

@@ -12,15 +12,17 @@ use ferry::pubsub::{BrokerStats, TopicStats};
 pub enum Route {
     Echo,
     Topics,
+    Control,
 }
 
 impl Route {
-    pub const ALL: [Route; 2] = [Route::Echo, Route::Topics];
+    pub const ALL: [Route; 3] = [Route::Echo, Route::Topics, Route::Control];
 
     pub fn label(self) -> &'static str {
         match self {
             Route::Echo => "echo",
             Route::Topics => "topics",
+            Route::Control => "control",
         }
     }
 
@@ -49,7 +51,7 @@ struct PerRoute {
 pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
-    routes: [PerRoute; 2],
+    routes: [PerRoute; Route::ALL.len()],
     closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
 }

@@ -1,5 +1,6 @@
 //! `ferry serve`: HTTP and WebSocket on one port: a web page, echo, pub/sub topics, metrics.
 
+mod control;
 mod http;
 mod metrics;
 mod origin;
@@ -21,6 +22,7 @@ use crate::size::parse_duration;
 ///   /                      the web page
 ///   PREFIX/echo            WebSocket echo
 ///   PREFIX/topics/NAME     pub/sub: every message goes to every subscriber of NAME
+///   PREFIX/control         JSON control protocol: many topics on one connection, with acks
 ///   /metrics               Prometheus metrics
 ///   /healthz               "ok"
 ///
@@ -57,6 +59,9 @@ pub struct ServeArgs {
     /// with 1013, or drop its oldest queued topic messages to make room.
     #[arg(long, value_name = "POLICY", value_enum, default_value = "close")]
     pub slow_subscriber: SlowSubscriberArg,
+    /// Most topics one PREFIX/control connection may subscribe to at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub control_max_topics: usize,
     #[command(flatten)]
     pub limits: ServeLimits,
     #[command(flatten)]
@@ -92,6 +97,7 @@ pub struct State {
     pub prefix: String,
     pub origins: origin::Policy,
     pub max_connections: usize,
+    pub control_max_topics: usize,
     pub broker: LocalBroker,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
@@ -104,6 +110,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "--ws-prefix {}: must start with / and not end with one, e.g. /ws",
             args.ws_prefix
         );
+    }
+    if args.control_max_topics == 0 {
+        bail!("--control-max-topics 0: a control connection must be able to subscribe; try 100");
     }
     if args.max_connections == 0 {
         bail!("--max-connections 0: at least one connection must be allowed; try 10000");
@@ -135,6 +144,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         prefix,
         origins,
         max_connections: args.max_connections,
+        control_max_topics: args.control_max_topics,
         broker: LocalBroker::new(match args.slow_subscriber {
             SlowSubscriberArg::Close => SlowSubscriber::Close,
             SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
