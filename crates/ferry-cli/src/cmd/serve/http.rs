@@ -124,7 +124,13 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
     let timeout = state.config.limits.handshake_timeout;
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(route(req, state)) }
+        async move {
+            if req.uri().path() == "/demo/tcp-chunks" {
+                let reply = super::lesson::tcp_chunks(req.method(), req.uri().query()).await;
+                return Ok::<_, Infallible>(reply);
+            }
+            Ok::<_, Infallible>(route(req, state))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

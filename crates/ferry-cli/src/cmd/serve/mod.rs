@@ -2,6 +2,7 @@
 
 mod control;
 mod http;
+mod lesson;
 mod metrics;
 mod origin;
 
@@ -24,6 +25,7 @@ use crate::size::parse_duration;
 ///   PREFIX/topics/NAME     pub/sub: every message goes to every subscriber of NAME
 ///   PREFIX/control         JSON control protocol: many topics on one connection, with acks
 ///   /metrics               Prometheus metrics
+///   /demo/tcp-chunks?n=N   the page's lesson: N TCP writes on loopback, and the reads seen
 ///   /healthz               "ok"
 ///
 /// Examples:
