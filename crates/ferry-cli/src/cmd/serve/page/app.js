@@ -533,6 +533,8 @@ function showStats(sums) {
   $('stat-open').textContent = formatCount(sums.ferry_connections_open);
   $('stat-total').textContent = formatCount(sums.ferry_connections_total);
 
+  // The raw total, for tests and the curious: it only grows while the server runs.
+  $('stat-rate').dataset.messages = String(messages);
   const last = stats.last;
   stats.last = { at: now, messages };
   // A rate needs two samples; a counter that went down means the server restarted.
