@@ -277,3 +277,62 @@ fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
+
+/// Subscribes `n` control connections (compression negotiated) to `topic`, publishes one
+/// compressible message, and returns the metrics text once every subscriber has it.
+async fn fan_out_metrics(server: &Server, n: usize) -> String {
+    let mut subscribers = Vec::new();
+    for _ in 0..n {
+        let (sender, mut rx) = control(server).await;
+        let ack = request(
+            &sender,
+            &mut rx,
+            json!({"op": "subscribe", "topics": ["fan"]}),
+        )
+        .await;
+        assert_eq!(ack["type"], "ack");
+        subscribers.push((sender, rx));
+    }
+    let (publisher, mut publisher_rx) = control(server).await;
+    let text = "the same words again and again; ".repeat(64);
+    let ack = request(
+        &publisher,
+        &mut publisher_rx,
+        json!({"op": "publish", "topic": "fan", "data": text}),
+    )
+    .await;
+    assert_eq!(ack["delivered"], n);
+    for (_, rx) in &mut subscribers {
+        assert_eq!(next_json(rx).await["data"], text);
+    }
+    reqwest_like_get(&server.addr, "/metrics").await
+}
+
+#[tokio::test]
+async fn a_topic_message_is_compressed_once_for_every_subscriber() {
+    let server = Server::serve(&[]);
+    let metrics = fan_out_metrics(&server, 3).await;
+    assert_eq!(
+        metric(&metrics, "ferry_pubsub_shared_compressions_total"),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "ferry_pubsub_shared_encodings_total"), 1.0);
+    assert_eq!(
+        metric(&metrics, "ferry_pubsub_per_socket_compressions_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn with_context_takeover_each_subscriber_compresses_itself() {
+    let server = Server::serve(&["--deflate-context-takeover"]);
+    let metrics = fan_out_metrics(&server, 3).await;
+    assert_eq!(
+        metric(&metrics, "ferry_pubsub_shared_compressions_total"),
+        0.0
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_pubsub_per_socket_compressions_total"),
+        3.0
+    );
+}

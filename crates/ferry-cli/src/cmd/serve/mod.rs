@@ -66,6 +66,11 @@ pub struct ServeArgs {
     pub control_max_topics: usize,
     #[command(flatten)]
     pub limits: ServeLimits,
+    /// Keep each connection's compressor between messages (context takeover): smaller chatty
+    /// messages, but about 150 KiB per connection, and topic messages are then compressed once
+    /// per subscriber instead of once per message. Off by default in serve.
+    #[arg(long, conflicts_with = "deflate_no_context_takeover")]
+    pub deflate_context_takeover: bool,
     #[command(flatten)]
     pub deflate: DeflateArgs,
 }
@@ -132,7 +137,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let config = Config {
         limits,
-        deflate: args.deflate.config(),
+        // No context takeover by default: the compressor is then shared per thread instead of
+        // held by every connection, and a topic message is compressed once for all subscribers.
+        deflate: args.deflate.config().map(|d| ferry::DeflateConfig {
+            own_no_context_takeover: !args.deflate_context_takeover,
+            ..d
+        }),
         ..Config::default()
     }
     .with_keepalive(args.ping_interval, args.ping_timeout);
