@@ -39,25 +39,49 @@ pub(crate) struct Shared {
     pub(crate) frame_encoding: Option<FrameEncoding>,
     /// Messages queued as droppable, oldest first, not yet taken by the driver.
     pub(crate) droppable: Mutex<DropQueue>,
+    /// The newest drop-queue marker may still cover new entries: it is in the command queue,
+    /// not yet taken, and no ordinary command was queued after it. Cleared (without the lock)
+    /// by every ordinary command, and by the driver when it takes the marker.
+    pub(crate) marker_open: AtomicBool,
 }
 
-/// Droppable messages wait here; the command queue carries only their sequence numbers, so a
-/// sender can drop the oldest ones without touching the rest of the queue, and the driver,
-/// taking them in order, skips the numbers that were dropped.
+/// Droppable messages wait here, not in the command queue, so a sender can drop the oldest
+/// ones without touching anything else queued.
+///
+/// Their place in the command order is kept by markers: a `Command::Droppable(id)` in the
+/// command queue stands for every entry tagged with a marker up to `id`. A sender opens a new
+/// marker only when the last one was taken or an ordinary command was queued after it
+/// (`marker_open` false), so a connection that stopped reading holds at most one stale marker
+/// per ordinary command, however many messages are published to it and dropped.
 #[derive(Default)]
 pub(crate) struct DropQueue {
-    pub(crate) next: u64,
+    /// The newest marker id handed out.
+    pub(crate) marker: u64,
+    /// Entries, oldest first, each with the marker that covers it.
     pub(crate) entries: VecDeque<(u64, PreparedFrame)>,
+    /// Bytes of the entries.
+    pub(crate) bytes: usize,
 }
 
 impl DropQueue {
-    /// Takes entry `seq` for writing, if it was not dropped. Entries older than `seq` cannot be
-    /// left: the driver takes in queue order and senders drop from the front.
-    pub(crate) fn take(&mut self, seq: u64) -> Option<PreparedFrame> {
+    /// Takes the oldest entry covered by marker `id`, if any is left: the driver calls this
+    /// until `None` when it meets the marker. Entries of older markers were taken before.
+    pub(crate) fn take(&mut self, id: u64) -> Option<PreparedFrame> {
         match self.entries.front() {
-            Some((front, _)) if *front == seq => self.entries.pop_front().map(|(_, f)| f),
+            Some((marker, _)) if *marker <= id => {
+                let (_, frame) = self.entries.pop_front()?;
+                self.bytes -= frame.len();
+                Some(frame)
+            }
             _ => None,
         }
+    }
+
+    /// Drops the oldest entry; returns its length.
+    pub(crate) fn drop_oldest(&mut self) -> Option<usize> {
+        let (_, frame) = self.entries.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame.len())
     }
 }
 
@@ -84,6 +108,7 @@ impl Shared {
             deflate,
             frame_encoding,
             droppable: Mutex::new(DropQueue::default()),
+            marker_open: AtomicBool::new(false),
         }
     }
 
