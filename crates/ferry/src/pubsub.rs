@@ -140,6 +140,11 @@ pub struct TopicStats {
     /// Messages a subscriber did not get because it was too slow: refused, or dropped from
     /// its queue under [`SlowSubscriber::DropOldest`].
     pub dropped: u64,
+    /// Distinct encoding groups among the current subscribers (plain, each set of deflate
+    /// settings): a published message is encoded once per group.
+    pub encoding_groups: usize,
+    /// Current subscribers in no group, which encode (and compress) each message themselves.
+    pub self_encoding: usize,
 }
 
 /// Broker-wide counters, never reset.
@@ -236,12 +241,25 @@ impl LocalBroker {
         let mut out: Vec<TopicStats> = topics
             .by_name
             .iter()
-            .map(|(name, t)| TopicStats {
-                name: name.clone(),
-                subscribers: t.subscribers.len(),
-                published: t.published.load(Ordering::Relaxed),
-                delivered: t.delivered.load(Ordering::Relaxed),
-                dropped: t.dropped.load(Ordering::Relaxed),
+            .map(|(name, t)| {
+                let mut groups = Vec::new();
+                let mut self_encoding = 0;
+                for (_, subscriber) in &t.subscribers {
+                    match subscriber.sender.frame_encoding() {
+                        Some(encoding) if !groups.contains(&encoding) => groups.push(encoding),
+                        Some(_) => {}
+                        None => self_encoding += 1,
+                    }
+                }
+                TopicStats {
+                    name: name.clone(),
+                    subscribers: t.subscribers.len(),
+                    published: t.published.load(Ordering::Relaxed),
+                    delivered: t.delivered.load(Ordering::Relaxed),
+                    dropped: t.dropped.load(Ordering::Relaxed),
+                    encoding_groups: groups.len(),
+                    self_encoding,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -68,6 +68,12 @@ async fn one_compression_serves_every_subscriber_of_a_group() {
     broker.subscribe("t", sender.into());
     receivers.push(rx);
 
+    let stats = &broker.stats()[0];
+    assert_eq!(
+        (stats.encoding_groups, stats.self_encoding),
+        (2, 1),
+        "{stats:?}"
+    );
     let text = "a line of chat, repeated; ".repeat(100);
     assert_eq!(broker.publish("t", Message::text(text.clone())), 5);
     for rx in &mut receivers {

@@ -176,6 +176,24 @@ impl Metrics {
                 t.subscribers
             );
         }
+        let gauges: [(&str, &str, TopicField); 2] = [
+            (
+                "ferry_topic_encoding_groups",
+                "Groups of subscribers sharing one encoding (and compression) of each message, by topic.",
+                |t| t.encoding_groups as u64,
+            ),
+            (
+                "ferry_topic_self_encoding_subscribers",
+                "Subscribers that encode and compress each message themselves (context takeover), by topic.",
+                |t| t.self_encoding as u64,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+            for t in topics {
+                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(&t.name), field(t));
+            }
+        }
         let per_topic: [(&str, &str, TopicField); 3] = [
             (
                 "ferry_topic_published_total",
