@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry::Config;
-use ferry::pubsub::{LocalBroker, SlowSubscriber};
+use ferry::pubsub::{BrokerConfig, LocalBroker, SlowSubscriber};
 
 use super::limits::DeflateArgs;
 use crate::size::parse_duration;
@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// with 1013, or drop its oldest queued topic messages to make room.
     #[arg(long, value_name = "POLICY", value_enum, default_value = "close")]
     pub slow_subscriber: SlowSubscriberArg,
+    /// Topics without subscribers whose counters are kept for /metrics; beyond this many the
+    /// longest-empty is forgotten (its counts stay in the ferry_pubsub_* totals).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub retained_topics: usize,
     /// Most topics one PREFIX/control connection may subscribe to at once.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub control_max_topics: usize,
@@ -157,9 +161,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         origins,
         max_connections: args.max_connections,
         control_max_topics: args.control_max_topics,
-        broker: LocalBroker::new(match args.slow_subscriber {
-            SlowSubscriberArg::Close => SlowSubscriber::Close,
-            SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+        broker: LocalBroker::with_config(BrokerConfig {
+            slow_subscriber: match args.slow_subscriber {
+                SlowSubscriberArg::Close => SlowSubscriber::Close,
+                SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+            },
+            retained_topics: args.retained_topics,
         }),
         metrics: metrics::Metrics::default(),
         connections: http::Registry::default(),
