@@ -133,11 +133,28 @@ impl DeflateSection {
 }
 
 /// Pub/sub settings.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     /// If not empty, only these topics exist; others get 404.
     pub allowed: Vec<String>,
+    /// A subscriber whose send queue is full: `close` (1013) or `drop-oldest`.
+    pub slow_subscriber: super::SlowSubscriberArg,
+    /// Empty topics whose counters are kept for /metrics.
+    pub retained: usize,
+    /// Most topics one control connection may subscribe to.
+    pub control_max_topics: usize,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            allowed: Vec::new(),
+            slow_subscriber: super::SlowSubscriberArg::Close,
+            retained: 1024,
+            control_max_topics: 100,
+        }
+    }
 }
 
 /// One bridge: a fixed target, never one the client names.
@@ -262,6 +279,13 @@ impl ServeConfig {
                     ));
                 }
             }
+        }
+        if self.topics.control_max_topics == 0 {
+            return Err(
+                "topics.control_max_topics (--control-max-topics) is 0: a control connection must \
+                 be able to subscribe; try 100"
+                    .into(),
+            );
         }
         for name in &self.topics.allowed {
             if !valid_name(name) {

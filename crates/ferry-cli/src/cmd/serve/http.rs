@@ -188,6 +188,10 @@ async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot
         let state = state.clone();
         let slot = slot.clone();
         async move {
+            if req.uri().path() == "/demo/tcp-chunks" && slot.admitted() {
+                let reply = super::lesson::tcp_chunks(req.method(), req.uri().query()).await;
+                return Ok::<_, Infallible>(reply);
+            }
             if !slot.admitted() {
                 let mut reply = text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -249,6 +253,7 @@ fn refusal(refusal: &Refusal) -> Reply {
 /// Where an upgrade goes.
 enum Target {
     Echo,
+    Control,
     Topic(String),
     Bridge(String),
 }
@@ -276,7 +281,9 @@ fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<S
         "/metrics" => {
             return asset(
                 "text/plain; version=0.0.4",
-                state.metrics.render(&state.broker.stats()),
+                state
+                    .metrics
+                    .render(&state.broker.stats(), &state.broker.totals()),
             );
         }
         _ => {}
@@ -286,6 +293,8 @@ fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<S
     };
     let target = if rest == "/echo" {
         Target::Echo
+    } else if rest == "/control" {
+        Target::Control
     } else if let Some(name) = rest.strip_prefix("/topics/") {
         if !valid_name(name) {
             return text(
@@ -293,7 +302,7 @@ fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<S
                 "topic names are 1 to 64 letters, digits, '.', '_' or '-'",
             );
         }
-        if !state.topics_allowed.is_empty() && !state.topics_allowed.iter().any(|t| t == name) {
+        if !state.topic_allowed(name) {
             return text(StatusCode::NOT_FOUND, "no such topic");
         }
         Target::Topic(name.to_owned())
@@ -466,8 +475,13 @@ async fn run_websocket<S: Transport>(
     let id = state.connections.add(sender.clone());
     let closed = match &target {
         Target::Echo => echo_or_publish(&state, &sender, &mut receiver, None).await,
+        Target::Control => {
+            // Records its own close in the metrics.
+            super::control::serve(state.clone(), sender, receiver).await;
+            None
+        }
         Target::Topic(name) => {
-            let subscription = state.broker.subscribe(name, sender.clone());
+            let subscription = state.broker.subscribe(name, sender.clone().into());
             let closed = echo_or_publish(&state, &sender, &mut receiver, Some(name)).await;
             state.broker.unsubscribe(name, subscription);
             closed

@@ -3,7 +3,9 @@
 
 mod bridge;
 pub mod config;
+mod control;
 mod http;
+mod lesson;
 mod metrics;
 mod origin;
 mod per_ip;
@@ -18,7 +20,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use ferry::Config;
-use ferry::pubsub::LocalBroker;
+use ferry::pubsub::{BrokerConfig, LocalBroker, SlowSubscriber};
 
 use self::config::{BridgeConfig, Dur, ServeConfig, Size, TlsConfig};
 use super::limits::DeflateArgs;
@@ -32,7 +34,9 @@ use crate::size::parse_duration;
 ///   PREFIX/echo            WebSocket echo
 ///   PREFIX/topics/NAME     pub/sub: every message goes to every subscriber of NAME
 ///   PREFIX/bridge/NAME     a bridge to the TCP or Unix service configured as NAME
+///   PREFIX/control         JSON control protocol: many topics on one connection, with acks
 ///   /metrics               Prometheus metrics
+///   /demo/tcp-chunks?n=N   the page's lesson: N TCP writes on loopback, and the reads seen
 ///   /healthz               "ok"
 ///
 /// Settings come from the built-in defaults, then --config FILE, then the flags given.
@@ -92,8 +96,24 @@ pub struct ServeArgs {
     /// On SIGINT or SIGTERM, how long to wait for connections to close after sending them 1001.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// What to do with a topic subscriber whose send queue (--send-queue) is full: close it
+    /// with 1013, or drop its oldest queued topic messages to make room.
+    #[arg(long, value_name = "POLICY", value_enum, default_value = "close")]
+    pub slow_subscriber: SlowSubscriberArg,
+    /// Topics without subscribers whose counters are kept for /metrics; beyond this many the
+    /// longest-empty is forgotten (its counts stay in the ferry_pubsub_* totals).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub retained_topics: usize,
+    /// Most topics one PREFIX/control connection may subscribe to at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub control_max_topics: usize,
     #[command(flatten)]
     pub limits: ServeLimits,
+    /// Keep each connection's compressor between messages (context takeover): smaller chatty
+    /// messages, but about 150 KiB per connection, and topic messages are then compressed once
+    /// per subscriber instead of once per message. Off by default in serve.
+    #[arg(long, conflicts_with = "deflate_no_context_takeover")]
+    pub deflate_context_takeover: bool,
     #[command(flatten)]
     pub deflate: DeflateArgs,
 }
@@ -107,7 +127,7 @@ pub struct ServeLimits {
     /// Most frames in one message, empty ones included. Over it: close 1009.
     #[arg(long, value_name = "N", default_value_t = ferry::Limits::default().max_fragments)]
     pub max_fragments: usize,
-    /// Outgoing bytes a connection may queue; a subscriber over it is closed with 1013.
+    /// Outgoing bytes a connection may queue; a subscriber over it meets --slow-subscriber.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub send_queue: usize,
     /// Time allowed for the TLS handshake, the HTTP request head and the WebSocket handshake.
@@ -219,8 +239,42 @@ impl ServeArgs {
         if given("deflate_no_context_takeover") {
             d.no_context_takeover = true;
         }
+        if given("deflate_context_takeover") {
+            d.no_context_takeover = false;
+        }
+        let t = &mut c.topics;
+        if given("slow_subscriber") {
+            t.slow_subscriber = self.slow_subscriber;
+        }
+        if given("retained_topics") {
+            t.retained = self.retained_topics;
+        }
+        if given("control_max_topics") {
+            t.control_max_topics = self.control_max_topics;
+        }
         c.validate().map_err(|e| anyhow!(e))?;
         Ok(c)
+    }
+}
+
+/// `--slow-subscriber`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowSubscriberArg {
+    /// Close the subscriber with 1013 (try again later).
+    Close,
+    /// Drop the oldest topic messages not yet being written.
+    DropOldest,
+}
+
+impl State {
+    /// Whether a topic of this name may be used: well-formed, and on `topics.allowed` when
+    /// that list is set.
+    pub fn topic_allowed(&self, name: &str) -> bool {
+        config::valid_name(name)
+            && (self.topics_allowed.is_empty() || self.topics_allowed.iter().any(|t| t == name))
     }
 }
 
@@ -235,6 +289,7 @@ pub struct State {
     pub bridges: HashMap<String, bridge::Bridge>,
     /// `ferry bridge`: every WebSocket request, whatever its path, goes to this bridge.
     pub catch_all_bridge: Option<String>,
+    pub control_max_topics: usize,
     pub broker: LocalBroker,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
@@ -294,7 +349,14 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         topics_allowed: c.topics.allowed.clone(),
         bridges,
         catch_all_bridge,
-        broker: LocalBroker::default(),
+        control_max_topics: c.topics.control_max_topics,
+        broker: LocalBroker::with_config(BrokerConfig {
+            slow_subscriber: match c.topics.slow_subscriber {
+                SlowSubscriberArg::Close => SlowSubscriber::Close,
+                SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+            },
+            retained_topics: c.topics.retained,
+        }),
         metrics: metrics::Metrics::default(),
         connections: http::Registry::default(),
     });
