@@ -50,7 +50,7 @@ use crate::size::parse_duration;
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
-    /// Read settings from this TOML file (see docs/serve.md); flags given override it.
+    /// Read settings from this TOML file (see docs/config.md); flags given override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective settings as TOML (tokens redacted) and exit.
@@ -89,8 +89,8 @@ pub struct ServeArgs {
     /// Time allowed for a pong.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub ping_timeout: Duration,
-    /// Close (1001) a connection that has moved no message for this long (0: never). Pings do
-    /// not count: this sheds live but silent clients.
+    /// Close (1001) a connection whose client has sent no message for this long (bridges: no
+    /// byte either way); 0: never. Pongs do not count: this sheds live but silent clients.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
     pub idle_timeout: Duration,
     /// On SIGINT or SIGTERM, how long to wait for connections to close after sending them 1001.
