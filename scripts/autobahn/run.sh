@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Run the Autobahn|Testsuite against ferry, as a server and/or as a client.
 #
-# Usage: scripts/autobahn/run.sh [--no-compare] [--write-expected] [server|client|all]
+# Usage: scripts/autobahn/run.sh [--no-compare] [--write-expected] [server|serve|client|all]
 #
-#   server  ferry's echo server on 127.0.0.1:$SERVER_PORT, tested by
+#   server  ferry's echo server (`ferry echo`) on 127.0.0.1:$SERVER_PORT, tested by
 #           `wstest -m fuzzingclient`.
+#   serve   the product path: `ferry serve`'s /ws/echo route (hyper, then ferry) on
+#           127.0.0.1:$SERVE_PORT, tested by `wstest -m fuzzingclient`.
 #   client  wstest's fuzzingserver on 127.0.0.1:$CLIENT_PORT, driven by
 #           `$FERRY_BIN autobahn-client` (getCaseCount, runCase..., updateReports).
-#   all     both (default); exits non-zero if either fails.
+#   all     server, serve and client, one after the other (default); exits non-zero if
+#           any fails.
 #
 # Environment knobs (defaults in brackets):
 #   FERRY_BIN     ferry binary [<repo>/target/release/ferry]
@@ -22,7 +25,7 @@
 #   WRITE_EXPECTED=1  same as --write-expected: rewrite expected-<mode>.json
 #                     from this run (refused unless every case is OK/INFORMATIONAL)
 #   AGENT         agent name in the reports  [ferry]
-#   SERVER_PORT / CLIENT_PORT   [9001 / 9002]
+#   SERVER_PORT / CLIENT_PORT / SERVE_PORT   [9001 / 9002 / 9003]
 #   TIMEOUT       seconds a whole mode may take before it is killed  [2100]
 #   STARTUP_TIMEOUT  seconds to wait for a listening port  [30]
 #   AUTOBAHN_PREFIX  wstest virtualenv, see install.sh  [/opt/autobahn]
@@ -41,7 +44,7 @@ for arg in "$@"; do
     case $arg in
         --no-compare) export NO_COMPARE=1 ;;
         --write-expected) export WRITE_EXPECTED=1 ;;
-        server | client | all) MODE=$arg ;;
+        server | serve | client | all) MODE=$arg ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
@@ -56,7 +59,7 @@ if [ "$MODE" = all ]; then
     stop_child() { [ -z "$child" ] || { kill -TERM "$child" 2>/dev/null; wait "$child" || true; }; }
     trap 'stop_child; exit 130' INT
     trap 'stop_child; exit 143' TERM
-    for m in server client; do
+    for m in server serve client; do
         bash "$SCRIPT_DIR/run.sh" "$m" &
         child=$!
         wait "$child" || rc=1
@@ -75,6 +78,7 @@ OUTDIR=$(abspath "${OUTDIR:-$REPO_ROOT/reports/autobahn}")
 AGENT=${AGENT:-ferry}
 SERVER_PORT=${SERVER_PORT:-9001}
 CLIENT_PORT=${CLIENT_PORT:-9002}
+SERVE_PORT=${SERVE_PORT:-9003}
 TIMEOUT=${TIMEOUT:-2100}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 AUTOBAHN_PREFIX=${AUTOBAHN_PREFIX:-/opt/autobahn}
@@ -162,18 +166,22 @@ SPEC=$DIR/spec.json
 CASES_JSON=$(json_list "$CASES")
 EXCLUDE_JSON=$(json_list "$EXCLUDE")
 
-if [ "$MODE" = server ]; then
+if [ "$MODE" = server ] || [ "$MODE" = serve ]; then
+    if [ "$MODE" = server ]; then
+        PORT=$SERVER_PORT URL_PATH=""
+    else
+        PORT=$SERVE_PORT URL_PATH="/ws/echo"
+    fi
     cat >"$SPEC" <<EOF
 {
   "outdir": "$DIR",
-  "servers": [{"agent": "$AGENT", "url": "ws://127.0.0.1:$SERVER_PORT"}],
+  "servers": [{"agent": "$AGENT", "url": "ws://127.0.0.1:$PORT$URL_PATH"}],
   "cases": $CASES_JSON,
   "exclude-cases": $EXCLUDE_JSON,
   "exclude-agent-cases": {},
   "options": {"failByDrop": false}
 }
 EOF
-    PORT=$SERVER_PORT
 else
     cat >"$SPEC" <<EOF
 {
@@ -206,9 +214,18 @@ log "$NCASES cases (CASES='$CASES' EXCLUDE='$EXCLUDE'), reports in $DIR"
 PEER_TIMEOUT=$((TIMEOUT + 60))
 start=$SECONDS
 rc=0
-if [ "$MODE" = server ]; then
-    log "starting $FERRY_BIN echo --listen 127.0.0.1:$PORT"
-    timeout -k 10 "$PEER_TIMEOUT" "$FERRY_BIN" echo --listen "127.0.0.1:$PORT" >"$DIR/ferry.log" 2>&1 &
+if [ "$MODE" = server ] || [ "$MODE" = serve ]; then
+    if [ "$MODE" = server ]; then
+        FERRY_ARGS=(echo --listen "127.0.0.1:$PORT")
+    else
+        # Autobahn's 9.* cases send 16 MiB messages, some in 65,536 fragments; its cases are
+        # too short for keepalive pings to matter, and an unsolicited ping would only add
+        # noise to the reports.
+        FERRY_ARGS=(serve --listen "127.0.0.1:$PORT" --max-message-size 16MiB
+            --max-fragments 1048576 --send-queue 16MiB --ping-interval 0)
+    fi
+    log "starting $FERRY_BIN ${FERRY_ARGS[*]}"
+    timeout -k 10 "$PEER_TIMEOUT" "$FERRY_BIN" "${FERRY_ARGS[@]}" >"$DIR/ferry.log" 2>&1 &
     peer=$!
     BG_PIDS+=("$peer")
     wait_port "$PORT" "$peer" || { show_tail "$DIR/ferry.log"; die "ferry did not listen on 127.0.0.1:$PORT"; }

@@ -5,14 +5,24 @@ mod size;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// WebSocket from the command line: servers, clients and tools.
 #[derive(Parser, Debug)]
 #[command(name = "ferry", version, about, long_about = None)]
 struct Cli {
+    /// Log format on stderr: text for people, json (one object per line) for log pipelines.
+    /// RUST_LOG sets the level (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -20,6 +30,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     Connect(Box<cmd::connect::ConnectArgs>),
     Demo(cmd::demo::DemoArgs),
+    Bridge(cmd::bridge::BridgeArgs),
     Echo(cmd::echo::EchoArgs),
     Forward(Box<cmd::forward::ForwardArgs>),
     Listen(cmd::listen::ListenArgs),
@@ -29,17 +40,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         // Scripts branch on its exit status; it prints its own one-line error.
         Command::Connect(args) => return cmd::connect::run(*args),
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => {
+            let serve = matches.subcommand_matches("serve").unwrap_or(&matches);
+            cmd::serve::run(args, serve)
+        }
+        Command::Bridge(args) => cmd::bridge::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Forward(args) => cmd::forward::run(*args),

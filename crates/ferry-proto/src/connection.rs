@@ -27,6 +27,7 @@ use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::limits::Limits;
 use crate::mask::apply_mask;
 use crate::message::{Message, Utf8Bytes};
+use crate::prepared::{FrameEncoding, PreparedFrame};
 use crate::transmit::Transmit;
 
 /// Which end of the connection this is. It decides masking (§5.1) and who closes TCP (§7.1.1).
@@ -619,6 +620,36 @@ impl Connection {
             rsv = 0;
         }
         Ok(())
+    }
+
+    /// The encoding group this connection belongs to for fan-out ([`crate::prepared`]):
+    /// `None` when its frames depend on more than settings (a client masks each frame, a
+    /// fragment size splits them, an extension carries state between messages).
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        if self.role != Role::Server || self.config.fragment_size.is_some() {
+            return None;
+        }
+        match &self.extension {
+            None => Some(FrameEncoding::Plain),
+            Some(extension) => extension.frame_encoding(),
+        }
+    }
+
+    /// Queues a message prepared for many connections. The shared frame is written as it is
+    /// when it was encoded for this connection's [`frame_encoding`](Self::frame_encoding);
+    /// otherwise the message is encoded here, as by [`send`](Self::send). Either way the peer
+    /// receives the same message.
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        match frame.encoded() {
+            Some((encoding, bytes)) if Some(encoding) == self.frame_encoding() => {
+                self.transmit.put_bytes(bytes.clone());
+                Ok(())
+            }
+            _ => self.send(frame.message().clone()),
+        }
     }
 
     /// Queues a ping.

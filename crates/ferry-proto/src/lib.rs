@@ -52,6 +52,7 @@ pub mod handshake;
 mod limits;
 pub mod mask;
 mod message;
+pub mod prepared;
 mod transmit;
 pub mod utf8;
 
@@ -62,4 +63,5 @@ pub use connection::{
 pub use error::ProtocolError;
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};
+pub use prepared::{FrameEncoding, PreparedFrame, PreparedMessage};
 pub use transmit::Transmit;

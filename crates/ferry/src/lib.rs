@@ -66,12 +66,13 @@ pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve};
 pub use server::{accept, accept_with, accept_with_request, from_raw};
-pub use socket::{Incoming, Receiver, Sender};
+pub use socket::{Incoming, Overflow, Receiver, Sender};
 
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;
 pub use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams};
 pub use ferry_proto::handshake::{Refusal, Request, Response};
 pub use ferry_proto::{
-    CloseCode, CloseInfo, Initiator, Keepalive, Limits, Message, Role, Utf8Bytes,
+    CloseCode, CloseInfo, FrameEncoding, Initiator, Keepalive, Limits, Message, PreparedFrame,
+    PreparedMessage, Role, Utf8Bytes,
 };

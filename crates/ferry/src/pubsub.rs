@@ -1,19 +1,29 @@
 //! Pub/sub: named topics whose messages go to every subscriber.
 //!
 //! [`Broker`] is the seam: [`LocalBroker`] delivers within this process; a broker that spans
-//! machines (Redis) implements the same trait. A slow subscriber never slows the publisher or
-//! the other subscribers: delivery is a non-blocking [`Sender::try_send`] into each
-//! subscriber's own byte-budgeted queue, and a subscriber whose queue is full is handled by the
-//! [`SlowSubscriber`] policy and counted.
+//! machines (Redis) implements the same trait.
+//!
+//! - **Encoded once.** A published message becomes one [`PreparedMessage`]: it is framed (and,
+//!   with permessage-deflate, compressed) once per group of subscribers whose connections encode
+//!   identically ([`Sender::frame_encoding`]), and every subscriber of the group shares those
+//!   bytes. Only connections with compression context takeover compress for themselves;
+//!   [`BrokerStats::per_socket_compressions`] counts those deliveries.
+//! - **A slow subscriber never slows the others.** Delivery is a non-blocking
+//!   [`Sender::try_send_prepared`] into each subscriber's own byte-budgeted queue; what happens
+//!   when that queue is full is the [`SlowSubscriber`] policy, and every message not delivered
+//!   is counted per topic.
+//! - **Counters only grow.** A topic's totals outlive its last subscriber; the broker forgets
+//!   empty topics only beyond [`BrokerConfig::retained_topics`], and its broker-wide totals
+//!   ([`LocalBroker::totals`]) never go back.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use ferry_proto::{CloseCode, Message};
+use ferry_proto::{CloseCode, Message, PreparedMessage};
 
 use crate::error::TrySendError;
-use crate::socket::Sender;
+use crate::socket::{Overflow, Sender};
 
 /// Identifies one subscription, for [`Broker::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,13 +33,61 @@ pub struct SubscriptionId(u64);
 pub trait Broker: Send + Sync + 'static {
     /// Publishes `message` to every subscriber of `topic`; returns how many took it.
     fn publish(&self, topic: &str, message: Message) -> usize;
-    /// Adds `sender` as a subscriber of `topic`.
-    fn subscribe(&self, topic: &str, sender: Sender) -> SubscriptionId;
+    /// Adds a subscriber to `topic`.
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> SubscriptionId;
     /// Removes a subscription; unknown ids are ignored.
     fn unsubscribe(&self, topic: &str, id: SubscriptionId);
 }
 
+/// Wraps a topic's messages for subscribers that take many topics on one connection (a JSON
+/// envelope naming the topic, say). Subscribers sharing one `Arc<dyn Envelope>` share each
+/// wrapped message's encoding too.
+pub trait Envelope: Send + Sync + 'static {
+    /// The message a subscriber of `topic` receives for `message`.
+    fn wrap(&self, topic: &str, message: &Message) -> Message;
+}
+
+/// A subscription's connection, and how it wants the messages.
+#[derive(Clone)]
+pub struct Subscriber {
+    sender: Sender,
+    envelope: Option<Arc<dyn Envelope>>,
+}
+
+impl Subscriber {
+    /// Receives each message as it was published.
+    pub fn new(sender: Sender) -> Self {
+        Subscriber {
+            sender,
+            envelope: None,
+        }
+    }
+
+    /// Receives each message wrapped by `envelope`.
+    pub fn with_envelope(sender: Sender, envelope: Arc<dyn Envelope>) -> Self {
+        Subscriber {
+            sender,
+            envelope: Some(envelope),
+        }
+    }
+}
+
+impl From<Sender> for Subscriber {
+    fn from(sender: Sender) -> Self {
+        Subscriber::new(sender)
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("enveloped", &self.envelope.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What to do with a subscriber whose send queue is full (`Limits::send_queue_bytes`).
+/// Control frames never wait in that queue, so neither policy ever drops one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlowSubscriber {
@@ -38,9 +96,35 @@ pub enum SlowSubscriber {
     /// did violated a policy; the server is shedding load.
     #[default]
     Close,
+    /// Keep it, and drop the oldest published messages in its queue that have not started on
+    /// the wire yet, until the new one fits: it sees the latest messages, with gaps. Messages
+    /// the server queued otherwise (replies, acks) are never dropped; when those alone fill the
+    /// queue, the new message is the one dropped.
+    DropOldest,
 }
 
-/// Counters of one topic.
+/// Settings of a [`LocalBroker`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// What happens to a subscriber that cannot keep up.
+    pub slow_subscriber: SlowSubscriber,
+    /// Topics without subscribers whose counters are kept (1,024 by default). Beyond that the
+    /// longest-empty topic is forgotten: topic names come from clients, so keeping all of them
+    /// would let clients grow the server's memory without bound. Its counts stay in
+    /// [`LocalBroker::totals`].
+    pub retained_topics: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            slow_subscriber: SlowSubscriber::Close,
+            retained_topics: 1024,
+        }
+    }
+}
+
+/// Counters of one topic. They only grow, also across times the topic has no subscribers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicStats {
     /// The topic's name.
@@ -49,18 +133,64 @@ pub struct TopicStats {
     pub subscribers: usize,
     /// Messages published.
     pub published: u64,
-    /// Deliveries made (one per subscriber per message).
+    /// Messages queued for a subscriber (one per subscriber per message). Under
+    /// [`SlowSubscriber::DropOldest`] a queued message may still be dropped later, and is then
+    /// counted in `dropped` as well.
     pub delivered: u64,
-    /// Deliveries refused because a subscriber was too slow.
+    /// Messages a subscriber did not get because it was too slow: refused, or dropped from
+    /// its queue under [`SlowSubscriber::DropOldest`].
     pub dropped: u64,
+    /// Distinct encoding groups among the current subscribers (plain, each set of deflate
+    /// settings): a published message is encoded once per group.
+    pub encoding_groups: usize,
+    /// Current subscribers in no group, which encode (and compress) each message themselves.
+    pub self_encoding: usize,
+}
+
+/// Broker-wide counters, never reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Messages published, to topics with or without subscribers.
+    pub published: u64,
+    /// Messages queued for subscribers (see [`TopicStats::delivered`]).
+    pub delivered: u64,
+    /// Messages not delivered to slow subscribers.
+    pub dropped: u64,
+    /// Frames encoded for a group of subscribers and shared by all of it.
+    pub shared_encodings: u64,
+    /// Of those, the ones compressed: one compression served the whole group.
+    pub shared_compressions: u64,
+    /// Deliveries to connections that compress each message themselves (compression with
+    /// context takeover): the per-socket compressions that were still needed.
+    pub per_socket_compressions: u64,
+    /// Empty topics forgotten beyond [`BrokerConfig::retained_topics`].
+    pub topics_forgotten: u64,
 }
 
 #[derive(Default)]
 struct Topic {
-    subscribers: Vec<(SubscriptionId, Sender)>,
+    subscribers: Vec<(SubscriptionId, Subscriber)>,
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Topics {
+    by_name: HashMap<String, Topic>,
+    /// Topics that became empty, longest-empty first (some may have subscribers again).
+    emptied: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    shared_encodings: AtomicU64,
+    shared_compressions: AtomicU64,
+    per_socket_compressions: AtomicU64,
+    topics_forgotten: AtomicU64,
 }
 
 /// An in-process broker.
@@ -69,97 +199,198 @@ struct Topic {
 /// use ferry::pubsub::{Broker, LocalBroker};
 /// let broker = LocalBroker::default();
 /// assert_eq!(broker.publish("news", ferry::Message::text("nobody listens")), 0);
-/// assert!(broker.stats().is_empty());
+/// assert_eq!(broker.totals().published, 1);
 /// ```
 #[derive(Default)]
 pub struct LocalBroker {
-    topics: RwLock<HashMap<String, Topic>>,
+    topics: RwLock<Topics>,
     next_id: AtomicU64,
-    policy: SlowSubscriber,
+    config: BrokerConfig,
+    totals: Totals,
 }
 
 impl std::fmt::Debug for LocalBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalBroker")
+            .field("config", &self.config)
             .field("topics", &self.stats().len())
             .finish()
     }
 }
 
 impl LocalBroker {
-    /// A broker with a slow-subscriber policy.
+    /// A broker with a slow-subscriber policy and the other settings' defaults.
     pub fn new(policy: SlowSubscriber) -> Self {
+        LocalBroker::with_config(BrokerConfig {
+            slow_subscriber: policy,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// A broker with these settings.
+    pub fn with_config(config: BrokerConfig) -> Self {
         LocalBroker {
-            policy,
+            config,
             ..LocalBroker::default()
         }
     }
 
-    /// Counters of every topic that has subscribers.
+    /// Counters of every topic known: those with subscribers and the retained empty ones.
     pub fn stats(&self) -> Vec<TopicStats> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<TopicStats> = topics
+            .by_name
             .iter()
-            .map(|(name, t)| TopicStats {
-                name: name.clone(),
-                subscribers: t.subscribers.len(),
-                published: t.published.load(Ordering::Relaxed),
-                delivered: t.delivered.load(Ordering::Relaxed),
-                dropped: t.dropped.load(Ordering::Relaxed),
+            .map(|(name, t)| {
+                let mut groups = Vec::new();
+                let mut self_encoding = 0;
+                for (_, subscriber) in &t.subscribers {
+                    match subscriber.sender.frame_encoding() {
+                        Some(encoding) if !groups.contains(&encoding) => groups.push(encoding),
+                        Some(_) => {}
+                        None => self_encoding += 1,
+                    }
+                }
+                TopicStats {
+                    name: name.clone(),
+                    subscribers: t.subscribers.len(),
+                    published: t.published.load(Ordering::Relaxed),
+                    delivered: t.delivered.load(Ordering::Relaxed),
+                    dropped: t.dropped.load(Ordering::Relaxed),
+                    encoding_groups: groups.len(),
+                    self_encoding,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+
+    /// Broker-wide counters.
+    pub fn totals(&self) -> BrokerStats {
+        let t = &self.totals;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BrokerStats {
+            published: load(&t.published),
+            delivered: load(&t.delivered),
+            dropped: load(&t.dropped),
+            shared_encodings: load(&t.shared_encodings),
+            shared_compressions: load(&t.shared_compressions),
+            per_socket_compressions: load(&t.per_socket_compressions),
+            topics_forgotten: load(&t.topics_forgotten),
+        }
+    }
 }
 
 impl Broker for LocalBroker {
-    fn publish(&self, topic: &str, message: Message) -> usize {
+    fn publish(&self, name: &str, message: Message) -> usize {
+        self.totals.published.fetch_add(1, Ordering::Relaxed);
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        let Some(topic) = topics.get(topic) else {
+        let Some(topic) = topics.by_name.get(name) else {
             return 0;
         };
         topic.published.fetch_add(1, Ordering::Relaxed);
-        let mut delivered = 0;
-        for (_, sender) in &topic.subscribers {
-            // The payload is shared `Bytes`: a clone per subscriber copies no data.
-            match sender.try_send(message.clone()) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => {
-                    topic.dropped.fetch_add(1, Ordering::Relaxed);
-                    match self.policy {
-                        SlowSubscriber::Close => {
-                            sender.start_close(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
+        let overflow = match self.config.slow_subscriber {
+            SlowSubscriber::Close => Overflow::Refuse,
+            SlowSubscriber::DropOldest => Overflow::DropOldest,
+        };
+        let mut plain = PreparedMessage::new(message);
+        // One wrapped message per envelope, itself encoded once per group.
+        let mut wrapped: Vec<(Arc<dyn Envelope>, PreparedMessage)> = Vec::new();
+        let (mut delivered, mut dropped, mut per_socket) = (0u64, 0u64, 0u64);
+        for (_, subscriber) in &topic.subscribers {
+            let sender = &subscriber.sender;
+            let prepared = match &subscriber.envelope {
+                None => &mut plain,
+                Some(envelope) => {
+                    let index = match wrapped.iter().position(|(e, _)| Arc::ptr_eq(e, envelope)) {
+                        Some(index) => index,
+                        None => {
+                            let message = envelope.wrap(name, plain.message());
+                            wrapped.push((envelope.clone(), PreparedMessage::new(message)));
+                            wrapped.len() - 1
                         }
+                    };
+                    match wrapped.get_mut(index) {
+                        Some((_, prepared)) => prepared,
+                        None => continue,
+                    }
+                }
+            };
+            let encoding = sender.frame_encoding();
+            if encoding.is_none() && sender.deflate().is_some() {
+                per_socket += 1;
+            }
+            match sender.try_send_prepared(prepared.frame(encoding), overflow) {
+                Ok(evicted) => {
+                    delivered += 1;
+                    dropped += evicted as u64;
+                }
+                Err(TrySendError::Full(_)) => {
+                    dropped += 1;
+                    if self.config.slow_subscriber == SlowSubscriber::Close {
+                        sender.start_close(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
                     }
                 }
                 // Closing already; its handler unsubscribes it.
                 Err(TrySendError::Closed(_)) => {}
             }
         }
-        topic
-            .delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        delivered
+        let (encodings, compressions) = std::iter::once(&plain)
+            .chain(wrapped.iter().map(|(_, p)| p))
+            .fold((0, 0), |(e, c), p| {
+                (e + p.encodings() as u64, c + p.compressions() as u64)
+            });
+        let t = &self.totals;
+        t.delivered.fetch_add(delivered, Ordering::Relaxed);
+        t.dropped.fetch_add(dropped, Ordering::Relaxed);
+        t.shared_encodings.fetch_add(encodings, Ordering::Relaxed);
+        t.shared_compressions
+            .fetch_add(compressions, Ordering::Relaxed);
+        t.per_socket_compressions
+            .fetch_add(per_socket, Ordering::Relaxed);
+        topic.delivered.fetch_add(delivered, Ordering::Relaxed);
+        topic.dropped.fetch_add(dropped, Ordering::Relaxed);
+        delivered as usize
     }
 
-    fn subscribe(&self, topic: &str, sender: Sender) -> SubscriptionId {
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         topics
+            .by_name
             .entry(topic.to_owned())
             .or_default()
             .subscribers
-            .push((id, sender));
+            .push((id, subscriber));
         id
     }
 
     fn unsubscribe(&self, topic: &str, id: SubscriptionId) {
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = topics.get_mut(topic) {
-            entry.subscribers.retain(|(sub, _)| *sub != id);
-            if entry.subscribers.is_empty() {
-                topics.remove(topic);
+        let mut guard = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let topics = &mut *guard;
+        let Some(entry) = topics.by_name.get_mut(topic) else {
+            return;
+        };
+        let before = entry.subscribers.len();
+        entry.subscribers.retain(|(sub, _)| *sub != id);
+        if before == 0 || !entry.subscribers.is_empty() {
+            return;
+        }
+        // Keep the emptied topic's counters; forget the longest-empty ones beyond the limit.
+        topics.emptied.retain(|name| name != topic);
+        topics.emptied.push_back(topic.to_owned());
+        while topics.emptied.len() > self.config.retained_topics {
+            let Some(oldest) = topics.emptied.pop_front() else {
+                break;
+            };
+            if topics
+                .by_name
+                .get(&oldest)
+                .is_some_and(|t| t.subscribers.is_empty())
+            {
+                topics.by_name.remove(&oldest);
+                self.totals.topics_forgotten.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod autobahn;
 pub mod bench;
+pub mod bridge;
 pub mod connect;
 pub mod demo;
 pub mod echo;

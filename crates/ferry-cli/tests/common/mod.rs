@@ -28,11 +28,20 @@ impl Server {
         Server::start("serve", "http://", flags)
     }
 
-    fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
+    /// Starts `ferry bridge` on a free loopback port with extra flags.
+    pub fn bridge(flags: &[&str]) -> Server {
+        Server::start("bridge", "http://", flags)
+    }
+
+    /// Starts `ferry COMMAND --listen 127.0.0.1:0 FLAGS` and waits for the log line that says
+    /// `SCHEME` followed by the address it listens on.
+    pub fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
         Server::start_at(command, "127.0.0.1:0", scheme, flags)
     }
 
-    fn start_at(command: &str, listen: &str, scheme: &str, flags: &[&str]) -> Server {
+    /// Like [`start`](Self::start) on a given address (to bring a killed server back on its
+    /// port).
+    pub fn start_at(command: &str, listen: &str, scheme: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([command, "--listen", listen])
             .args(flags)

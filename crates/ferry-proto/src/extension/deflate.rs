@@ -19,6 +19,7 @@ use zlib_rs::{
 use super::{Extension, ExtensionOffer};
 use crate::connection::Role;
 use crate::error::ProtocolError;
+use crate::prepared::{DeflateEncoding, FrameEncoding};
 
 /// The extension token.
 pub const NAME: &str = "permessage-deflate";
@@ -361,6 +362,22 @@ impl PerMessageDeflate {
         }
     }
 
+    /// A compress-only codec with a fan-out group's settings, for [`crate::PreparedMessage`].
+    pub(crate) fn stateless(settings: DeflateEncoding) -> Self {
+        PerMessageDeflate {
+            level: settings.level,
+            mem_level: settings.mem_level,
+            threshold: settings.threshold,
+            own_window_bits: Some(settings.window_bits),
+            own_no_context_takeover: true,
+            peer_window_bits: 15,
+            peer_no_context_takeover: true,
+            compressor: None,
+            decompressor: None,
+            in_message: false,
+        }
+    }
+
     /// Whether the compressor and decompressor have been allocated.
     pub fn allocated(&self) -> (bool, bool) {
         (self.compressor.is_some(), self.decompressor.is_some())
@@ -609,6 +626,23 @@ impl Extension for PerMessageDeflate {
         limit: usize,
     ) -> Result<(), ProtocolError> {
         self.decompress(payload, fin, out, limit)
+    }
+
+    fn frame_encoding(&self) -> Option<FrameEncoding> {
+        // With context takeover each message's output depends on this connection's history.
+        if !self.own_no_context_takeover {
+            return None;
+        }
+        Some(match self.own_window_bits {
+            Some(window_bits) => FrameEncoding::Deflate(DeflateEncoding {
+                level: self.level,
+                mem_level: self.mem_level,
+                window_bits,
+                threshold: self.threshold,
+            }),
+            // A window of 8 bits: this end never compresses.
+            None => FrameEncoding::Plain,
+        })
     }
 }
 

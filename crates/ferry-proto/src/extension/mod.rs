@@ -39,6 +39,14 @@ pub trait Extension: fmt::Debug + Send {
         out: &mut BytesMut,
         limit: usize,
     ) -> Result<(), ProtocolError>;
+
+    /// The encoding group of this end's output, if it depends on nothing but settings (no
+    /// state carried between messages): connections in the same group share one encoding of a
+    /// fanned-out message ([`crate::PreparedMessage`]). The default, `None`, means this
+    /// extension's output must be produced per connection.
+    fn frame_encoding(&self) -> Option<crate::FrameEncoding> {
+        None
+    }
 }
 
 /// One extension in a `Sec-WebSocket-Extensions` header: a name and its parameters.

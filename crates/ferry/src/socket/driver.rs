@@ -32,6 +32,8 @@ pub(crate) struct Driver<S> {
     conn: Connection,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
+    /// The drop-queue marker whose messages are being moved into the protocol, if one is.
+    draining: Option<u64>,
     incoming: mpsc::UnboundedSender<Incoming>,
     shared: Arc<Shared>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -57,6 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             conn,
             commands,
             commands_open: true,
+            draining: None,
             incoming,
             shared,
             timer: None,
@@ -75,6 +78,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn pull_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         while self.commands_open && self.conn.transmit().len() < WRITE_HIGH_WATER {
+            // A marker's messages come before any later command.
+            if self.draining.is_some() {
+                progress |= self.drain_marker();
+                continue;
+            }
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => {
                     progress = true;
@@ -108,6 +116,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let _ = self.conn.send_with(message, options);
                 self.shared.release(len);
             }
+            Command::Prepared(frame) => {
+                let _ = self.conn.send_prepared(&frame);
+                self.shared.release(frame.len());
+            }
+            Command::Droppable(marker) => {
+                self.draining = Some(marker);
+                self.drain_marker();
+            }
             Command::Ping(payload) => {
                 let _ = self.conn.send_ping(payload);
             }
@@ -120,6 +136,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         }
+    }
+
+    /// Moves the droppable messages of the marker being drained into the protocol while little
+    /// is waiting to be written, so the rest stay droppable. Returns whether any moved.
+    fn drain_marker(&mut self) -> bool {
+        let Some(marker) = self.draining else {
+            return false;
+        };
+        let mut progress = false;
+        while self.conn.transmit().len() < WRITE_HIGH_WATER {
+            let frame = {
+                let mut queue = self
+                    .shared
+                    .droppable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if queue.marker == marker {
+                    // Entries queued from now on need a marker after this point.
+                    self.shared.marker_open.store(false, Ordering::Release);
+                }
+                queue.take(marker)
+            };
+            // `None`: the rest of this marker's entries were taken, or dropped to make room
+            // (their bytes released then).
+            let Some(frame) = frame else {
+                self.draining = None;
+                break;
+            };
+            progress = true;
+            let _ = self.conn.send_prepared(&frame);
+            self.shared.release(frame.len());
+        }
+        progress
     }
 
     /// Writes what the protocol has ready. Returns whether bytes moved.
@@ -277,9 +326,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Releases what senders still have queued once the connection can no longer send it.
     fn drain_dead_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::Message(message, _) = command {
-                self.shared.release(message.len());
+            match command {
+                Command::Message(message, _) => self.shared.release(message.len()),
+                Command::Prepared(frame) => self.shared.release(frame.len()),
+                _ => {}
             }
+        }
+        let mut droppable = self
+            .shared
+            .droppable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(len) = droppable.drop_oldest() {
+            self.shared.release(len);
         }
     }
 }

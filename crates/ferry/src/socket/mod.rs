@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 pub use receiver::{Incoming, Receiver};
-pub use sender::Sender;
+pub use sender::{Overflow, Sender};
 
 /// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.
 pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -46,16 +46,18 @@ pub(crate) fn start<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(shared::Shared::new(
-        &config.limits,
-        deflate.map(|(params, _)| params),
-    ));
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+    let limits = config.limits.clone();
     let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
     if let Some((params, settings)) = deflate {
         conn = conn.with_extension(Box::new(PerMessageDeflate::new(role, params, settings)));
     }
+    let shared = Arc::new(shared::Shared::new(
+        &limits,
+        deflate.map(|(params, _)| params),
+        conn.frame_encoding(),
+    ));
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
     if !leftover.is_empty() {
         conn.receive_data(&leftover, tokio::time::Instant::now().into_std());
     }

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
+use ferry_proto::{
+    CloseCode, CloseInfo, FrameEncoding, Initiator, Message, PreparedFrame, Utf8Bytes,
+};
 use tokio::sync::mpsc;
 
 use super::shared::Shared;
@@ -16,8 +18,24 @@ use crate::error::{SendError, TrySendError};
 pub(crate) enum Command {
     /// A message, and whether it must go out uncompressed.
     Message(Message, bool),
+    /// A message prepared for many connections (`Sender::try_send_prepared`).
+    Prepared(PreparedFrame),
+    /// The droppable messages of this marker in `Shared::droppable` (see `DropQueue`), those a
+    /// sender did not drop meanwhile.
+    Droppable(u64),
     Ping(Bytes),
     Close(CloseCode, String),
+}
+
+/// What [`Sender::try_send_prepared`] does when the send queue is over its byte budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Queue nothing and hand the message back.
+    #[default]
+    Refuse,
+    /// Drop the oldest droppable messages not yet being written until the new one fits.
+    DropOldest,
 }
 
 /// Sends messages on a connection. Cheap to clone; every clone feeds the same ordered queue.
@@ -91,19 +109,107 @@ impl Sender {
         if !self.shared.try_reserve(len) {
             return Err(TrySendError::Full(message));
         }
-        match self.commands.send(Command::Message(message, uncompressed)) {
+        match self.ordinary(Command::Message(message, uncompressed)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(command)) => {
                 self.shared.release(len);
                 match command {
                     Command::Message(message, _) => Err(TrySendError::Closed(message)),
                     // Only a message was sent above.
-                    Command::Ping(_) | Command::Close(..) => {
-                        Err(TrySendError::Closed(Message::binary(Bytes::new())))
-                    }
+                    _ => Err(TrySendError::Closed(Message::binary(Bytes::new()))),
                 }
             }
         }
+    }
+
+    /// Queues a message prepared for many connections (see [`ferry_proto::prepared`]) without
+    /// waiting, and returns how many older messages were dropped to make room.
+    ///
+    /// With [`Overflow::Refuse`] a full queue hands the message back as
+    /// [`TrySendError::Full`], like [`try_send`](Self::try_send). With
+    /// [`Overflow::DropOldest`] the message is queued as droppable, and while the queue is over
+    /// its budget the oldest droppable messages the connection has not started writing yet are
+    /// dropped; messages queued otherwise (by `send`, `try_send`) and control frames never are.
+    /// If dropping every droppable message still leaves no room, the new message comes back as
+    /// [`TrySendError::Full`].
+    pub fn try_send_prepared(
+        &self,
+        frame: PreparedFrame,
+        overflow: Overflow,
+    ) -> Result<usize, TrySendError> {
+        if self.shared.is_closing() {
+            return Err(TrySendError::Closed(frame.message().clone()));
+        }
+        let len = frame.len();
+        if overflow == Overflow::Refuse {
+            if !self.shared.try_reserve(len) {
+                return Err(TrySendError::Full(frame.message().clone()));
+            }
+            return match self.ordinary(Command::Prepared(frame)) {
+                Ok(()) => Ok(0),
+                Err(mpsc::error::SendError(command)) => {
+                    self.shared.release(len);
+                    Err(TrySendError::Closed(match command {
+                        Command::Prepared(frame) => frame.message().clone(),
+                        _ => Message::binary(Bytes::new()),
+                    }))
+                }
+            };
+        }
+        // Under the lock, so the driver takes entries and markers in one consistent order.
+        let mut queue = self
+            .shared
+            .droppable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        if !self.shared.try_reserve(len) {
+            // Drop nothing when dropping everything droppable would still leave no room.
+            let buffered = self.shared.buffered.load(Ordering::Acquire);
+            let others = buffered.saturating_sub(queue.bytes);
+            if others != 0 && others.saturating_add(len) > self.shared.send_budget {
+                return Err(TrySendError::Full(frame.message().clone()));
+            }
+            while !self.shared.try_reserve(len) {
+                match queue.drop_oldest() {
+                    Some(old) => {
+                        self.shared.release(old);
+                        dropped += 1;
+                    }
+                    None => return Err(TrySendError::Full(frame.message().clone())),
+                }
+            }
+        }
+        if !self.shared.marker_open.load(Ordering::Acquire) {
+            queue.marker += 1;
+            if self
+                .commands
+                .send(Command::Droppable(queue.marker))
+                .is_err()
+            {
+                self.shared.release(len);
+                return Err(TrySendError::Closed(frame.message().clone()));
+            }
+            self.shared.marker_open.store(true, Ordering::Release);
+        }
+        let marker = queue.marker;
+        queue.bytes += len;
+        queue.entries.push_back((marker, frame));
+        Ok(dropped)
+    }
+
+    /// Queues an ordinary command: droppable messages queued after it must follow it, so the
+    /// open drop-queue marker (which precedes it) may no longer cover them.
+    fn ordinary(&self, command: Command) -> Result<(), mpsc::error::SendError<Command>> {
+        self.shared.marker_open.store(false, Ordering::Release);
+        self.commands.send(command)
+    }
+
+    /// The connection's fan-out group: connections with equal encodings share one encoding of
+    /// a [`PreparedMessage`](ferry_proto::PreparedMessage). `None` when this connection must
+    /// encode each message itself.
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        self.shared.frame_encoding
     }
 
     /// Bytes of messages queued and not yet handed to the connection for writing, like the
@@ -118,8 +224,7 @@ impl Sender {
         if self.shared.is_closing() || payload.len() > 125 {
             return Err(SendError(Message::Binary(payload)));
         }
-        self.commands
-            .send(Command::Ping(payload))
+        self.ordinary(Command::Ping(payload))
             .map_err(|_| SendError(Message::binary(Bytes::new())))
     }
 
@@ -166,7 +271,7 @@ impl Sender {
         if self.shared.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
+        let _ = self.ordinary(Command::Close(code, reason.to_owned()));
         true
     }
 
@@ -181,5 +286,96 @@ impl Sender {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::{Limits, PreparedMessage};
+
+    fn sender(budget: usize) -> (Sender, mpsc::UnboundedReceiver<Command>) {
+        let limits = Limits {
+            send_queue_bytes: budget,
+            ..Limits::default()
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(&limits, None, None));
+        (Sender::new(tx, shared), rx)
+    }
+
+    fn frame(byte: u8, len: usize) -> PreparedFrame {
+        PreparedMessage::new(Message::binary(vec![byte; len])).frame(None)
+    }
+
+    #[test]
+    fn a_stalled_connection_holds_one_marker_however_much_is_dropped() {
+        let (sender, rx) = sender(10_000);
+        let mut dropped = 0;
+        for i in 0..100_000u32 {
+            dropped += sender
+                .try_send_prepared(frame(i as u8, 1000), Overflow::DropOldest)
+                .unwrap();
+        }
+        assert_eq!(dropped, 100_000 - 10);
+        assert_eq!(sender.buffered_amount(), 10_000);
+        // Nobody drains: still one command, not one per message.
+        assert_eq!(rx.len(), 1);
+        let queue = sender.shared.droppable.lock().unwrap();
+        assert_eq!(queue.entries.len(), 10);
+        assert_eq!(queue.bytes, 10_000);
+        // The newest ten are what is left.
+        let first = queue
+            .entries
+            .front()
+            .map(|(_, f)| f.message().as_bytes()[0]);
+        assert_eq!(first, Some((100_000u32 - 10) as u8));
+    }
+
+    #[test]
+    fn an_ordinary_send_starts_a_new_marker_and_is_never_dropped() {
+        let (sender, mut rx) = sender(3000);
+        sender
+            .try_send_prepared(frame(1, 1000), Overflow::DropOldest)
+            .unwrap();
+        sender.try_send(vec![9u8; 1000]).unwrap();
+        sender
+            .try_send_prepared(frame(2, 1000), Overflow::DropOldest)
+            .unwrap();
+        // Full: the oldest droppable goes, the ordinary message stays.
+        assert_eq!(
+            sender.try_send_prepared(frame(3, 1000), Overflow::DropOldest),
+            Ok(1)
+        );
+        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| match c {
+                Command::Droppable(m) => format!("marker {m}"),
+                Command::Message(..) => "message".to_owned(),
+                _ => "other".to_owned(),
+            })
+            .collect();
+        assert_eq!(kinds, ["marker 1", "message", "marker 2"]);
+        let mut queue = sender.shared.droppable.lock().unwrap();
+        // Marker 1's only entry was dropped; marker 2 covers frames 2 and 3.
+        assert!(queue.take(1).is_none());
+        let taken: Vec<u8> = std::iter::from_fn(|| queue.take(2))
+            .map(|f| f.message().as_bytes()[0])
+            .collect();
+        assert_eq!(taken, [2, 3]);
+    }
+
+    #[test]
+    fn dropping_is_refused_when_it_could_not_make_room() {
+        let (sender, _rx) = sender(2000);
+        sender
+            .try_send_prepared(frame(1, 500), Overflow::DropOldest)
+            .unwrap();
+        sender.try_send(vec![9u8; 1500]).unwrap();
+        // 1500 ordinary bytes + 1000 > 2000 even with the droppable 500 gone: keep it.
+        assert!(matches!(
+            sender.try_send_prepared(frame(2, 1000), Overflow::DropOldest),
+            Err(TrySendError::Full(_))
+        ));
+        assert_eq!(sender.shared.droppable.lock().unwrap().entries.len(), 1);
     }
 }

@@ -1,10 +1,11 @@
 //! State shared between a connection's driver and its handles, all atomics and wakers.
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::{CloseInfo, Limits};
+use ferry_proto::{CloseInfo, FrameEncoding, Limits, PreparedFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
@@ -34,10 +35,62 @@ pub(crate) struct Shared {
     pub(crate) closed_notify: Notify,
     /// The negotiated permessage-deflate parameters, if any.
     pub(crate) deflate: Option<DeflateParams>,
+    /// The connection's fan-out group (`Connection::frame_encoding`).
+    pub(crate) frame_encoding: Option<FrameEncoding>,
+    /// Messages queued as droppable, oldest first, not yet taken by the driver.
+    pub(crate) droppable: Mutex<DropQueue>,
+    /// The newest drop-queue marker may still cover new entries: it is in the command queue,
+    /// not yet taken, and no ordinary command was queued after it. Cleared (without the lock)
+    /// by every ordinary command, and by the driver when it takes the marker.
+    pub(crate) marker_open: AtomicBool,
+}
+
+/// Droppable messages wait here, not in the command queue, so a sender can drop the oldest
+/// ones without touching anything else queued.
+///
+/// Their place in the command order is kept by markers: a `Command::Droppable(id)` in the
+/// command queue stands for every entry tagged with a marker up to `id`. A sender opens a new
+/// marker only when the last one was taken or an ordinary command was queued after it
+/// (`marker_open` false), so a connection that stopped reading holds at most one stale marker
+/// per ordinary command, however many messages are published to it and dropped.
+#[derive(Default)]
+pub(crate) struct DropQueue {
+    /// The newest marker id handed out.
+    pub(crate) marker: u64,
+    /// Entries, oldest first, each with the marker that covers it.
+    pub(crate) entries: VecDeque<(u64, PreparedFrame)>,
+    /// Bytes of the entries.
+    pub(crate) bytes: usize,
+}
+
+impl DropQueue {
+    /// Takes the oldest entry covered by marker `id`, if any is left: the driver calls this
+    /// until `None` when it meets the marker. Entries of older markers were taken before.
+    pub(crate) fn take(&mut self, id: u64) -> Option<PreparedFrame> {
+        match self.entries.front() {
+            Some((marker, _)) if *marker <= id => {
+                let (_, frame) = self.entries.pop_front()?;
+                self.bytes -= frame.len();
+                Some(frame)
+            }
+            _ => None,
+        }
+    }
+
+    /// Drops the oldest entry; returns its length.
+    pub(crate) fn drop_oldest(&mut self) -> Option<usize> {
+        let (_, frame) = self.entries.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame.len())
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(limits: &Limits, deflate: Option<DeflateParams>) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        deflate: Option<DeflateParams>,
+        frame_encoding: Option<FrameEncoding>,
+    ) -> Self {
         Shared {
             buffered: AtomicUsize::new(0),
             send_budget: limits.send_queue_bytes,
@@ -53,6 +106,9 @@ impl Shared {
             closed: OnceLock::new(),
             closed_notify: Notify::new(),
             deflate,
+            frame_encoding,
+            droppable: Mutex::new(DropQueue::default()),
+            marker_open: AtomicBool::new(false),
         }
     }
 

@@ -9,17 +9,23 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 use ferry::pubsub::Broker;
-use ferry::{CloseCode, DeflateParams, Incoming, Initiator, Refusal, Request, Role, Sender};
+use ferry::{
+    CloseCode, CloseInfo, DeflateParams, Incoming, Initiator, Refusal, Request, Role, Sender,
+};
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 
 use super::State;
+use super::bridge::{self, TokenCheck};
 use super::metrics::Route;
+use super::per_ip::{PerIp, Slot};
+use super::tls::Tls;
 
 const PAGE: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
@@ -60,16 +66,51 @@ impl Registry {
 }
 
 /// Accepts until SIGINT or SIGTERM, then closes every WebSocket with 1001 after its queued
-/// messages, waits up to `grace`, and returns.
-pub async fn serve(listener: TcpListener, state: Arc<State>, grace: Duration) -> Result<()> {
+/// messages, waits up to `grace`, and returns. SIGHUP reloads the TLS certificate.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<Arc<Tls>>,
+    per_ip: Arc<PerIp>,
+    grace: Duration,
+) -> Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_on_sighup(tls.clone()));
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, state.clone()));
+                    let slot = per_ip.acquire(peer.ip());
+                    if !slot.admitted() {
+                        state.metrics.handshake_failed("too_many_from_ip");
+                    }
+                    let state = state.clone();
+                    match &tls {
+                        None => {
+                            tokio::spawn(serve_connection(stream, state, slot));
+                        }
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
+                            tokio::spawn(async move {
+                                let timeout = state.config.limits.handshake_timeout;
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => serve_connection(stream, state, slot).await,
+                                    Ok(Err(err)) => {
+                                        state.metrics.handshake_failed("tls");
+                                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        state.metrics.handshake_failed("tls");
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
@@ -107,6 +148,22 @@ async fn futures_join<F: std::future::Future<Output = ()> + Send + 'static>(
     }
 }
 
+async fn reload_on_sighup(tls: Arc<Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(err) => {
+                tracing::error!(error = %err, "SIGHUP: TLS reload failed; keeping the old certificate")
+            }
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -119,12 +176,34 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+/// A transport the server speaks HTTP on: TCP, or TLS over TCP.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+
+async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot) {
     let io = TokioIo::new(stream);
     let timeout = state.config.limits.handshake_timeout;
+    let slot = Arc::new(slot);
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(route(req, state)) }
+        let slot = slot.clone();
+        async move {
+            if req.uri().path() == "/demo/tcp-chunks" && slot.admitted() {
+                let reply = super::lesson::tcp_chunks(req.method(), req.uri().query()).await;
+                return Ok::<_, Infallible>(reply);
+            }
+            if !slot.admitted() {
+                let mut reply = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections from your address; try again later",
+                );
+                reply
+                    .headers_mut()
+                    .insert("connection", HeaderValue::from_static("close"));
+                return Ok::<_, Infallible>(reply);
+            }
+            Ok::<_, Infallible>(route::<S>(req, state, slot))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -171,8 +250,23 @@ fn refusal(refusal: &Refusal) -> Reply {
     reply
 }
 
-fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
+/// Where an upgrade goes.
+enum Target {
+    Echo,
+    Control,
+    Topic(String),
+    Bridge(String),
+}
+
+fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<Slot>) -> Reply {
     let path = req.uri().path().to_owned();
+    if let Some(name) = &state.catch_all_bridge {
+        // `ferry bridge`: every path but the two operational ones is the bridge.
+        if path != "/healthz" && path != "/metrics" {
+            let name = name.clone();
+            return upgrade::<S>(req, state, Target::Bridge(name), slot);
+        }
+    }
     match path.as_str() {
         "/" | "/index.html" => {
             let page = PAGE.replace(
@@ -187,7 +281,9 @@ fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
         "/metrics" => {
             return asset(
                 "text/plain; version=0.0.4",
-                state.metrics.render(&state.broker.stats()),
+                state
+                    .metrics
+                    .render(&state.broker.stats(), &state.broker.totals()),
             );
         }
         _ => {}
@@ -195,28 +291,33 @@ fn route(req: hyper::Request<Body>, state: Arc<State>) -> Reply {
     let Some(rest) = path.strip_prefix(state.prefix.as_str()) else {
         return text(StatusCode::NOT_FOUND, "not found");
     };
-    let (route, topic) = match rest {
-        "/echo" => (Route::Echo, None),
-        _ => match rest.strip_prefix("/topics/") {
-            Some(name) if valid_topic(name) => (Route::Topics, Some(name.to_owned())),
-            Some(_) => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "topic names are 1 to 64 letters, digits, '.', '_' or '-'",
-                );
-            }
-            None => return text(StatusCode::NOT_FOUND, "not found"),
-        },
+    let target = if rest == "/echo" {
+        Target::Echo
+    } else if rest == "/control" {
+        Target::Control
+    } else if let Some(name) = rest.strip_prefix("/topics/") {
+        if !valid_name(name) {
+            return text(
+                StatusCode::NOT_FOUND,
+                "topic names are 1 to 64 letters, digits, '.', '_' or '-'",
+            );
+        }
+        if !state.topic_allowed(name) {
+            return text(StatusCode::NOT_FOUND, "no such topic");
+        }
+        Target::Topic(name.to_owned())
+    } else if let Some(name) = rest.strip_prefix("/bridge/") {
+        if !state.bridges.contains_key(name) {
+            return text(StatusCode::NOT_FOUND, "no such bridge");
+        }
+        Target::Bridge(name.to_owned())
+    } else {
+        return text(StatusCode::NOT_FOUND, "not found");
     };
-    upgrade(req, state, route, topic)
+    upgrade::<S>(req, state, target, slot)
 }
 
-fn valid_topic(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
+use super::config::valid_name;
 
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -227,11 +328,11 @@ fn html_escape(text: &str) -> String {
 
 /// Validates the upgrade with ferry's handshake rules, answers 101, and hands the connection
 /// to the route's handler once hyper lets go of it.
-fn upgrade(
+fn upgrade<S: Transport>(
     mut req: hyper::Request<Body>,
     state: Arc<State>,
-    route: Route,
-    topic: Option<String>,
+    target: Target,
+    slot: Arc<Slot>,
 ) -> Reply {
     let minor = match req.version() {
         hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => 0,
@@ -271,6 +372,37 @@ fn upgrade(
             "too many connections; try again later",
         );
     }
+    let mut protocol = None;
+    if let Target::Bridge(name) = &target {
+        let Some(bridge) = state.bridges.get(name) else {
+            return text(StatusCode::NOT_FOUND, "no such bridge");
+        };
+        let query = req.uri().query();
+        let token = bridge::presented_token(request.header_str("authorization"), query);
+        match bridge.check_token(token) {
+            TokenCheck::Accepted => {}
+            TokenCheck::Missing | TokenCheck::Refused => {
+                state.metrics.handshake_failed("token");
+                let mut reply = text(
+                    StatusCode::UNAUTHORIZED,
+                    "this bridge needs a token: Authorization: Bearer TOKEN, or ?token=TOKEN",
+                );
+                reply
+                    .headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                return reply;
+            }
+            TokenCheck::Unavailable => {
+                state.metrics.handshake_failed("token_file");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this bridge cannot check tokens right now",
+                );
+            }
+        }
+        // websockify's subprotocol: the data is carried in binary messages, as ferry does anyway.
+        protocol = request.choose_protocol(&["binary"]);
+    }
     let deflate = state
         .config
         .deflate
@@ -283,7 +415,7 @@ fn upgrade(
         .collect();
     let mut reply = Response::new(Full::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    for (name, value) in request.accept_headers(None, &extra) {
+    for (name, value) in request.accept_headers(protocol, &extra) {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             reply.headers_mut().insert(name, value);
         }
@@ -292,7 +424,7 @@ fn upgrade(
     let params = deflate.map(|(params, _)| params);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run_websocket(upgraded, state, route, topic, params).await,
+            Ok(upgraded) => run_websocket::<S>(upgraded, state, target, params, slot).await,
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
     });
@@ -311,16 +443,17 @@ fn failure_reason(err: &ferry::proto::handshake::HandshakeError) -> &'static str
     }
 }
 
-async fn run_websocket(
+async fn run_websocket<S: Transport>(
     upgraded: hyper::upgrade::Upgraded,
     state: Arc<State>,
-    route: Route,
-    topic: Option<String>,
+    target: Target,
     deflate: Option<DeflateParams>,
+    // Held for the connection's life: the per-IP count covers the WebSocket too.
+    _slot: Arc<Slot>,
 ) {
-    // Take the TCP stream back from hyper (and whatever it read past the request), so the
+    // Take the stream back from hyper (and whatever it read past the request), so the
     // WebSocket runs on the socket itself rather than through hyper's boxed IO.
-    let (sender, mut receiver) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let (sender, mut receiver) = match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => ferry::from_raw(
             parts.io.into_inner(),
             Role::Server,
@@ -336,29 +469,77 @@ async fn run_websocket(
             Bytes::new(),
         ),
     };
-    state
-        .metrics
-        .connections_open
-        .fetch_add(1, Ordering::Relaxed);
-    state
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    let metrics = &state.metrics;
+    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let id = state.connections.add(sender.clone());
-    let subscription = topic
-        .as_ref()
-        .map(|name| state.broker.subscribe(name, sender.clone()));
-    while let Some(item) = receiver.recv().await {
-        match item {
+    let closed = match &target {
+        Target::Echo => echo_or_publish(&state, &sender, &mut receiver, None).await,
+        Target::Control => {
+            // Records its own close in the metrics.
+            super::control::serve(state.clone(), sender, receiver).await;
+            None
+        }
+        Target::Topic(name) => {
+            let subscription = state.broker.subscribe(name, sender.clone().into());
+            let closed = echo_or_publish(&state, &sender, &mut receiver, Some(name)).await;
+            state.broker.unsubscribe(name, subscription);
+            closed
+        }
+        Target::Bridge(name) => match state.bridges.get(name) {
+            Some(bridge) => {
+                bridge::relay(bridge, sender, receiver, metrics, state.idle_timeout).await
+            }
+            None => None,
+        },
+    };
+    if let Some(info) = closed {
+        let initiator = match info.initiator {
+            Initiator::Local => "server",
+            Initiator::Remote => "client",
+        };
+        metrics.closed(info.code.as_u16(), initiator);
+    }
+    state.connections.remove(id);
+    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The echo route (`topic` None) and the topic route: every message received is sent back, or
+/// published. Returns how the connection closed.
+async fn echo_or_publish(
+    state: &State,
+    sender: &Sender,
+    receiver: &mut ferry::Receiver,
+    topic: Option<&String>,
+) -> Option<CloseInfo> {
+    let route = if topic.is_some() {
+        Route::Topics
+    } else {
+        Route::Echo
+    };
+    let idle = state.idle_timeout;
+    loop {
+        let item = if idle.is_zero() {
+            receiver.recv().await
+        } else {
+            match tokio::time::timeout(idle, receiver.recv()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
+                    receiver.recv().await
+                }
+            }
+        };
+        match item? {
             Incoming::Message(message) => {
                 state.metrics.received(route, message.len());
                 let len = message.len() as u64;
-                match &topic {
+                match topic {
                     None => {
-                        if sender.send(message).await.is_err() {
-                            break;
+                        // Fails only once the connection is closing; the loop then sees Closed.
+                        if sender.send(message).await.is_ok() {
+                            state.metrics.sent(route, 1, len);
                         }
-                        state.metrics.sent(route, 1, len);
                     }
                     Some(name) => {
                         let delivered = state.broker.publish(name, message) as u64;
@@ -366,21 +547,7 @@ async fn run_websocket(
                     }
                 }
             }
-            Incoming::Closed(info) => {
-                let initiator = match info.initiator {
-                    Initiator::Local => "server",
-                    Initiator::Remote => "client",
-                };
-                state.metrics.closed(info.code.as_u16(), initiator);
-            }
+            Incoming::Closed(info) => return Some(info),
         }
     }
-    if let (Some(name), Some(subscription)) = (&topic, subscription) {
-        state.broker.unsubscribe(name, subscription);
-    }
-    state.connections.remove(id);
-    state
-        .metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
 }

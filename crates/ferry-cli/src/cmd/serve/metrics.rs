@@ -5,22 +5,26 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry::pubsub::TopicStats;
+use ferry::pubsub::{BrokerStats, TopicStats};
 
 /// The WebSocket routes, as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Echo,
     Topics,
+    Control,
+    Bridge,
 }
 
 impl Route {
-    pub const ALL: [Route; 2] = [Route::Echo, Route::Topics];
+    pub const ALL: [Route; 4] = [Route::Echo, Route::Topics, Route::Control, Route::Bridge];
 
     pub fn label(self) -> &'static str {
         match self {
             Route::Echo => "echo",
             Route::Topics => "topics",
+            Route::Control => "control",
+            Route::Bridge => "bridge",
         }
     }
 
@@ -28,6 +32,9 @@ impl Route {
         self as usize
     }
 }
+
+/// Picks one counter of a topic.
+type TopicField = fn(&TopicStats) -> u64;
 
 /// Picks one counter of a route.
 type Field = fn(&PerRoute) -> &AtomicU64;
@@ -46,9 +53,10 @@ struct PerRoute {
 pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
-    routes: [PerRoute; 2],
+    routes: [PerRoute; Route::ALL.len()],
     closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
+    bridge_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -79,8 +87,17 @@ impl Metrics {
         *failures.entry(reason).or_default() += 1;
     }
 
+    /// A bridge's target could not be reached, or failed mid-stream.
+    pub fn bridge_failed(&self, reason: &'static str) {
+        let mut failures = self
+            .bridge_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *failures.entry(reason).or_default() += 1;
+    }
+
     /// The Prometheus text exposition.
-    pub fn render(&self, topics: &[TopicStats]) -> String {
+    pub fn render(&self, topics: &[TopicStats], totals: &BrokerStats) -> String {
         let mut out = String::with_capacity(2048);
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = write!(
@@ -161,6 +178,21 @@ impl Metrics {
         }
         let _ = write!(
             out,
+            "# HELP ferry_bridge_failures_total Bridge targets unreachable or failing, by reason.\n# TYPE ferry_bridge_failures_total counter\n"
+        );
+        for (reason, n) in self
+            .bridge_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "ferry_bridge_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
             "# HELP ferry_topic_subscribers Subscribers, by topic.\n# TYPE ferry_topic_subscribers gauge\n"
         );
         for t in topics {
@@ -171,16 +203,88 @@ impl Metrics {
                 t.subscribers
             );
         }
-        let _ = write!(
-            out,
-            "# HELP ferry_topic_dropped_total Deliveries refused to slow subscribers, by topic (reset when a topic empties).\n# TYPE ferry_topic_dropped_total counter\n"
-        );
-        for t in topics {
-            let _ = writeln!(
+        let gauges: [(&str, &str, TopicField); 2] = [
+            (
+                "ferry_topic_encoding_groups",
+                "Groups of subscribers sharing one encoding (and compression) of each message, by topic.",
+                |t| t.encoding_groups as u64,
+            ),
+            (
+                "ferry_topic_self_encoding_subscribers",
+                "Subscribers that encode and compress each message themselves (context takeover), by topic.",
+                |t| t.self_encoding as u64,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+            for t in topics {
+                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(&t.name), field(t));
+            }
+        }
+        let per_topic: [(&str, &str, TopicField); 3] = [
+            (
+                "ferry_topic_published_total",
+                "Messages published, by topic.",
+                |t| t.published,
+            ),
+            (
+                "ferry_topic_delivered_total",
+                "Messages queued for subscribers, by topic.",
+                |t| t.delivered,
+            ),
+            (
+                "ferry_topic_dropped_total",
+                "Messages slow subscribers did not get (refused or dropped oldest), by topic.",
+                |t| t.dropped,
+            ),
+        ];
+        for (name, help, field) in per_topic {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for t in topics {
+                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(&t.name), field(t));
+            }
+        }
+        let broker: [(&str, &str, u64); 7] = [
+            (
+                "ferry_pubsub_published_total",
+                "Messages published, every topic.",
+                totals.published,
+            ),
+            (
+                "ferry_pubsub_delivered_total",
+                "Messages queued for subscribers, every topic.",
+                totals.delivered,
+            ),
+            (
+                "ferry_pubsub_dropped_total",
+                "Messages slow subscribers did not get, every topic.",
+                totals.dropped,
+            ),
+            (
+                "ferry_pubsub_shared_encodings_total",
+                "Frames encoded once for a group of subscribers with the same encoding.",
+                totals.shared_encodings,
+            ),
+            (
+                "ferry_pubsub_shared_compressions_total",
+                "Compressions done once for a whole group of subscribers.",
+                totals.shared_compressions,
+            ),
+            (
+                "ferry_pubsub_per_socket_compressions_total",
+                "Deliveries to connections that compress each message themselves (context takeover).",
+                totals.per_socket_compressions,
+            ),
+            (
+                "ferry_pubsub_topics_forgotten_total",
+                "Empty topics whose counters were forgotten beyond the retention limit.",
+                totals.topics_forgotten,
+            ),
+        ];
+        for (name, help, value) in broker {
+            let _ = write!(
                 out,
-                "ferry_topic_dropped_total{{topic=\"{}\"}} {}",
-                escape(&t.name),
-                t.dropped
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             );
         }
         out

@@ -1,36 +1,61 @@
-//! `ferry serve`: HTTP and WebSocket on one port: a web page, echo, pub/sub topics, metrics.
+//! `ferry serve`: HTTP and WebSocket on one port: a web page, echo, pub/sub topics, bridges to
+//! TCP services, metrics.
 
+mod bridge;
+pub mod config;
+mod control;
 mod http;
+mod lesson;
 mod metrics;
 mod origin;
+mod per_ip;
+mod tls;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
+use anyhow::{Context, Result, anyhow};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use ferry::Config;
-use ferry::pubsub::LocalBroker;
+use ferry::pubsub::{BrokerConfig, LocalBroker, SlowSubscriber};
 
+use self::config::{BridgeConfig, Dur, ServeConfig, Size, TlsConfig};
 use super::limits::DeflateArgs;
 use crate::size::parse_duration;
 
-/// Serve HTTP and WebSocket on one port: a web page, echo, pub/sub topics and metrics.
+/// Serve HTTP and WebSocket on one port: a web page, echo, pub/sub topics, bridges to TCP
+/// services, and metrics.
 ///
 /// Routes (PREFIX is /ws unless --ws-prefix says otherwise):
 ///   /                      the web page
 ///   PREFIX/echo            WebSocket echo
 ///   PREFIX/topics/NAME     pub/sub: every message goes to every subscriber of NAME
+///   PREFIX/bridge/NAME     a bridge to the TCP or Unix service configured as NAME
+///   PREFIX/control         JSON control protocol: many topics on one connection, with acks
 ///   /metrics               Prometheus metrics
+///   /demo/tcp-chunks?n=N   the page's lesson: N TCP writes on loopback, and the reads seen
 ///   /healthz               "ok"
+///
+/// Settings come from the built-in defaults, then --config FILE, then the flags given.
 ///
 /// Examples:
 ///   ferry serve
 ///   ferry serve --listen 0.0.0.0:8080 --allow-origin https://app.example.com
-///   ferry serve --max-connections 50000 --ping-interval 20s
+///   ferry serve --bridge vnc=tcp://127.0.0.1:5900 --bridge db=unix:/run/db.sock
+///   ferry serve --tls-cert cert.pem --tls-key key.pem --listen 0.0.0.0:443
+///   ferry serve --config ferry.toml --print-config
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file (see docs/config.md); flags given override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings as TOML (tokens redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where to listen: HOST:PORT.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -41,20 +66,54 @@ pub struct ServeArgs {
     /// only pages from the server's own origin, and non-browser clients (no Origin), may connect.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// A bridge: PREFIX/bridge/NAME connects to TARGET, tcp://HOST:PORT or unix:/PATH
+    /// (repeatable). Tokens are set in the --config file.
+    #[arg(long = "bridge", value_name = "NAME=TARGET", value_parser = parse_bridge)]
+    pub bridges: Vec<(String, String)>,
+    /// PEM certificate chain: serve https and wss (with --tls-key). SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Most WebSocket connections open at once; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Ping every connection this often; close it if the pong is later than --ping-timeout.
+    /// Most connections open at once from one IP address (0: no limit; use 0 behind a proxy).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Ping every connection this often (0 turns pings off); close it (1011) if the pong is
+    /// later than --ping-timeout. This is what finds dead peers.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub ping_interval: Duration,
     /// Time allowed for a pong.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub ping_timeout: Duration,
+    /// Close (1001) a connection whose client has sent no message for this long (bridges: no
+    /// byte either way); 0: never. Pongs do not count: this sheds live but silent clients.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub idle_timeout: Duration,
     /// On SIGINT or SIGTERM, how long to wait for connections to close after sending them 1001.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// What to do with a topic subscriber whose send queue (--send-queue) is full: close it
+    /// with 1013, or drop its oldest queued topic messages to make room.
+    #[arg(long, value_name = "POLICY", value_enum, default_value = "close")]
+    pub slow_subscriber: SlowSubscriberArg,
+    /// Topics without subscribers whose counters are kept for /metrics; beyond this many the
+    /// longest-empty is forgotten (its counts stay in the ferry_pubsub_* totals).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub retained_topics: usize,
+    /// Most topics one PREFIX/control connection may subscribe to at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub control_max_topics: usize,
     #[command(flatten)]
     pub limits: ServeLimits,
+    /// Keep each connection's compressor between messages (context takeover): smaller chatty
+    /// messages, but about 150 KiB per connection, and topic messages are then compressed once
+    /// per subscriber instead of once per message. Off by default in serve.
+    #[arg(long, conflicts_with = "deflate_no_context_takeover")]
+    pub deflate_context_takeover: bool,
     #[command(flatten)]
     pub deflate: DeflateArgs,
 }
@@ -65,12 +124,158 @@ pub struct ServeLimits {
     /// Largest message accepted, after reassembly and decompression. Over it: close 1009.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub max_message_size: usize,
-    /// Outgoing bytes a connection may queue; a subscriber over it is closed with 1013.
+    /// Most frames in one message, empty ones included. Over it: close 1009.
+    #[arg(long, value_name = "N", default_value_t = ferry::Limits::default().max_fragments)]
+    pub max_fragments: usize,
+    /// Outgoing bytes a connection may queue; a subscriber over it meets --slow-subscriber.
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "1MiB")]
     pub send_queue: usize,
-    /// Time allowed for the HTTP request head and the WebSocket handshake.
+    /// Time allowed for the TLS handshake, the HTTP request head and the WebSocket handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
+}
+
+fn parse_bridge(text: &str) -> Result<(String, String), String> {
+    let (name, target) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: use NAME=TARGET, e.g. vnc=tcp://127.0.0.1:5900"))?;
+    if !config::valid_name(name) {
+        return Err(format!(
+            "{name:?} is not a bridge name; use 1 to 64 of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    config::Target::parse(target)?;
+    Ok((name.to_owned(), target.to_owned()))
+}
+
+impl ServeArgs {
+    /// The configuration: defaults, then the file, then the flags given on the command line
+    /// (a flag left at its default does not override the file).
+    pub fn effective(&self, matches: &ArgMatches) -> Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServeConfig::from_file(path).map_err(|e| anyhow!(e))?,
+            None => ServeConfig::default(),
+        };
+        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        if given("listen") {
+            c.listen.clone_from(&self.listen);
+        }
+        if given("ws_prefix") {
+            c.ws_prefix.clone_from(&self.ws_prefix);
+        }
+        c.allow_origins.extend(self.allow_origins.iter().cloned());
+        for (name, target) in &self.bridges {
+            match c.bridges.get_mut(name) {
+                Some(bridge) => bridge.to.clone_from(target),
+                None => {
+                    c.bridges.insert(
+                        name.clone(),
+                        BridgeConfig {
+                            to: target.clone(),
+                            token: None,
+                            token_file: None,
+                            connect_timeout: Dur(Duration::from_secs(5)),
+                        },
+                    );
+                }
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if given("grace") {
+            c.grace = Dur(self.grace);
+        }
+        let l = &mut c.limits;
+        if given("max_connections") {
+            l.max_connections = self.max_connections;
+        }
+        if given("max_connections_per_ip") {
+            l.max_connections_per_ip = self.max_connections_per_ip;
+        }
+        if given("ping_interval") {
+            l.ping_interval = Dur(self.ping_interval);
+        }
+        if given("ping_timeout") {
+            l.ping_timeout = Dur(self.ping_timeout);
+        }
+        if given("idle_timeout") {
+            l.idle_timeout = Dur(self.idle_timeout);
+        }
+        if given("max_message_size") {
+            l.max_message_size = Size(self.limits.max_message_size);
+        }
+        if given("max_fragments") {
+            l.max_fragments = self.limits.max_fragments;
+        }
+        if given("send_queue") {
+            l.send_queue = Size(self.limits.send_queue);
+        }
+        if given("handshake_timeout") {
+            l.handshake_timeout = Dur(self.limits.handshake_timeout);
+        }
+        let d = &mut c.deflate;
+        if given("no_deflate") {
+            d.enabled = false;
+        }
+        if given("deflate_level") {
+            d.level = self.deflate.deflate_level;
+        }
+        if given("deflate_window_bits") {
+            d.window_bits = self.deflate.deflate_window_bits;
+        }
+        if given("deflate_peer_window_bits") {
+            d.peer_window_bits = self.deflate.deflate_peer_window_bits;
+        }
+        if given("deflate_mem_level") {
+            d.mem_level = self.deflate.deflate_mem_level;
+        }
+        if given("deflate_threshold") {
+            d.threshold = Size(self.deflate.deflate_threshold);
+        }
+        if given("deflate_no_context_takeover") {
+            d.no_context_takeover = true;
+        }
+        if given("deflate_context_takeover") {
+            d.no_context_takeover = false;
+        }
+        let t = &mut c.topics;
+        if given("slow_subscriber") {
+            t.slow_subscriber = self.slow_subscriber;
+        }
+        if given("retained_topics") {
+            t.retained = self.retained_topics;
+        }
+        if given("control_max_topics") {
+            t.control_max_topics = self.control_max_topics;
+        }
+        c.validate().map_err(|e| anyhow!(e))?;
+        Ok(c)
+    }
+}
+
+/// `--slow-subscriber`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowSubscriberArg {
+    /// Close the subscriber with 1013 (try again later).
+    Close,
+    /// Drop the oldest topic messages not yet being written.
+    DropOldest,
+}
+
+impl State {
+    /// Whether a topic of this name may be used: well-formed, and on `topics.allowed` when
+    /// that list is set.
+    pub fn topic_allowed(&self, name: &str) -> bool {
+        config::valid_name(name)
+            && (self.topics_allowed.is_empty() || self.topics_allowed.iter().any(|t| t == name))
+    }
 }
 
 /// Everything a connection handler needs, shared.
@@ -79,66 +284,103 @@ pub struct State {
     pub prefix: String,
     pub origins: origin::Policy,
     pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub topics_allowed: Vec<String>,
+    pub bridges: HashMap<String, bridge::Bridge>,
+    /// `ferry bridge`: every WebSocket request, whatever its path, goes to this bridge.
+    pub catch_all_bridge: Option<String>,
+    pub control_max_topics: usize,
     pub broker: LocalBroker,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
 }
 
-pub fn run(args: ServeArgs) -> Result<()> {
-    if !args.ws_prefix.starts_with('/') || args.ws_prefix.ends_with('/') && args.ws_prefix.len() > 1
-    {
-        bail!(
-            "--ws-prefix {}: must start with / and not end with one, e.g. /ws",
-            args.ws_prefix
-        );
+pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<()> {
+    let config = args.effective(matches)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
     }
-    if args.max_connections == 0 {
-        bail!("--max-connections 0: at least one connection must be allowed; try 10000");
-    }
-    let origins = origin::Policy::new(&args.allow_origins)
-        .map_err(|e| anyhow::anyhow!("--allow-origin {e}"))?;
-    let defaults = ferry::Limits::default();
+    start(config, None)
+}
+
+/// Runs the server with a validated configuration until SIGINT or SIGTERM.
+pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
+    let origins = origin::Policy::new(&c.allow_origins)
+        .map_err(|e| anyhow!("allow_origins (--allow-origin) {e}"))?;
+    let l = &c.limits;
     let limits = ferry::Limits {
-        max_message_size: args.limits.max_message_size,
+        max_message_size: l.max_message_size.0,
         // A frame can be as big as a message; the message limit is the one users think in.
-        max_frame_size: args.limits.max_message_size,
-        send_queue_bytes: args.limits.send_queue,
-        handshake_timeout: args.limits.handshake_timeout,
-        ..defaults
+        max_frame_size: l.max_message_size.0,
+        max_fragments: l.max_fragments,
+        send_queue_bytes: l.send_queue.0,
+        handshake_timeout: l.handshake_timeout.0,
+        ..ferry::Limits::default()
     };
-    let config = Config {
+    let mut config = Config {
         limits,
-        deflate: args.deflate.config(),
+        deflate: c.deflate.config(),
         ..Config::default()
+    };
+    if !l.ping_interval.0.is_zero() {
+        config = config.with_keepalive(l.ping_interval.0, l.ping_timeout.0);
     }
-    .with_keepalive(args.ping_interval, args.ping_timeout);
-    let prefix = if args.ws_prefix == "/" {
+    let prefix = if c.ws_prefix == "/" {
         String::new()
     } else {
-        args.ws_prefix.clone()
+        c.ws_prefix.clone()
+    };
+    let mut bridges = HashMap::new();
+    for (name, bridge) in &c.bridges {
+        let bridge = bridge::Bridge::new(bridge).map_err(|e| anyhow!("bridges.{name}.to: {e}"))?;
+        bridges.insert(name.clone(), bridge);
+    }
+    let tls = match &c.tls {
+        Some(tls) => Some(Arc::new(tls::Tls::load(tls).map_err(|e| anyhow!(e))?)),
+        None => None,
     };
     let state = Arc::new(State {
         config,
         prefix,
         origins,
-        max_connections: args.max_connections,
-        broker: LocalBroker::default(),
+        max_connections: l.max_connections,
+        idle_timeout: l.idle_timeout.0,
+        topics_allowed: c.topics.allowed.clone(),
+        bridges,
+        catch_all_bridge,
+        control_max_topics: c.topics.control_max_topics,
+        broker: LocalBroker::with_config(BrokerConfig {
+            slow_subscriber: match c.topics.slow_subscriber {
+                SlowSubscriberArg::Close => SlowSubscriber::Close,
+                SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+            },
+            retained_topics: c.topics.retained,
+        }),
         metrics: metrics::Metrics::default(),
         connections: http::Registry::default(),
     });
+    let per_ip = per_ip::PerIp::new(l.max_connections_per_ip);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listener = tokio::net::TcpListener::bind(&c.listen)
             .await
             .with_context(|| {
                 format!(
                     "--listen {}: cannot listen there; use a free HOST:PORT such as 127.0.0.1:8080",
-                    args.listen
+                    c.listen
                 )
             })?;
-        tracing::info!("ferry serve listening on http://{}", listener.local_addr()?);
-        http::serve(listener, state, args.grace).await
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            "ferry serve listening on {scheme}://{}",
+            listener.local_addr()?
+        );
+        for (name, bridge) in &state.bridges {
+            tracing::info!(bridge = %name, target = %bridge.target, "bridge ready");
+        }
+        http::serve(listener, state, tls, per_ip, c.grace.0).await
     })
 }

@@ -533,6 +533,8 @@ function showStats(sums) {
   $('stat-open').textContent = formatCount(sums.ferry_connections_open);
   $('stat-total').textContent = formatCount(sums.ferry_connections_total);
 
+  // The raw total, for tests and the curious: it only grows while the server runs.
+  $('stat-rate').dataset.messages = String(messages);
   const last = stats.last;
   stats.last = { at: now, messages };
   // A rate needs two samples; a counter that went down means the server restarted.
@@ -593,6 +595,9 @@ async function runLesson() {
   result.textContent = `Sent ${LESSON_COUNT} messages, ${formatBytes(total)} in all; ` +
     `${count(received.length, 'message')} came back.${problem} ${whole} of ${LESSON_COUNT} messages arrived whole`;
   result.dataset.state = whole === LESSON_COUNT && received.length === LESSON_COUNT ? 'ok' : 'bad';
+  result.dataset.sent = String(LESSON_COUNT);
+  result.dataset.received = String(received.length);
+  result.dataset.whole = String(whole);
   button.disabled = false;
   loadTcpChunks();
 }
@@ -628,7 +633,7 @@ async function loadTcpChunks() {
   const box = $('tcp-chunks');
   let report;
   try {
-    const response = await fetch('demo/tcp-chunks', { cache: 'no-store' });
+    const response = await fetch(`demo/tcp-chunks?n=${LESSON_COUNT}`, { cache: 'no-store' });
     if (!response.ok) {
       box.textContent = response.status === 404
         ? 'TCP read sizes: not available'
@@ -649,6 +654,9 @@ async function loadTcpChunks() {
   const summary = el('p', 'tcp-summary',
     `${count(writes.length, 'write')}, ${formatBytes(sum(writes))} in all, arrived as ` +
     `${count(reads.length, 'read')}${read}.`);
+  summary.id = 'tcp-summary';
+  summary.dataset.writes = String(writes.length);
+  summary.dataset.reads = String(reads.length);
   box.replaceChildren(summary, sizeList('Write sizes', writes, 'tcp-writes'), sizeList('Read sizes', reads, 'tcp-reads'));
 }
 
@@ -780,7 +788,7 @@ function init() {
   applyHash();
   showRouteFields();
   $('routes').textContent =
-    `${WS_PREFIX}/echo · ${WS_PREFIX}/topics/{name} · ${WS_PREFIX}/bridge/{name}`;
+    `${WS_PREFIX}/echo · ${WS_PREFIX}/topics/{name} · ${WS_PREFIX}/control · ${WS_PREFIX}/bridge/{name}`;
 
   for (const id of ['target', 'topic-name', 'bridge-name']) {
     $(id).addEventListener('input', showRouteFields);
