@@ -1,5 +1,8 @@
 //! `ferry forward` (the real binary) in front of a small bridge built with the ferry library in
-//! this test, in front of a TCP echo server: bytes must arrive intact both ways.
+//! this test (and the real `ferry bridge`), in front of a TCP echo server: bytes must arrive
+//! intact both ways.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -238,4 +241,27 @@ fn bad_flags_name_the_flag() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("--listen nowhere"), "{err}");
+}
+
+#[test]
+fn ten_megabytes_through_forward_and_the_real_ferry_bridge() {
+    let echo = tcp_echo();
+    let bridge = common::Server::bridge(&["--to", &format!("tcp://{echo}")]);
+    let forward = start_forward(&format!("ws://{}/ws/bridge/echo", bridge.addr));
+    let data = pattern(10 << 20);
+    let mut stream = TcpStream::connect(&forward.addr).expect("connect to forward");
+    let mut writer = stream.try_clone().expect("clone");
+    let to_send = data.clone();
+    let sending = std::thread::spawn(move || {
+        writer.write_all(&to_send).expect("send 10 MB");
+        writer
+    });
+    let mut back = vec![0u8; data.len()];
+    stream.read_exact(&mut back).expect("read 10 MB back");
+    let writer = sending.join().expect("writer");
+    assert!(back == data, "the echoed bytes differ");
+    writer.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("read to the end");
+    assert!(rest.is_empty());
 }
