@@ -462,12 +462,22 @@ async fn connect(args: ConnectArgs) -> Result<(), Failure> {
     }
     let info = output_result?;
     input_result?;
-    verdict(&info, input_ended.load(Ordering::Acquire), args.quiet)
+    verdict(
+        &info,
+        close_code,
+        input_ended.load(Ordering::Acquire),
+        args.quiet,
+    )
 }
 
-/// The exit verdict from how the connection ended. `input_ended`: the input ended and this end
-/// started the close handshake.
-fn verdict(info: &CloseInfo, input_ended: bool, quiet: bool) -> Result<(), Failure> {
+/// The exit verdict from how the connection ended. `sent`: the code this end closes with;
+/// `input_ended`: the input ended and this end started the close handshake.
+fn verdict(
+    info: &CloseInfo,
+    sent: CloseCode,
+    input_ended: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
     let reason = if info.reason.is_empty() {
         String::new()
     } else {
@@ -493,6 +503,20 @@ fn verdict(info: &CloseInfo, input_ended: bool, quiet: bool) -> Result<(), Failu
         (_, false) if info.code == CloseCode::ABNORMAL => closed(format!(
             "the connection ended without a close handshake: 1006{reason}"
         )),
+        // The server's answer carries its own code: one other than ours, 1000 or none means
+        // it had failed the connection when our close crossed its own (a message over its
+        // limit, say).
+        (Initiator::Local, true)
+            if info.code != sent
+                && info.code != CloseCode::NORMAL
+                && info.code != CloseCode::NO_STATUS =>
+        {
+            closed(format!(
+                "the server closed the connection with {} {}{reason}",
+                info.code,
+                info.code.name()
+            ))
+        }
         (Initiator::Local, true) => {
             if !quiet {
                 eprintln!("ferry connect: closed cleanly ({})", info.code);
@@ -607,7 +631,7 @@ async fn reconnecting(args: ConnectArgs, config: Config, mode: Mode) -> Result<(
         return Err(failure);
     }
     match last_close {
-        Some(info) => verdict(&info, input_done, args.quiet),
+        Some(info) => verdict(&info, close_code, input_done, args.quiet),
         None => Ok(()),
     }
 }
