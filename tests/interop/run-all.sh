@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every interop suite in sequence: Python websockets, Node ws, headless Chromium.
+# Runs every interop suite in sequence: Python websockets, Node ws, headless Chromium, websocat.
 #
 # Usage: tests/interop/run-all.sh
 #
 # Each suite prints its own summary line (`interop: ...` for Python, `interop-node: ...`,
-# `interop-browser: ...`) or `SKIP: reason`; this ends with `interop-all: N passed, M failed`,
-# the sum of the three, and exits non-zero if any suite failed. Every suite runs even when an
-# earlier one failed. The suites' environment knobs (INTEROP_STRICT, STEP_TIMEOUT, ...) pass
+# `interop-browser: ...`, `interop-websocat: ...`) or `SKIP: reason`; this ends with
+# `interop-all: N passed, M failed`, the sum of them all, and exits non-zero if any suite
+# failed. Every suite runs even when an earlier one failed. The suites' environment knobs (INTEROP_STRICT, STEP_TIMEOUT, ...) pass
 # through; see each run.sh --help and tests/interop/README.md.
 set -uo pipefail
 
@@ -25,7 +25,7 @@ REPORT=()
 OUT=$(mktemp "${TMPDIR:-/tmp}/ferry-interop-all.XXXXXX")
 trap 'rm -f "$OUT"' EXIT
 
-for suite in python node browser; do
+for suite in python node browser websocat; do
     printf '\n=== interop suite: %s\n' "$suite"
     started=$SECONDS
     "$SCRIPT_DIR/$suite/run.sh" 2>&1 | tee "$OUT"

@@ -28,8 +28,12 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     Serve(cmd::serve::ServeArgs),
+    Connect(Box<cmd::connect::ConnectArgs>),
+    Demo(cmd::demo::DemoArgs),
     Bridge(cmd::bridge::BridgeArgs),
     Echo(cmd::echo::EchoArgs),
+    Forward(Box<cmd::forward::ForwardArgs>),
+    Listen(cmd::listen::ListenArgs),
     Bench(cmd::bench::BenchArgs),
     #[command(hide = true)]
     AutobahnClient(cmd::autobahn::AutobahnArgs),
@@ -51,12 +55,17 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     let result = match cli.command {
+        // Scripts branch on its exit status; it prints its own one-line error.
+        Command::Connect(args) => return cmd::connect::run(*args),
         Command::Serve(args) => {
             let serve = matches.subcommand_matches("serve").unwrap_or(&matches);
             cmd::serve::run(args, serve)
         }
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Echo(args) => cmd::echo::run(args),
+        Command::Forward(args) => cmd::forward::run(*args),
+        Command::Listen(args) => cmd::listen::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),
     };

@@ -8,9 +8,8 @@ use crate::error::Error;
 ///
 /// Forms understood:
 /// - `ws://host[:port][/path][?query]`, port 80 by default; IPv6 hosts in brackets;
+/// - `wss://host[:port][/path][?query]`, the same over TLS, port 443 by default;
 /// - `ws+unix:///path/to/socket[:/request/path]`, as Node's `ws` spells it, for a Unix socket.
-///
-/// `wss://` needs TLS, which this build does not have yet; it is refused with a clear error.
 ///
 /// ```
 /// use ferry::Address;
@@ -19,6 +18,9 @@ use crate::error::Error;
 /// assert_eq!(a.path, "/chat?x=1");
 /// let u = Address::parse("ws+unix:///tmp/ferry.sock:/echo").unwrap();
 /// assert_eq!(u.path, "/echo");
+/// let s = Address::parse("wss://example.com/feed").unwrap();
+/// assert!(s.secure);
+/// assert_eq!(s.host_header, "example.com");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
@@ -28,6 +30,8 @@ pub struct Address {
     pub host_header: String,
     /// The request target: path and query.
     pub path: String,
+    /// `wss://`: TLS over the TCP connection.
+    pub secure: bool,
 }
 
 /// The transport endpoint of an [`Address`].
@@ -45,7 +49,7 @@ pub enum Transport {
 }
 
 impl Address {
-    /// Parses a `ws://` or `ws+unix://` URL.
+    /// Parses a `ws://`, `wss://` or `ws+unix://` URL.
     pub fn parse(url: &str) -> Result<Address, Error> {
         let invalid = |reason| Error::InvalidUrl {
             url: url.to_owned(),
@@ -72,17 +76,17 @@ impl Address {
                 transport: Transport::Unix(socket.into()),
                 host_header: "localhost".into(),
                 path,
+                secure: false,
             });
         }
-        let rest = if let Some(rest) = url.strip_prefix("ws://") {
-            rest
-        } else if url.starts_with("wss://") {
-            return Err(invalid(
-                "wss:// needs TLS, which this build of ferry does not support yet",
-            ));
+        let (rest, secure) = if let Some(rest) = url.strip_prefix("ws://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (rest, true)
         } else {
-            return Err(invalid("the scheme must be ws:// or ws+unix://"));
+            return Err(invalid("the scheme must be ws://, wss:// or ws+unix://"));
         };
+        let default_port = if secure { 443 } else { 80 };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
             None => (rest, "/"),
@@ -119,16 +123,17 @@ impl Address {
             return Err(invalid("no host"));
         }
         let port = match port {
-            None => 80,
+            None => default_port,
             Some(p) => p
                 .parse::<u16>()
                 .map_err(|_| invalid("the port must be a number from 0 to 65535"))?,
         };
-        let host_header = match (authority.starts_with('['), port) {
-            (true, 80) => format!("[{host}]"),
-            (true, port) => format!("[{host}]:{port}"),
-            (false, 80) => host.to_owned(),
-            (false, port) => format!("{host}:{port}"),
+        // RFC 6455 §4.1: the port is left out of Host when it is the scheme's default.
+        let host_header = match (authority.starts_with('['), port == default_port) {
+            (true, true) => format!("[{host}]"),
+            (true, false) => format!("[{host}]:{port}"),
+            (false, true) => host.to_owned(),
+            (false, false) => format!("{host}:{port}"),
         };
         Ok(Address {
             transport: Transport::Tcp {
@@ -137,6 +142,7 @@ impl Address {
             },
             host_header,
             path,
+            secure,
         })
     }
 }
@@ -167,13 +173,25 @@ mod tests {
         let a = Address::parse("ws+unix:///run/x.sock").unwrap();
         assert_eq!(a.transport, Transport::Unix("/run/x.sock".into()));
         assert_eq!(a.path, "/");
+        let a = Address::parse("wss://example.com:443/x").unwrap();
+        assert!(a.secure);
+        assert_eq!(a.host_header, "example.com");
+        let a = Address::parse("wss://[::1]:8443").unwrap();
+        assert_eq!(
+            a.transport,
+            Transport::Tcp {
+                host: "::1".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(a.host_header, "[::1]:8443");
     }
 
     #[test]
     fn errors_name_the_problem() {
         for (url, needle) in [
             ("http://x", "scheme"),
-            ("wss://x", "TLS"),
+            ("wss://x:0x", "port"),
             ("ws://x:99999", "port"),
             ("ws://x/#frag", "fragment"),
             ("ws://:80/", "no host"),

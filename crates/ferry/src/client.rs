@@ -1,5 +1,8 @@
 //! Connecting to WebSocket servers.
 
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use bytes::BytesMut;
 use ferry_proto::Role;
 use ferry_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Response};
@@ -8,40 +11,128 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::address::{Address, Transport};
 use crate::config::Config;
 use crate::error::Error;
+use crate::proxy::{Proxy, ProxySetting};
 use crate::socket::{self, Receiver, Sender};
+use crate::tls;
 
-/// Connects to a `ws://` or `ws+unix://` URL with the default [`Config`].
+/// Connects to a `ws://`, `wss://` or `ws+unix://` URL with the default [`Config`].
 ///
-/// The whole connection (TCP connect and handshake) is bounded by `Limits::handshake_timeout`.
+/// Each stage has its own deadline: `Config::connect_timeout` for the TCP (or Unix socket)
+/// connection, `Config::tls_timeout` for TLS, `Limits::handshake_timeout` for the WebSocket
+/// handshake.
 pub async fn connect(url: &str) -> Result<(Sender, Receiver, Response), Error> {
     connect_with(url, &Config::default()).await
 }
 
-/// Connects with a given [`Config`]: subprotocols, Origin, extra headers, limits.
+/// Connects with a given [`Config`]: subprotocols, Origin, extra headers, limits, timeouts,
+/// TLS settings.
 pub async fn connect_with(
     url: &str,
     config: &Config,
 ) -> Result<(Sender, Receiver, Response), Error> {
     let address = Address::parse(url)?;
-    let timeout = config.limits.handshake_timeout;
-    let connected = tokio::time::timeout(timeout, async {
-        match &address.transport {
-            Transport::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                handshake(stream, &address, config).await
-            }
-            Transport::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                handshake(stream, &address, config).await
+    match &address.transport {
+        Transport::Tcp { host, port } => {
+            let proxy = match &config.proxy {
+                ProxySetting::None => None,
+                ProxySetting::FromEnv => Proxy::from_env(host, address.secure)?,
+                ProxySetting::Use(proxy) => Some(proxy.clone()),
+            };
+            // The connect timeout covers reaching the proxy and its tunnel too.
+            let stream = deadline(config.connect_timeout, Error::ConnectTimeout, async {
+                match &proxy {
+                    None => Ok(tokio::net::TcpStream::connect((host.as_str(), *port)).await?),
+                    Some(proxy) => {
+                        let mut stream =
+                            tokio::net::TcpStream::connect((proxy.host.as_str(), proxy.port))
+                                .await
+                                .map_err(|err| {
+                                    Error::Proxy(format!(
+                                        "cannot reach the proxy {}:{}: {err}",
+                                        proxy.host, proxy.port
+                                    ))
+                                })?;
+                        crate::proxy::tunnel(&mut stream, proxy, host, *port).await?;
+                        Ok::<_, Error>(stream)
+                    }
+                }
+            })
+            .await??;
+            stream.set_nodelay(true)?;
+            if address.secure {
+                let stream = tls_handshake(stream, host, config).await?;
+                timed_handshake(stream, &address, config).await
+            } else {
+                timed_handshake(stream, &address, config).await
             }
         }
-    });
-    connected.await.map_err(|_| Error::HandshakeTimeout)?
+        Transport::Unix(path) => {
+            let stream = deadline(
+                config.connect_timeout,
+                Error::ConnectTimeout,
+                tokio::net::UnixStream::connect(path),
+            )
+            .await??;
+            timed_handshake(stream, &address, config).await
+        }
+    }
+}
+
+/// Runs the TLS handshake of a `wss://` connection over an open transport (a TCP connection,
+/// a proxy tunnel), within `Config::tls_timeout`, with `Config::tls` or the built-in roots.
+pub async fn tls_handshake<S>(
+    stream: S,
+    host: &str,
+    config: &Config,
+) -> Result<tls::TlsStream<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let tls = match &config.tls {
+        Some(tls) => tls.clone(),
+        None => default_tls()?,
+    };
+    deadline(
+        config.tls_timeout,
+        Error::TlsTimeout,
+        tls::handshake(stream, host, tls),
+    )
+    .await?
+}
+
+/// The built-in roots' configuration, built once: parsing the root store takes a while.
+fn default_tls() -> Result<Arc<tls::ClientConfig>, Error> {
+    static DEFAULT: OnceLock<Arc<tls::ClientConfig>> = OnceLock::new();
+    if let Some(config) = DEFAULT.get() {
+        return Ok(config.clone());
+    }
+    let config = tls::TlsOptions::default().client_config()?;
+    Ok(DEFAULT.get_or_init(|| config).clone())
+}
+
+async fn deadline<F: Future>(limit: Duration, error: Error, future: F) -> Result<F::Output, Error> {
+    tokio::time::timeout(limit, future).await.map_err(|_| error)
+}
+
+async fn timed_handshake<S>(
+    stream: S,
+    address: &Address,
+    config: &Config,
+) -> Result<(Sender, Receiver, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    deadline(
+        config.limits.handshake_timeout,
+        Error::HandshakeTimeout,
+        handshake(stream, address, config),
+    )
+    .await?
 }
 
 /// Runs the client handshake over a transport the caller opened (TLS, a proxy tunnel, an
-/// in-memory pipe), for the given URL's host and path.
+/// in-memory pipe), for the given URL's host and path. The caller does TLS itself, if any
+/// (see [`tls_handshake`]).
 pub async fn connect_stream<S>(
     stream: S,
     url: &str,
@@ -51,12 +142,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let address = Address::parse(url)?;
-    tokio::time::timeout(
-        config.limits.handshake_timeout,
-        handshake(stream, &address, config),
-    )
-    .await
-    .map_err(|_| Error::HandshakeTimeout)?
+    timed_handshake(stream, &address, config).await
 }
 
 async fn handshake<S>(

@@ -1,5 +1,6 @@
 //! Connection configuration shared by clients and servers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::extension::deflate::DeflateConfig;
@@ -37,6 +38,18 @@ pub struct Config {
     /// permessage-deflate (RFC 7692): a client offers it, a server accepts the first acceptable
     /// offer. `None` turns compression off. See `docs/compression.md`.
     pub deflate: Option<DeflateConfig>,
+    /// Client only: time allowed to open the TCP (or Unix socket) connection. 10 s by default.
+    pub connect_timeout: Duration,
+    /// Client only: time allowed for the TLS handshake of a `wss://` connection. 10 s by default.
+    /// (The WebSocket handshake that follows has `Limits::handshake_timeout`.)
+    pub tls_timeout: Duration,
+    /// Client only: the TLS configuration for `wss://`. `None` checks servers against the
+    /// built-in Mozilla roots; build one with [`TlsOptions`](crate::tls::TlsOptions) for a
+    /// private CA or a client certificate.
+    pub tls: Option<Arc<crate::tls::ClientConfig>>,
+    /// Client only: the proxy for `ws://` and `wss://` URLs. None by default; see
+    /// [`ProxySetting`](crate::proxy::ProxySetting).
+    pub proxy: crate::proxy::ProxySetting,
 }
 
 impl Default for Config {
@@ -49,6 +62,10 @@ impl Default for Config {
             origin: None,
             headers: Vec::new(),
             deflate: Some(DeflateConfig::default()),
+            connect_timeout: Duration::from_secs(10),
+            tls_timeout: Duration::from_secs(10),
+            tls: None,
+            proxy: crate::proxy::ProxySetting::None,
         }
     }
 }

@@ -26,6 +26,17 @@ pub enum Error {
     /// The server refused the request because the application said so (see
     /// [`accept_with_request`](crate::accept_with_request)).
     Refused(u16),
+    /// The TCP or Unix socket connection was not open within `Config::connect_timeout`.
+    ConnectTimeout,
+    /// The TLS handshake failed: an untrusted or mismatched certificate, a protocol
+    /// mismatch, or the connection ending mid-handshake.
+    Tls(io::Error),
+    /// The TLS handshake did not complete within `Config::tls_timeout`.
+    TlsTimeout,
+    /// The TLS settings cannot be used: an unreadable CA file, a key that does not match.
+    TlsConfig(String),
+    /// The proxy could not be reached, refused the tunnel, or wants other credentials.
+    Proxy(String),
 }
 
 impl fmt::Display for Error {
@@ -36,6 +47,11 @@ impl fmt::Display for Error {
             Error::HandshakeTimeout => f.write_str("handshake timed out"),
             Error::InvalidUrl { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
             Error::Refused(status) => write!(f, "request refused with HTTP {status}"),
+            Error::ConnectTimeout => f.write_str("connecting timed out"),
+            Error::Tls(err) => write!(f, "TLS handshake failed: {err}"),
+            Error::TlsTimeout => f.write_str("TLS handshake timed out"),
+            Error::TlsConfig(err) => write!(f, "TLS settings: {err}"),
+            Error::Proxy(err) => write!(f, "proxy: {err}"),
         }
     }
 }
@@ -45,6 +61,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io(err) => Some(err),
             Error::Handshake(err) => Some(err),
+            Error::Tls(err) => Some(err),
             _ => None,
         }
     }

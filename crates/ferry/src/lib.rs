@@ -53,12 +53,15 @@ mod client;
 mod config;
 mod error;
 mod handler;
+pub mod proxy;
 pub mod pubsub;
+pub mod reconnect;
 mod server;
 mod socket;
+pub mod tls;
 
 pub use address::Address;
-pub use client::{connect, connect_stream, connect_with};
+pub use client::{connect, connect_stream, connect_with, tls_handshake};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve};

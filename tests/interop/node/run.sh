@@ -12,8 +12,10 @@
 #       b-deflate:        ws server with perMessageDeflate: true, ferry with its defaults
 #       b-no-deflate:     ws server without permessage-deflate
 #       b-ferry-no-deflate: `interop_client --no-deflate` offers none
+#   (c) ws echo server                     <- `ferry connect` (../connect_check.py, 1,000 lines)
+#       c-connect, c-connect-no-deflate: compression on and off
 #
-# Every step asserts the negotiated Sec-WebSocket-Extensions on both sides, that payloads of
+# Every step in (a) and (b) asserts the negotiated Sec-WebSocket-Extensions on both sides, that payloads of
 # 0 bytes to 16 MiB - 1 KiB (UTF-8 and JSON-like text and binary, random binary) come back
 # intact, and that the bytes on the socket match what was negotiated (compressed or not).
 #
@@ -132,6 +134,22 @@ if start_server ws-echo-2 "$port" "${SERVER[@]}" "$port" --expect-extensions non
     server_report b-ferry-no-deflate-server ws-echo-2 2
 else
     step_broken b-ferry-no-deflate ws-echo-2
+fi
+
+# --- (c) ws echo server <- `ferry connect` in line mode -------------------------------------
+# 1,000 lines (unicode, empty, one of 100 KB) through the command line client, compression on
+# (the server accepts the offer) and off (the client offers none).
+
+if command -v python3 >/dev/null 2>&1; then
+    port=$(free_port)
+    if start_server ws-echo-connect "$port" "${SERVER[@]}" "$port"; then
+        run_step c-connect ws-echo-connect python3 "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/"
+        run_step c-connect-no-deflate ws-echo-connect python3 "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/" --no-deflate
+    else
+        step_broken c-connect ws-echo-connect
+    fi
+else
+    skip "python3 not found; it drives ferry connect in step c"
 fi
 
 summary

@@ -10,6 +10,8 @@
 #   (c) websockets echo server (echo_server.py)  <- ferry's interop_client example
 #       c-no-deflate:     `echo_server.py --no-deflate` declines permessage-deflate
 #       c-ferry-no-deflate: `interop_client --no-deflate` offers none
+#   (d) websockets echo server                   <- `ferry connect` (../connect_check.py, 1,000 lines)
+#       d-connect, d-connect-no-deflate: compression on and off
 #
 # Every step with a handshake asserts the negotiated Sec-WebSocket-Extensions on both sides.
 #
@@ -139,6 +141,18 @@ if start_server python-echo-2 "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port"
     server_report c-ferry-no-deflate-server python-echo-2 1
 else
     step_broken c-ferry-no-deflate python-echo-2
+fi
+
+# --- (d) websockets echo server <- `ferry connect` in line mode ----------------------------
+# 1,000 lines (unicode, empty, one of 100 KB) through the command line client, compression on
+# and off.
+
+port=$(free_port)
+if start_server python-echo-connect "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "$port"; then
+    run_step d-connect python-echo-connect "$PY" "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/"
+    run_step d-connect-no-deflate python-echo-connect "$PY" "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/" --no-deflate
+else
+    step_broken d-connect python-echo-connect
 fi
 
 summary

@@ -18,6 +18,11 @@ impl Server {
         Server::start("echo", "ws://", flags)
     }
 
+    /// Starts `ferry echo` on a given address (to bring a killed server back on its port).
+    pub fn echo_at(listen: &str, flags: &[&str]) -> Server {
+        Server::start_at("echo", listen, "ws://", flags)
+    }
+
     /// Starts `ferry serve` on a free loopback port with extra flags, and waits until it listens.
     pub fn serve(flags: &[&str]) -> Server {
         Server::start("serve", "http://", flags)
@@ -31,8 +36,14 @@ impl Server {
     /// Starts `ferry COMMAND --listen 127.0.0.1:0 FLAGS` and waits for the log line that says
     /// `SCHEME` followed by the address it listens on.
     pub fn start(command: &str, scheme: &str, flags: &[&str]) -> Server {
+        Server::start_at(command, "127.0.0.1:0", scheme, flags)
+    }
+
+    /// Like [`start`](Self::start) on a given address (to bring a killed server back on its
+    /// port).
+    pub fn start_at(command: &str, listen: &str, scheme: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([command, "--listen", "127.0.0.1:0"])
+            .args([command, "--listen", listen])
             .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
