@@ -13,7 +13,6 @@ use ferry_proto::{
     CloseCode, CloseInfo, Connection, Event, Initiator, SendOptions, State, Utf8Bytes,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 
@@ -30,9 +29,7 @@ const ROUNDS_PER_POLL: usize = 16;
 pub(crate) struct Driver<S> {
     io: S,
     conn: Connection,
-    commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
-    incoming: mpsc::UnboundedSender<Incoming>,
     shared: Arc<Shared>,
     timer: Option<Pin<Box<Sleep>>>,
     read_closed: bool,
@@ -45,19 +42,11 @@ pub(crate) struct Driver<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    pub(crate) fn new(
-        io: S,
-        conn: Connection,
-        commands: mpsc::UnboundedReceiver<Command>,
-        incoming: mpsc::UnboundedSender<Incoming>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(crate) fn new(io: S, conn: Connection, shared: Arc<Shared>) -> Self {
         let mut driver = Driver {
             io,
             conn,
-            commands,
             commands_open: true,
-            incoming,
             shared,
             timer: None,
             read_closed: false,
@@ -72,25 +61,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Moves queued commands into the protocol while little is waiting to be written.
-    fn pull_commands(&mut self, cx: &mut Context<'_>) -> bool {
+    ///
+    /// The driver's waker is registered (in `poll`) before this looks at the queue, so a command
+    /// pushed after the look wakes it.
+    fn pull_commands(&mut self) -> bool {
         let mut progress = false;
         while self.commands_open && self.conn.transmit().len() < WRITE_HIGH_WATER {
-            match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(command)) => {
+            let command = self.shared.commands().pop_front();
+            match command {
+                Some(command) => {
                     progress = true;
                     self.apply(command);
                 }
-                Poll::Ready(None) => {
+                None if self.shared.senders.load(Ordering::Acquire) == 0 => {
                     self.commands_open = false;
                     progress = true;
                     // Every sender is gone. With the receiver gone too, nobody can use this
                     // connection any more: close it.
-                    if self.incoming.is_closed() && self.conn.state() == State::Open {
+                    if !self.shared.receiver_alive.load(Ordering::Acquire)
+                        && self.conn.state() == State::Open
+                    {
                         let _ = self.conn.close(CloseCode::NORMAL, "", Instant::now());
                         self.shared.closing.store(true, Ordering::Release);
                     }
                 }
-                Poll::Pending => break,
+                None => break,
             }
         }
         progress
@@ -173,13 +168,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return false;
             }
         }
-        let want = self
-            .conn
-            .bytes_wanted()
-            .unwrap_or(0)
-            .clamp(READ_CHUNK, 16 * READ_CHUNK);
+        // Room for the rest of the frame in flight, whole (its length already passed
+        // `max_frame_size`), so a large frame is read in as few reads as the socket allows and
+        // never copied by repeated growth; at least READ_CHUNK otherwise. Untouched capacity costs
+        // address space, not memory.
+        let want = self.conn.bytes_wanted().unwrap_or(0).max(READ_CHUNK);
         let buf = self.conn.recv_buf();
-        if buf.capacity() - buf.len() < READ_CHUNK {
+        if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
         match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
@@ -204,7 +199,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Event::Message(message) => {
                     let len = message.len();
                     self.shared.received.fetch_add(len, Ordering::AcqRel);
-                    if self.incoming.send(Incoming::Message(message)).is_err() {
+                    if self
+                        .shared
+                        .push_incoming(Incoming::Message(message))
+                        .is_err()
+                    {
                         // Nobody is receiving: discard, and keep the budget honest.
                         self.shared.received.fetch_sub(len, Ordering::AcqRel);
                     }
@@ -226,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let (Some(err), true) = (&self.io_error, info.reason.is_empty()) {
             info.reason = Utf8Bytes::from(err.to_string());
         }
-        let _ = self.incoming.send(Incoming::Closed(info.clone()));
+        let _ = self.shared.push_incoming(Incoming::Closed(info.clone()));
         self.shared.set_closed(info);
     }
 
@@ -273,15 +272,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         });
         true
     }
-
-    /// Releases what senders still have queued once the connection can no longer send it.
-    fn drain_dead_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Message(message, _) = command {
-                self.shared.release(message.len());
-            }
-        }
-    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
@@ -294,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             if this.aborted() {
                 return Poll::Ready(());
             }
-            let mut progress = this.pull_commands(cx);
+            let mut progress = this.pull_commands();
             progress |= this.write(cx);
             if this.io_error.is_some() {
                 this.drain_dead_commands();
@@ -331,6 +321,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
     }
 }
 
+impl<S> Driver<S> {
+    /// Releases what senders still have queued once the connection can no longer send it.
+    /// Marks the driver gone first, under the queue's lock, so no sender queues after the drain.
+    fn drain_dead_commands(&mut self) {
+        let dead = {
+            let mut queue = self.shared.commands();
+            self.shared.driver_gone.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        for command in dead {
+            if let Command::Message(message, _) = command {
+                self.shared.release(message.len());
+            }
+        }
+    }
+}
+
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
         if !self.reported {
@@ -340,8 +347,11 @@ impl<S> Drop for Driver<S> {
                 initiator: Initiator::Local,
                 clean: false,
             };
-            let _ = self.incoming.send(Incoming::Closed(info.clone()));
+            let _ = self.shared.push_incoming(Incoming::Closed(info.clone()));
             self.shared.set_closed(info);
         }
+        self.drain_dead_commands();
+        // The receiver may be waiting for an item that will now never come.
+        self.shared.receiver.wake();
     }
 }

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
-use tokio::sync::mpsc;
 
 use super::shared::Shared;
 use crate::error::{SendError, TrySendError};
@@ -25,15 +24,33 @@ pub(crate) enum Command {
 /// Messages are queued whole and written by the connection's own task, so a send never waits
 /// for the network; it waits only while the queue is over its byte budget
 /// (`Limits::send_queue_bytes`). See `docs/backpressure.md`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Sender {
-    commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::AcqRel);
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: the driver may close the connection if the receiver is gone too.
+            self.shared.driver.wake();
+        }
+    }
+}
+
 impl Sender {
-    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Self {
-        Sender { commands, shared }
+    /// The first handle of a connection (`Shared::senders` starts at one).
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Sender { shared }
     }
 
     /// Queues a whole message, waiting while the send queue is over its byte budget.
@@ -91,9 +108,12 @@ impl Sender {
         if !self.shared.try_reserve(len) {
             return Err(TrySendError::Full(message));
         }
-        match self.commands.send(Command::Message(message, uncompressed)) {
+        match self
+            .shared
+            .push_command(Command::Message(message, uncompressed))
+        {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(command)) => {
+            Err(command) => {
                 self.shared.release(len);
                 match command {
                     Command::Message(message, _) => Err(TrySendError::Closed(message)),
@@ -118,8 +138,8 @@ impl Sender {
         if self.shared.is_closing() || payload.len() > 125 {
             return Err(SendError(Message::Binary(payload)));
         }
-        self.commands
-            .send(Command::Ping(payload))
+        self.shared
+            .push_command(Command::Ping(payload))
             .map_err(|_| SendError(Message::binary(Bytes::new())))
     }
 
@@ -166,7 +186,9 @@ impl Sender {
         if self.shared.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
+        let _ = self
+            .shared
+            .push_command(Command::Close(code, reason.to_owned()));
         true
     }
 

@@ -1,14 +1,37 @@
-//! State shared between a connection's driver and its handles, all atomics and wakers.
+//! State shared between a connection's driver and its handles: atomics, wakers, and the two
+//! queues between them.
+//!
+//! The queues are plain `VecDeque`s behind a `std` mutex rather than channels: an empty
+//! `VecDeque` allocates nothing, where a channel allocates a block of slots up front (about
+//! 1.5 KiB each for these item types), and every lock is held only to push or pop one item, by
+//! at most the driver and the one handle on the other side, so it is an uncontended atomic in
+//! practice.
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseInfo, Limits};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use super::receiver::Incoming;
+use super::sender::Command;
+
 pub(crate) struct Shared {
+    /// What the senders ask of the driver, in order.
+    pub(crate) commands: Mutex<VecDeque<Command>>,
+    /// Live `Sender` handles; the last one to go wakes the driver.
+    pub(crate) senders: AtomicUsize,
+    /// Set (under the `commands` lock) once the driver is gone: nothing queued would be taken.
+    pub(crate) driver_gone: AtomicBool,
+    /// Messages and the close for the receiver, in order.
+    pub(crate) incoming: Mutex<VecDeque<Incoming>>,
+    /// Cleared (under the `incoming` lock) when the `Receiver` is dropped.
+    pub(crate) receiver_alive: AtomicBool,
+    /// Wakes the receiver when an item is queued for it.
+    pub(crate) receiver: AtomicWaker,
     /// Bytes of messages queued by senders and not yet taken by the driver.
     pub(crate) buffered: AtomicUsize,
     pub(crate) send_budget: usize,
@@ -39,6 +62,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(limits: &Limits, deflate: Option<DeflateParams>) -> Self {
         Shared {
+            commands: Mutex::new(VecDeque::new()),
+            senders: AtomicUsize::new(1),
+            driver_gone: AtomicBool::new(false),
+            incoming: Mutex::new(VecDeque::new()),
+            receiver_alive: AtomicBool::new(true),
+            receiver: AtomicWaker::new(),
             buffered: AtomicUsize::new(0),
             send_budget: limits.send_queue_bytes,
             space_wanted: AtomicBool::new(false),
@@ -83,6 +112,42 @@ impl Shared {
             self.space_wanted.store(false, Ordering::Release);
             self.space.notify_waiters();
         }
+    }
+
+    /// The command queue. Nothing panics while holding it, so a poisoned lock is still sound.
+    pub(crate) fn commands(&self) -> MutexGuard<'_, VecDeque<Command>> {
+        self.commands.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The receiver's queue. Nothing panics while holding it, so a poisoned lock is still sound.
+    pub(crate) fn incoming(&self) -> MutexGuard<'_, VecDeque<Incoming>> {
+        self.incoming.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a command for the driver and wakes it; hands the command back if the driver is gone.
+    pub(crate) fn push_command(&self, command: Command) -> Result<(), Command> {
+        {
+            let mut queue = self.commands();
+            if self.driver_gone.load(Ordering::Acquire) {
+                return Err(command);
+            }
+            queue.push_back(command);
+        }
+        self.driver.wake();
+        Ok(())
+    }
+
+    /// Queues an item for the receiver and wakes it; hands the item back if it was dropped.
+    pub(crate) fn push_incoming(&self, item: Incoming) -> Result<(), Incoming> {
+        {
+            let mut queue = self.incoming();
+            if !self.receiver_alive.load(Ordering::Acquire) {
+                return Err(item);
+            }
+            queue.push_back(item);
+        }
+        self.receiver.wake();
+        Ok(())
     }
 
     pub(crate) fn is_closing(&self) -> bool {
