@@ -745,6 +745,9 @@ impl Connection {
         if self.recv.is_empty() && self.pending.is_none() {
             self.recv = BytesMut::new();
         }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
         self.transmit.release_if_empty();
     }
 

@@ -186,6 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Ready(Err(err)) => self.fail_io(err),
             Poll::Pending => {
                 self.conn.release_idle_buffers();
+                self.shared.release_idle_queues();
                 return false;
             }
         }

@@ -150,6 +150,19 @@ impl Shared {
         Ok(())
     }
 
+    /// Frees the queues' slots while they are empty, so an idle connection holds none.
+    pub(crate) fn release_idle_queues(&self) {
+        let mut commands = self.commands();
+        if commands.is_empty() && commands.capacity() != 0 {
+            *commands = VecDeque::new();
+        }
+        drop(commands);
+        let mut incoming = self.incoming();
+        if incoming.is_empty() && incoming.capacity() != 0 {
+            *incoming = VecDeque::new();
+        }
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
