@@ -17,12 +17,14 @@ use tokio::time::Sleep;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 
 use super::WRITE_HIGH_WATER;
+use super::pool;
 use super::receiver::Incoming;
 use super::sender::Command;
 use super::shared::Shared;
 
-/// Bytes reserved in the receive buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room below which the receive buffer grows (to `pool::BUF_SIZE`, or the frame in flight)
+/// before a read.
+const MIN_READ: usize = 1024;
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 16;
 
@@ -66,6 +68,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// pushed after the look wakes it.
     fn pull_commands(&mut self) -> bool {
         let mut progress = false;
+        if self.commands_open && self.conn.wants_transmit_buf() {
+            // Parked again at the next idle read if no command uses it.
+            self.conn.provide_transmit_buf(pool::take());
+        }
         while self.commands_open && self.conn.transmit().len() < WRITE_HIGH_WATER {
             let command = self.shared.commands().pop_front();
             match command {
@@ -170,12 +176,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         // Room for the rest of the frame in flight, whole (its length already passed
         // `max_frame_size`), so a large frame is read in as few reads as the socket allows and
-        // never copied by repeated growth; at least READ_CHUNK otherwise. Untouched capacity costs
+        // never copied by repeated growth; a pooled buffer otherwise. Untouched capacity costs
         // address space, not memory.
-        let want = self.conn.bytes_wanted().unwrap_or(0).max(READ_CHUNK);
+        let want = self.conn.bytes_wanted().unwrap_or(0).max(MIN_READ);
         let buf = self.conn.recv_buf();
+        if buf.capacity() == 0 {
+            *buf = pool::take();
+        }
         if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
+            buf.reserve(want.max(pool::BUF_SIZE));
         }
         match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
             Poll::Ready(Ok(0)) => {
@@ -185,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Ready(Ok(_)) => self.conn.handle_received(Instant::now()),
             Poll::Ready(Err(err)) => self.fail_io(err),
             Poll::Pending => {
-                self.conn.release_idle_buffers();
+                self.conn.take_idle_buffers(pool::put);
                 self.shared.release_idle_queues();
                 return false;
             }
@@ -326,12 +335,12 @@ impl<S> Driver<S> {
     /// Releases what senders still have queued once the connection can no longer send it.
     /// Marks the driver gone first, under the queue's lock, so no sender queues after the drain.
     fn drain_dead_commands(&mut self) {
-        let dead = {
+        let mut dead = {
             let mut queue = self.shared.commands();
             self.shared.driver_gone.store(true, Ordering::Release);
             std::mem::take(&mut *queue)
         };
-        for command in dead {
+        for command in dead.drain(..) {
             if let Command::Message(message, _) = command {
                 self.shared.release(message.len());
             }

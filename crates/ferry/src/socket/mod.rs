@@ -14,6 +14,7 @@
 //! the close echo) are never stuck behind the application's backlog.
 
 mod driver;
+mod pool;
 mod receiver;
 mod sender;
 mod shared;
