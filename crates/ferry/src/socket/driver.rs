@@ -41,6 +41,9 @@ pub(crate) struct Driver<S> {
     reported: bool,
     /// Bounds the final flush once the protocol is done, against a peer that stopped reading.
     linger: Option<Pin<Box<Sleep>>>,
+    /// The read buffer was grown past the pool's size for a large frame: free it when idle
+    /// rather than pool it (a pooled remnant would keep the whole large allocation alive).
+    grown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -56,6 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             io_error: None,
             reported: false,
             linger: None,
+            grown: false,
         };
         // Leftover bytes from the handshake may already have produced events.
         driver.dispatch_events();
@@ -185,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if buf.capacity() - buf.len() < want {
             buf.reserve(want.max(pool::BUF_SIZE));
+            self.grown |= want > pool::BUF_SIZE;
         }
         match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
             Poll::Ready(Ok(0)) => {
@@ -194,6 +199,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Ready(Ok(_)) => self.conn.handle_received(Instant::now()),
             Poll::Ready(Err(err)) => self.fail_io(err),
             Poll::Pending => {
+                if std::mem::take(&mut self.grown) {
+                    let grown = std::mem::take(self.conn.recv_buf());
+                    if !grown.is_empty() || self.conn.bytes_wanted().is_some() {
+                        // Still in use: keep it, and free it at a later idle read.
+                        *self.conn.recv_buf() = grown;
+                        self.grown = true;
+                    }
+                }
                 self.conn.take_idle_buffers(pool::put);
                 self.shared.release_idle_queues();
                 return false;
