@@ -41,7 +41,7 @@ pub(crate) struct Driver<S> {
     reported: bool,
     /// Bounds the final flush once the protocol is done, against a peer that stopped reading.
     linger: Option<Pin<Box<Sleep>>>,
-    /// The read buffer was grown past the pool's size for a large frame: free it when idle
+    /// The read buffer was grown past what the pool keeps, for a large frame: free it when idle
     /// rather than pool it (a pooled remnant would keep the whole large allocation alive).
     grown: bool,
 }
@@ -189,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if buf.capacity() - buf.len() < want {
             buf.reserve(want.max(pool::BUF_SIZE));
-            self.grown |= want > pool::BUF_SIZE;
+            self.grown |= want > pool::KEEP_MAX;
         }
         match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
             Poll::Ready(Ok(0)) => {

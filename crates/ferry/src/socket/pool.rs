@@ -4,21 +4,25 @@
 //! would allocate and free one of each for every message it echoes, and the allocator was the
 //! largest single cost of a small echo (about a quarter of its instructions under callgrind). A
 //! buffer goes back to the pool of whatever thread the connection's task runs on when a read
-//! would block; the pool keeps at most [`MAX_POOLED`] buffers per thread and drops the rest, so
+//! would block; the pool keeps at most `MAX_POOLED` buffers per thread and drops the rest, so
 //! its memory is bounded per thread rather than per connection.
 
 use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// The capacity of a fresh buffer: enough for one read of typical messages.
-pub(crate) const BUF_SIZE: usize = 8 * 1024;
-/// Buffers kept per thread (256 KiB at most, at `BUF_SIZE`).
-const MAX_POOLED: usize = 32;
+/// The capacity of a fresh buffer: one read takes in a 16 KiB message whole (with 8 KiB, such a
+/// message cost two reads and a buffer growth: 3 `recvfrom` per echo instead of 2 under
+/// `strace -c`). Only busy connections hold one; pages are touched only as far as reads fill.
+pub(crate) const BUF_SIZE: usize = 32 * 1024;
+/// Buffers kept per thread (at most 1 MiB at `KEEP_MAX`). A thread lends one per connection
+/// with bytes in flight, and gets it back as soon as that connection's reads would block.
+const MAX_POOLED: usize = 16;
 /// Buffers outside this range of capacity are not kept: a tiny remnant is not worth a slot, and
 /// a large one (grown for a large frame) would hold memory the pool's bound does not count.
 const KEEP_MIN: usize = 1024;
-const KEEP_MAX: usize = 4 * BUF_SIZE;
+/// See `KEEP_MIN`; the driver also frees, rather than pools, a buffer it grew past this.
+pub(crate) const KEEP_MAX: usize = 2 * BUF_SIZE;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
