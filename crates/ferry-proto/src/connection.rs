@@ -30,6 +30,9 @@ use crate::message::{Message, Utf8Bytes};
 use crate::prepared::{FrameEncoding, PreparedFrame};
 use crate::transmit::Transmit;
 
+/// Event queue slots kept while idle: the few a connection uses message by message.
+const KEPT_EVENT_SLOTS: usize = 4;
+
 /// Which end of the connection this is. It decides masking (§5.1) and who closes TCP (§7.1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -773,10 +776,39 @@ impl Connection {
 
     /// Releases buffer memory while nothing is in flight, so an idle connection holds none.
     pub fn release_idle_buffers(&mut self) {
-        if self.recv.is_empty() && self.pending.is_none() {
-            self.recv = BytesMut::new();
+        self.take_idle_buffers(drop);
+    }
+
+    /// Like [`release_idle_buffers`](Self::release_idle_buffers), but hands each released I/O
+    /// buffer (empty, with its capacity) to `keep`, so a driver can pool them across connections
+    /// instead of allocating anew for the next message. Give one back with
+    /// [`recv_buf`](Self::recv_buf) (replace the empty buffer) or
+    /// [`provide_transmit_buf`](Self::provide_transmit_buf).
+    pub fn take_idle_buffers(&mut self, mut keep: impl FnMut(BytesMut)) {
+        if self.recv.is_empty() && self.pending.is_none() && self.recv.capacity() != 0 {
+            keep(std::mem::take(&mut self.recv));
         }
-        self.transmit.release_if_empty();
+        if let Some(buf) = self.transmit.take_if_empty() {
+            keep(buf);
+        }
+        // A few slots stay: freeing them too would cost an allocation per message. What a burst
+        // grew goes.
+        if self.events.is_empty() && self.events.capacity() > KEPT_EVENT_SLOTS {
+            self.events = VecDeque::new();
+        }
+    }
+
+    /// Whether the transmit queue has no buffer to encode small frames into (it lent it out
+    /// through [`take_idle_buffers`](Self::take_idle_buffers), or never had one).
+    pub fn wants_transmit_buf(&self) -> bool {
+        self.transmit.wants_buf()
+    }
+
+    /// Gives the transmit queue an empty buffer to encode small frames into, if it has none
+    /// (see [`wants_transmit_buf`](Self::wants_transmit_buf)); otherwise drops it. Saves an
+    /// allocation per message when `buf` comes from a pool.
+    pub fn provide_transmit_buf(&mut self, buf: BytesMut) {
+        self.transmit.provide(buf);
     }
 
     // ---------------------------------------------------------------------------------------

@@ -55,11 +55,31 @@ impl Transmit {
         out.freeze()
     }
 
-    /// Frees the small-write buffer when nothing is waiting, so an idle connection holds none.
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.is_empty() {
+    /// When nothing is waiting, frees the chunk list and hands out the small-write buffer, so an
+    /// idle connection holds neither.
+    pub(crate) fn take_if_empty(&mut self) -> Option<BytesMut> {
+        if !self.is_empty() {
+            return None;
+        }
+        if self.chunks.capacity() != 0 {
             self.chunks = VecDeque::new();
-            self.tail = BytesMut::new();
+        }
+        if self.tail.capacity() == 0 {
+            return None;
+        }
+        Some(std::mem::take(&mut self.tail))
+    }
+
+    /// Whether the small-write buffer has no capacity at all.
+    pub(crate) fn wants_buf(&self) -> bool {
+        self.tail.capacity() == 0
+    }
+
+    /// Uses `buf` (cleared) as the small-write buffer if the current one has no capacity.
+    pub(crate) fn provide(&mut self, mut buf: BytesMut) {
+        if self.wants_buf() {
+            buf.clear();
+            self.tail = buf;
         }
     }
 

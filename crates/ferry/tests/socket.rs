@@ -292,3 +292,48 @@ async fn peer_close_is_reported_as_remote() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Large messages, pipelined, of varying sizes and distinct contents, some held by the
+/// application while later ones arrive: the driver reuses a large read buffer's allocation once
+/// the message in it is gone, and a wrong reuse would corrupt a message still held.
+#[tokio::test]
+async fn pipelined_large_messages_survive_read_buffer_reuse() {
+    let limits = Limits {
+        max_message_size: 4 << 20,
+        max_frame_size: 4 << 20,
+        send_queue_bytes: 16 << 20,
+        recv_queue_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let config = Config {
+        limits,
+        ..Config::default()
+    };
+    let url = server(config.clone(), echo).await;
+    let (sender, mut receiver, _) = ferry::connect_with(&url, &config).await.unwrap();
+    let payload = |i: usize| -> Vec<u8> {
+        let size = [100_000, 1 << 20, 300_000, (2 << 20) + 7, 65_537, 1 << 20][i % 6];
+        (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
+    };
+    const N: usize = 24;
+    let send = async {
+        for i in 0..N {
+            sender.send(Message::binary(payload(i))).await.unwrap();
+        }
+    };
+    let receive = async {
+        // Hold every echo until the end, so reused buffers cannot be the held ones.
+        let mut held = Vec::new();
+        for _ in 0..N {
+            held.push(next_message(&mut receiver).await);
+        }
+        held
+    };
+    let ((), held) = tokio::join!(send, receive);
+    for (i, message) in held.iter().enumerate() {
+        assert!(
+            message.as_bytes() == payload(i).as_slice(),
+            "message {i} corrupted"
+        );
+    }
+}

@@ -103,13 +103,16 @@ async fn echo<S>(stream: S, config: Config)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, mut receiver) = match ferry::accept_with(stream, &config).await {
+    // Boxed: the handshake's state is freed once it is done, instead of sizing this task (alive
+    // as long as the connection) for it. Measured with `ferry bench idle` (docs/memory.md).
+    let (sender, mut receiver) = match Box::pin(ferry::accept_with(stream, &config)).await {
         Ok(handles) => handles,
         Err(err) => {
             tracing::debug!(error = %err, "handshake failed");
             return;
         }
     };
+    drop(config);
     while let Some(Incoming::Message(message)) = receiver.recv().await {
         if sender.send(message).await.is_err() {
             break;

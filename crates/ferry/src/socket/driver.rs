@@ -8,33 +8,32 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use ferry_proto::{
     CloseCode, CloseInfo, Connection, Event, Initiator, SendOptions, State, Utf8Bytes,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 
 use super::WRITE_HIGH_WATER;
+use super::pool;
 use super::receiver::Incoming;
 use super::sender::Command;
 use super::shared::Shared;
 
-/// Bytes reserved in the receive buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room below which the receive buffer grows (to `pool::BUF_SIZE`, or the frame in flight)
+/// before a read.
+const MIN_READ: usize = 1024;
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 16;
 
 pub(crate) struct Driver<S> {
     io: S,
     conn: Connection,
-    commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
     /// The drop-queue marker whose messages are being moved into the protocol, if one is.
     draining: Option<u64>,
-    incoming: mpsc::UnboundedSender<Incoming>,
     shared: Arc<Shared>,
     timer: Option<Pin<Box<Sleep>>>,
     read_closed: bool,
@@ -44,23 +43,23 @@ pub(crate) struct Driver<S> {
     reported: bool,
     /// Bounds the final flush once the protocol is done, against a peer that stopped reading.
     linger: Option<Pin<Box<Sleep>>>,
+    /// The read buffer was grown past what the pool keeps, for a large frame: free it when idle
+    /// rather than pool it (a pooled remnant would keep the whole large allocation alive).
+    grown: bool,
+    /// The previous large read buffer's remnant. Its message is usually still being echoed or
+    /// used when the next large frame starts; by the frame after, it is gone and the allocation
+    /// is reused instead of a fresh one (which glibc would get by growing the heap, and the
+    /// kernel by faulting in and zeroing every page: `brk` and ~130 page faults per 1 MiB echo).
+    spare: Option<BytesMut>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    pub(crate) fn new(
-        io: S,
-        conn: Connection,
-        commands: mpsc::UnboundedReceiver<Command>,
-        incoming: mpsc::UnboundedSender<Incoming>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(crate) fn new(io: S, conn: Connection, shared: Arc<Shared>) -> Self {
         let mut driver = Driver {
             io,
             conn,
-            commands,
             commands_open: true,
             draining: None,
-            incoming,
             shared,
             timer: None,
             read_closed: false,
@@ -68,6 +67,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             io_error: None,
             reported: false,
             linger: None,
+            grown: false,
+            spare: None,
         };
         // Leftover bytes from the handshake may already have produced events.
         driver.dispatch_events();
@@ -75,30 +76,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Moves queued commands into the protocol while little is waiting to be written.
-    fn pull_commands(&mut self, cx: &mut Context<'_>) -> bool {
+    ///
+    /// The driver's waker is registered (in `poll`) before this looks at the queue, so a command
+    /// pushed after the look wakes it.
+    fn pull_commands(&mut self) -> bool {
         let mut progress = false;
+        if self.commands_open && self.conn.wants_transmit_buf() {
+            // Parked again at the next idle read if no command uses it.
+            self.conn.provide_transmit_buf(pool::take());
+        }
         while self.commands_open && self.conn.transmit().len() < WRITE_HIGH_WATER {
             // A marker's messages come before any later command.
             if self.draining.is_some() {
                 progress |= self.drain_marker();
                 continue;
             }
-            match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(command)) => {
+            let command = self.shared.commands().pop_front();
+            match command {
+                Some(command) => {
                     progress = true;
                     self.apply(command);
                 }
-                Poll::Ready(None) => {
+                None if self.shared.senders.load(Ordering::Acquire) == 0 => {
                     self.commands_open = false;
                     progress = true;
                     // Every sender is gone. With the receiver gone too, nobody can use this
                     // connection any more: close it.
-                    if self.incoming.is_closed() && self.conn.state() == State::Open {
+                    if !self.shared.receiver_alive.load(Ordering::Acquire)
+                        && self.conn.state() == State::Open
+                    {
                         let _ = self.conn.close(CloseCode::NORMAL, "", Instant::now());
                         self.shared.closing.store(true, Ordering::Release);
                     }
                 }
-                Poll::Pending => break,
+                None => break,
             }
         }
         progress
@@ -222,14 +233,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return false;
             }
         }
-        let want = self
-            .conn
-            .bytes_wanted()
-            .unwrap_or(0)
-            .clamp(READ_CHUNK, 16 * READ_CHUNK);
+        // Room for the rest of the frame in flight, whole (its length already passed
+        // `max_frame_size`), so a large frame is read in as few reads as the socket allows and
+        // never copied by repeated growth; a pooled buffer otherwise. Untouched capacity costs
+        // address space, not memory.
+        let want = self.conn.bytes_wanted().unwrap_or(0).max(MIN_READ);
         let buf = self.conn.recv_buf();
-        if buf.capacity() - buf.len() < READ_CHUNK {
-            buf.reserve(want);
+        if buf.capacity() == 0 {
+            if std::mem::take(&mut self.grown) {
+                // The remnant of the large buffer the last frame filled: the next large frame
+                // can have its allocation back once that frame's message is gone.
+                self.spare = Some(std::mem::take(buf));
+            }
+            *buf = pool::take();
+        }
+        if buf.capacity() - buf.len() < want {
+            if want > pool::KEEP_MAX {
+                let was_grown = std::mem::replace(&mut self.grown, true);
+                let mut next = match self.spare.take() {
+                    Some(mut spare) => {
+                        spare.clear();
+                        if spare.try_reclaim(buf.len() + want) {
+                            spare
+                        } else {
+                            BytesMut::with_capacity(buf.len() + want)
+                        }
+                    }
+                    None => BytesMut::with_capacity(buf.len() + want),
+                };
+                // The frame's first bytes move over.
+                next.extend_from_slice(buf);
+                let previous = std::mem::replace(buf, next);
+                if !was_grown {
+                    pool::put(previous);
+                } else if self.spare.is_none() {
+                    self.spare = Some(previous);
+                }
+            } else {
+                buf.reserve(want.max(pool::BUF_SIZE));
+            }
         }
         match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
             Poll::Ready(Ok(0)) => {
@@ -239,7 +281,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Ready(Ok(_)) => self.conn.handle_received(Instant::now()),
             Poll::Ready(Err(err)) => self.fail_io(err),
             Poll::Pending => {
-                self.conn.release_idle_buffers();
+                if std::mem::take(&mut self.grown) {
+                    let grown = std::mem::take(self.conn.recv_buf());
+                    if !grown.is_empty() || self.conn.bytes_wanted().is_some() {
+                        // Still in use: keep it, and free it at a later idle read.
+                        *self.conn.recv_buf() = grown;
+                        self.grown = true;
+                    } else {
+                        // Idle: neither large allocation is kept.
+                        self.spare = None;
+                    }
+                }
+                self.conn.take_idle_buffers(pool::put);
+                self.shared.release_idle_queues();
                 return false;
             }
         }
@@ -253,7 +307,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Event::Message(message) => {
                     let len = message.len();
                     self.shared.received.fetch_add(len, Ordering::AcqRel);
-                    if self.incoming.send(Incoming::Message(message)).is_err() {
+                    if self
+                        .shared
+                        .push_incoming(Incoming::Message(message))
+                        .is_err()
+                    {
                         // Nobody is receiving: discard, and keep the budget honest.
                         self.shared.received.fetch_sub(len, Ordering::AcqRel);
                     }
@@ -275,7 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let (Some(err), true) = (&self.io_error, info.reason.is_empty()) {
             info.reason = Utf8Bytes::from(err.to_string());
         }
-        let _ = self.incoming.send(Incoming::Closed(info.clone()));
+        let _ = self.shared.push_incoming(Incoming::Closed(info.clone()));
         self.shared.set_closed(info);
     }
 
@@ -322,25 +380,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         });
         true
     }
-
-    /// Releases what senders still have queued once the connection can no longer send it.
-    fn drain_dead_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Message(message, _) => self.shared.release(message.len()),
-                Command::Prepared(frame) => self.shared.release(frame.len()),
-                _ => {}
-            }
-        }
-        let mut droppable = self
-            .shared
-            .droppable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while let Some(len) = droppable.drop_oldest() {
-            self.shared.release(len);
-        }
-    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
@@ -353,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             if this.aborted() {
                 return Poll::Ready(());
             }
-            let mut progress = this.pull_commands(cx);
+            let mut progress = this.pull_commands();
             progress |= this.write(cx);
             if this.io_error.is_some() {
                 this.drain_dead_commands();
@@ -390,6 +429,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
     }
 }
 
+impl<S> Driver<S> {
+    /// Releases what senders still have queued once the connection can no longer send it.
+    /// Marks the driver gone first, under the queue's lock, so no sender queues after the drain.
+    fn drain_dead_commands(&mut self) {
+        let mut dead = {
+            let mut queue = self.shared.commands();
+            self.shared.driver_gone.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        for command in dead.drain(..) {
+            match command {
+                Command::Message(message, _) => self.shared.release(message.len()),
+                Command::Prepared(frame) => self.shared.release(frame.len()),
+                _ => {}
+            }
+        }
+        let mut droppable = self
+            .shared
+            .droppable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(len) = droppable.drop_oldest() {
+            self.shared.release(len);
+        }
+    }
+}
+
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
         if !self.reported {
@@ -399,8 +465,11 @@ impl<S> Drop for Driver<S> {
                 initiator: Initiator::Local,
                 clean: false,
             };
-            let _ = self.incoming.send(Incoming::Closed(info.clone()));
+            let _ = self.shared.push_incoming(Incoming::Closed(info.clone()));
             self.shared.set_closed(info);
         }
+        self.drain_dead_commands();
+        // The receiver may be waiting for an item that will now never come.
+        self.shared.receiver.wake();
     }
 }

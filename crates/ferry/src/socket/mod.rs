@@ -8,12 +8,13 @@
 //!                                +--------------------+
 //! ```
 //!
-//! The handles share counters and wakers with the driver through atomics and lock-free
-//! channels: no lock is taken per message. The driver pulls queued messages only while less
+//! The handles share counters, wakers and two queues with the driver (`shared.rs`): no
+//! allocation per connection beyond those queues' items, and no lock contended per message. The driver pulls queued messages only while less
 //! than [`WRITE_HIGH_WATER`] bytes wait to be written, so the replies the protocol owes (pongs,
 //! the close echo) are never stuck behind the application's backlog.
 
 mod driver;
+mod pool;
 mod receiver;
 mod sender;
 mod shared;
@@ -24,7 +25,6 @@ use bytes::Bytes;
 use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use ferry_proto::{Config as ProtoConfig, Connection, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 pub use receiver::{Incoming, Receiver};
 pub use sender::{Overflow, Sender};
@@ -56,15 +56,10 @@ where
         deflate.map(|(params, _)| params),
         conn.frame_encoding(),
     ));
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
     if !leftover.is_empty() {
         conn.receive_data(&leftover, tokio::time::Instant::now().into_std());
     }
-    let driver = driver::Driver::new(io, conn, command_rx, incoming_tx, shared.clone());
+    let driver = driver::Driver::new(io, conn, shared.clone());
     tokio::spawn(driver);
-    (
-        Sender::new(command_tx, shared.clone()),
-        Receiver::new(incoming_rx, shared),
-    )
+    (Sender::new(shared.clone()), Receiver::new(shared))
 }

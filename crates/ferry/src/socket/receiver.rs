@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
-use tokio::sync::mpsc;
 
 use super::shared::Shared;
 
@@ -26,15 +25,13 @@ pub enum Incoming {
 /// rather than growing memory.
 #[derive(Debug)]
 pub struct Receiver {
-    incoming: mpsc::UnboundedReceiver<Incoming>,
     shared: Arc<Shared>,
     finished: bool,
 }
 
 impl Receiver {
-    pub(crate) fn new(incoming: mpsc::UnboundedReceiver<Incoming>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Receiver {
-            incoming,
             shared,
             finished: false,
         }
@@ -74,9 +71,19 @@ impl Receiver {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.incoming.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Incoming::Message(message))) => {
+        let mut item = self.shared.incoming().pop_front();
+        if item.is_none() {
+            // Register before looking again, so an item queued in between wakes us.
+            self.shared.receiver.register(cx.waker());
+            item = self.shared.incoming().pop_front();
+        }
+        let item = match item {
+            Some(item) => Some(item),
+            None if self.shared.driver_gone.load(Ordering::Acquire) => None,
+            None => return Poll::Pending,
+        };
+        match item {
+            Some(Incoming::Message(message)) => {
                 let len = message.len();
                 let before = self.shared.received.fetch_sub(len, Ordering::AcqRel);
                 let after = before - len;
@@ -88,11 +95,11 @@ impl Receiver {
                 }
                 Poll::Ready(Some(Incoming::Message(message)))
             }
-            Poll::Ready(Some(closed @ Incoming::Closed(_))) => {
+            Some(closed @ Incoming::Closed(_)) => {
                 self.finished = true;
                 Poll::Ready(Some(closed))
             }
-            Poll::Ready(None) => {
+            None => {
                 // The driver ended without reporting a close (its runtime shut down).
                 self.finished = true;
                 let info = self.shared.closed.get().cloned().unwrap_or(CloseInfo {
@@ -109,6 +116,26 @@ impl Receiver {
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<CloseInfo> {
         self.shared.closed.get().cloned()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Nobody will take what is queued: discard it, return its bytes to the budget, and let
+        // the driver read on (and close, if every sender is gone too).
+        let dropped: usize = {
+            let mut queue = self.shared.incoming();
+            self.shared.receiver_alive.store(false, Ordering::Release);
+            queue
+                .drain(..)
+                .map(|item| match item {
+                    Incoming::Message(message) => message.len(),
+                    Incoming::Closed(_) => 0,
+                })
+                .sum()
+        };
+        self.shared.received.fetch_sub(dropped, Ordering::AcqRel);
+        self.shared.driver.wake();
     }
 }
 

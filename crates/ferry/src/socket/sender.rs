@@ -8,7 +8,6 @@ use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{
     CloseCode, CloseInfo, FrameEncoding, Initiator, Message, PreparedFrame, Utf8Bytes,
 };
-use tokio::sync::mpsc;
 
 use super::shared::Shared;
 use crate::error::{SendError, TrySendError};
@@ -43,15 +42,33 @@ pub enum Overflow {
 /// Messages are queued whole and written by the connection's own task, so a send never waits
 /// for the network; it waits only while the queue is over its byte budget
 /// (`Limits::send_queue_bytes`). See `docs/backpressure.md`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Sender {
-    commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::AcqRel);
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: the driver may close the connection if the receiver is gone too.
+            self.shared.driver.wake();
+        }
+    }
+}
+
 impl Sender {
-    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Self {
-        Sender { commands, shared }
+    /// The first handle of a connection (`Shared::senders` starts at one).
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Sender { shared }
     }
 
     /// Queues a whole message, waiting while the send queue is over its byte budget.
@@ -111,7 +128,7 @@ impl Sender {
         }
         match self.ordinary(Command::Message(message, uncompressed)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(command)) => {
+            Err(command) => {
                 self.shared.release(len);
                 match command {
                     Command::Message(message, _) => Err(TrySendError::Closed(message)),
@@ -147,7 +164,7 @@ impl Sender {
             }
             return match self.ordinary(Command::Prepared(frame)) {
                 Ok(()) => Ok(0),
-                Err(mpsc::error::SendError(command)) => {
+                Err(command) => {
                     self.shared.release(len);
                     Err(TrySendError::Closed(match command {
                         Command::Prepared(frame) => frame.message().clone(),
@@ -183,8 +200,8 @@ impl Sender {
         if !self.shared.marker_open.load(Ordering::Acquire) {
             queue.marker += 1;
             if self
-                .commands
-                .send(Command::Droppable(queue.marker))
+                .shared
+                .push_command(Command::Droppable(queue.marker))
                 .is_err()
             {
                 self.shared.release(len);
@@ -200,9 +217,9 @@ impl Sender {
 
     /// Queues an ordinary command: droppable messages queued after it must follow it, so the
     /// open drop-queue marker (which precedes it) may no longer cover them.
-    fn ordinary(&self, command: Command) -> Result<(), mpsc::error::SendError<Command>> {
+    fn ordinary(&self, command: Command) -> Result<(), Command> {
         self.shared.marker_open.store(false, Ordering::Release);
-        self.commands.send(command)
+        self.shared.push_command(command)
     }
 
     /// The connection's fan-out group: connections with equal encodings share one encoding of
@@ -294,14 +311,12 @@ mod tests {
     use super::*;
     use ferry_proto::{Limits, PreparedMessage};
 
-    fn sender(budget: usize) -> (Sender, mpsc::UnboundedReceiver<Command>) {
+    fn sender(budget: usize) -> Sender {
         let limits = Limits {
             send_queue_bytes: budget,
             ..Limits::default()
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&limits, None, None));
-        (Sender::new(tx, shared), rx)
+        Sender::new(Arc::new(Shared::new(&limits, None, None)))
     }
 
     fn frame(byte: u8, len: usize) -> PreparedFrame {
@@ -310,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_stalled_connection_holds_one_marker_however_much_is_dropped() {
-        let (sender, rx) = sender(10_000);
+        let sender = sender(10_000);
         let mut dropped = 0;
         for i in 0..100_000u32 {
             dropped += sender
@@ -320,7 +335,7 @@ mod tests {
         assert_eq!(dropped, 100_000 - 10);
         assert_eq!(sender.buffered_amount(), 10_000);
         // Nobody drains: still one command, not one per message.
-        assert_eq!(rx.len(), 1);
+        assert_eq!(sender.shared.commands().len(), 1);
         let queue = sender.shared.droppable.lock().unwrap();
         assert_eq!(queue.entries.len(), 10);
         assert_eq!(queue.bytes, 10_000);
@@ -334,7 +349,7 @@ mod tests {
 
     #[test]
     fn an_ordinary_send_starts_a_new_marker_and_is_never_dropped() {
-        let (sender, mut rx) = sender(3000);
+        let sender = sender(3000);
         sender
             .try_send_prepared(frame(1, 1000), Overflow::DropOldest)
             .unwrap();
@@ -347,7 +362,7 @@ mod tests {
             sender.try_send_prepared(frame(3, 1000), Overflow::DropOldest),
             Ok(1)
         );
-        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        let kinds: Vec<String> = std::iter::from_fn(|| sender.shared.commands().pop_front())
             .map(|c| match c {
                 Command::Droppable(m) => format!("marker {m}"),
                 Command::Message(..) => "message".to_owned(),
@@ -366,7 +381,7 @@ mod tests {
 
     #[test]
     fn dropping_is_refused_when_it_could_not_make_room() {
-        let (sender, _rx) = sender(2000);
+        let sender = sender(2000);
         sender
             .try_send_prepared(frame(1, 500), Overflow::DropOldest)
             .unwrap();

@@ -1,15 +1,40 @@
-//! State shared between a connection's driver and its handles, all atomics and wakers.
+//! State shared between a connection's driver and its handles: atomics, wakers, and the two
+//! queues between them.
+//!
+//! The queues are `VecDeque`s behind a `std` mutex rather than channels: a `VecDeque` allocates
+//! slots as they are needed, where a channel allocates a block of 32 up front (about 1.5 KiB
+//! each for these item types); and every lock is held only to push or pop one item, by
+//! at most the driver and the one handle on the other side, so it is an uncontended atomic in
+//! practice.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseInfo, FrameEncoding, Limits, PreparedFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use super::receiver::Incoming;
+use super::sender::Command;
+
+/// Queue slots kept while idle: the few a connection uses message by message.
+const KEPT_SLOTS: usize = 4;
+
 pub(crate) struct Shared {
+    /// What the senders ask of the driver, in order.
+    pub(crate) commands: Mutex<VecDeque<Command>>,
+    /// Live `Sender` handles; the last one to go wakes the driver.
+    pub(crate) senders: AtomicUsize,
+    /// Set (under the `commands` lock) once the driver is gone: nothing queued would be taken.
+    pub(crate) driver_gone: AtomicBool,
+    /// Messages and the close for the receiver, in order.
+    pub(crate) incoming: Mutex<VecDeque<Incoming>>,
+    /// Cleared (under the `incoming` lock) when the `Receiver` is dropped.
+    pub(crate) receiver_alive: AtomicBool,
+    /// Wakes the receiver when an item is queued for it.
+    pub(crate) receiver: AtomicWaker,
     /// Bytes of messages queued by senders and not yet taken by the driver.
     pub(crate) buffered: AtomicUsize,
     pub(crate) send_budget: usize,
@@ -92,6 +117,12 @@ impl Shared {
         frame_encoding: Option<FrameEncoding>,
     ) -> Self {
         Shared {
+            commands: Mutex::new(VecDeque::new()),
+            senders: AtomicUsize::new(1),
+            driver_gone: AtomicBool::new(false),
+            incoming: Mutex::new(VecDeque::new()),
+            receiver_alive: AtomicBool::new(true),
+            receiver: AtomicWaker::new(),
             buffered: AtomicUsize::new(0),
             send_budget: limits.send_queue_bytes,
             space_wanted: AtomicBool::new(false),
@@ -138,6 +169,57 @@ impl Shared {
         if self.space_wanted.load(Ordering::Acquire) {
             self.space_wanted.store(false, Ordering::Release);
             self.space.notify_waiters();
+        }
+    }
+
+    /// The command queue. Nothing panics while holding it, so a poisoned lock is still sound.
+    pub(crate) fn commands(&self) -> MutexGuard<'_, VecDeque<Command>> {
+        self.commands.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The receiver's queue. Nothing panics while holding it, so a poisoned lock is still sound.
+    pub(crate) fn incoming(&self) -> MutexGuard<'_, VecDeque<Incoming>> {
+        self.incoming.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a command for the driver and wakes it; hands the command back if the driver is gone.
+    pub(crate) fn push_command(&self, command: Command) -> Result<(), Command> {
+        {
+            let mut queue = self.commands();
+            if self.driver_gone.load(Ordering::Acquire) {
+                return Err(command);
+            }
+            queue.push_back(command);
+        }
+        self.driver.wake();
+        Ok(())
+    }
+
+    /// Queues an item for the receiver and wakes it; hands the item back if it was dropped.
+    pub(crate) fn push_incoming(&self, item: Incoming) -> Result<(), Incoming> {
+        {
+            let mut queue = self.incoming();
+            if !self.receiver_alive.load(Ordering::Acquire) {
+                return Err(item);
+            }
+            queue.push_back(item);
+        }
+        self.receiver.wake();
+        Ok(())
+    }
+
+    /// Frees what a burst grew the queues to, once they are empty. A few slots stay: freeing
+    /// them too costs an allocation per queue per message (about 1,000 instructions per small
+    /// echo under callgrind) to save about 0.5 KiB per idle connection.
+    pub(crate) fn release_idle_queues(&self) {
+        let mut commands = self.commands();
+        if commands.is_empty() && commands.capacity() > KEPT_SLOTS {
+            *commands = VecDeque::new();
+        }
+        drop(commands);
+        let mut incoming = self.incoming();
+        if incoming.is_empty() && incoming.capacity() > KEPT_SLOTS {
+            *incoming = VecDeque::new();
         }
     }
 
