@@ -378,21 +378,21 @@ impl Serialize for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
+            NumberOrText::Text(text) => parse_size(&text),
         }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => usize::try_from(n)
-                .map(Size)
-                .map_err(|_| serde::de::Error::custom("too large")),
-            Raw::Text(text) => parse_size(&text)
-                .map(Size)
-                .map_err(serde::de::Error::custom),
-        }
+        .map(Size)
+        .map_err(serde::de::Error::custom)
     }
+}
+
+/// How a size or a duration may be written: a bare number, or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
 }
 
 /// A duration in the config: `10` (seconds), `"10s"`, `"500ms"`, `"5m"`.
@@ -413,18 +413,12 @@ impl Serialize for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(Duration::from_secs(n)),
+            NumberOrText::Text(text) => parse_duration(&text),
         }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::Text(text) => parse_duration(&text)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
+        .map(Dur)
+        .map_err(serde::de::Error::custom)
     }
 }
 
