@@ -58,44 +58,11 @@ SUITE=interop-browser
 
 # --- Node, playwright-core and Chromium ----------------------------------------------------
 
-command -v "$NODE" >/dev/null 2>&1 || skip "$NODE not found; the browser interop tests need Node.js 20 or later (Debian: apt-get install nodejs npm)"
-"$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
-    || skip "Node.js $("$NODE" --version) is too old; playwright-core needs 20 or later"
-wanted=$("$NODE" -p 'require(process.argv[1]).dependencies["playwright-core"]' "$SCRIPT_DIR/package.json")
-installed=$("$NODE" -p 'require(process.argv[1]).version' "$SCRIPT_DIR/node_modules/playwright-core/package.json" 2>/dev/null)
-if [ "$installed" = "$wanted" ]; then
-    log "reusing $SCRIPT_DIR/node_modules (playwright-core $installed)"
-else
-    command -v npm >/dev/null 2>&1 || skip "npm not found; it installs playwright-core for the browser interop tests (Debian: apt-get install npm)"
-    log "installing playwright-core $wanted into $SCRIPT_DIR/node_modules (npm ci)"
-    if ! bounded 300 env -C "$SCRIPT_DIR" npm ci --no-audit --no-fund >"$LOGDIR/npm.log" 2>&1; then
-        skip "npm ci could not install playwright-core $wanted (no access to the npm registry?): $(tail -n 1 "$LOGDIR/npm.log")"
-    fi
-fi
-
-if [ ! -x "$CHROMIUM" ]; then
-    [ "$CHROMIUM" = /usr/bin/chromium ] || skip "CHROMIUM=$CHROMIUM is not an executable"
-    command -v apt-get >/dev/null 2>&1 || skip "$CHROMIUM is missing and there is no apt-get to install Debian's chromium package"
-    [ "$(id -u)" = 0 ] || skip "$CHROMIUM is missing; install it with: sudo apt-get install chromium"
-    log "installing Debian's chromium package (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! bounded 900 apt-get install -y chromium >"$LOGDIR/apt.log" 2>&1; then
-        log "apt-get install failed; updating the package lists and trying again"
-        bounded 300 apt-get update >>"$LOGDIR/apt.log" 2>&1
-        bounded 900 apt-get install -y chromium >>"$LOGDIR/apt.log" 2>&1 \
-            || skip "apt-get could not install chromium: $(tail -n 1 "$LOGDIR/apt.log")"
-    fi
-    [ -x "$CHROMIUM" ] || skip "the chromium package did not provide $CHROMIUM"
-fi
-log "node $("$NODE" --version), playwright-core $wanted, $("$CHROMIUM" --version 2>/dev/null | tail -n 1)"
+setup_playwright_chromium "the browser interop tests"
 
 # --- Build ---------------------------------------------------------------------------------
 
 build_ferry
-
-free_port() {
-    "$NODE" -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
-}
 
 CHECK=("$NODE" "$SCRIPT_DIR/browser_check.mjs" --chromium "$CHROMIUM")
 
