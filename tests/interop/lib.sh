@@ -209,25 +209,33 @@ server_report() {
     [ "$failed" -eq 0 ] || FAILED_STEPS+=("$label")
 }
 
+# The version of npm package $1 pinned in $SCRIPT_DIR/package.json, installed into
+# $SCRIPT_DIR/node_modules with `npm ci` unless it is there already, or skip; $2 names the suite
+# for the messages. Sets NPM_PINNED to the version.
+npm_ci_pinned() {
+    local package=$1 what=$2 installed
+    NPM_PINNED=$("$NODE" -p 'require(process.argv[1]).dependencies[process.argv[2]]' "$SCRIPT_DIR/package.json" "$package")
+    installed=$("$NODE" -p 'require(process.argv[1]).version' "$SCRIPT_DIR/node_modules/$package/package.json" 2>/dev/null)
+    if [ "$installed" = "$NPM_PINNED" ]; then
+        log "reusing $SCRIPT_DIR/node_modules ($package $installed)"
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || skip "npm not found; it installs $package for $what (Debian: apt-get install npm)"
+    log "installing $package $NPM_PINNED into $SCRIPT_DIR/node_modules (npm ci)"
+    if ! bounded 300 env -C "$SCRIPT_DIR" npm ci --no-audit --no-fund >"$LOGDIR/npm.log" 2>&1; then
+        skip "npm ci could not install $package $NPM_PINNED (no access to the npm registry?): $(tail -n 1 "$LOGDIR/npm.log")"
+    fi
+}
+
 # Node 20+, the playwright-core pinned in $SCRIPT_DIR/package.json (npm ci), and Debian's Chromium
 # at $CHROMIUM (apt-get when root), or skip. $1 names the suite for the messages. Playwright
 # never downloads a browser: PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD is set by the callers.
 setup_playwright_chromium() {
-    local what=$1 wanted installed
+    local what=$1
     command -v "$NODE" >/dev/null 2>&1 || skip "$NODE not found; $what needs Node.js 20 or later (Debian: apt-get install nodejs npm)"
     "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
         || skip "Node.js $("$NODE" --version) is too old; playwright-core needs 20 or later"
-    wanted=$("$NODE" -p 'require(process.argv[1]).dependencies["playwright-core"]' "$SCRIPT_DIR/package.json")
-    installed=$("$NODE" -p 'require(process.argv[1]).version' "$SCRIPT_DIR/node_modules/playwright-core/package.json" 2>/dev/null)
-    if [ "$installed" = "$wanted" ]; then
-        log "reusing $SCRIPT_DIR/node_modules (playwright-core $installed)"
-    else
-        command -v npm >/dev/null 2>&1 || skip "npm not found; it installs playwright-core for $what (Debian: apt-get install npm)"
-        log "installing playwright-core $wanted into $SCRIPT_DIR/node_modules (npm ci)"
-        if ! bounded 300 env -C "$SCRIPT_DIR" npm ci --no-audit --no-fund >"$LOGDIR/npm.log" 2>&1; then
-            skip "npm ci could not install playwright-core $wanted (no access to the npm registry?): $(tail -n 1 "$LOGDIR/npm.log")"
-        fi
-    fi
+    npm_ci_pinned playwright-core "$what"
 
     if [ ! -x "$CHROMIUM" ]; then
         [ "$CHROMIUM" = /usr/bin/chromium ] || skip "CHROMIUM=$CHROMIUM is not an executable"
@@ -243,7 +251,7 @@ setup_playwright_chromium() {
         fi
         [ -x "$CHROMIUM" ] || skip "the chromium package did not provide $CHROMIUM"
     fi
-    log "node $("$NODE" --version), playwright-core $wanted, $("$CHROMIUM" --version 2>/dev/null | tail -n 1)"
+    log "node $("$NODE" --version), playwright-core $NPM_PINNED, $("$CHROMIUM" --version 2>/dev/null | tail -n 1)"
 }
 
 # A free loopback port, chosen by Node.

@@ -54,27 +54,13 @@ SUITE=interop-node
 command -v "$NODE" >/dev/null 2>&1 || skip "$NODE not found; the Node interop tests need Node.js 18 or later (Debian: apt-get install nodejs npm)"
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' \
     || skip "Node.js $("$NODE" --version) is too old; the Node interop tests need 18 or later"
-wanted=$("$NODE" -p 'require(process.argv[1]).dependencies.ws' "$SCRIPT_DIR/package.json")
-installed=$("$NODE" -p 'require(process.argv[1]).version' "$SCRIPT_DIR/node_modules/ws/package.json" 2>/dev/null)
-if [ "$installed" = "$wanted" ]; then
-    log "reusing $SCRIPT_DIR/node_modules (ws $installed)"
-else
-    command -v npm >/dev/null 2>&1 || skip "npm not found; it installs ws for the Node interop tests (Debian: apt-get install npm)"
-    log "installing ws $wanted into $SCRIPT_DIR/node_modules (npm ci)"
-    if ! bounded 300 env -C "$SCRIPT_DIR" npm ci --no-audit --no-fund >"$LOGDIR/npm.log" 2>&1; then
-        skip "npm ci could not install ws $wanted (no access to the npm registry?): $(tail -n 1 "$LOGDIR/npm.log")"
-    fi
-fi
-log "node $("$NODE" --version), ws $wanted"
+npm_ci_pinned ws "the Node interop tests"
+log "node $("$NODE" --version), ws $NPM_PINNED"
 
 # --- Build ---------------------------------------------------------------------------------
 
 build_ferry
 build_example
-
-free_port() {
-    "$NODE" -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
-}
 
 CHECK=("$NODE" "$SCRIPT_DIR/client_check.mjs")
 SERVER=("$NODE" "$SCRIPT_DIR/echo_server.mjs")
