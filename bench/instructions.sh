@@ -5,6 +5,11 @@
 #
 #   bench/instructions.sh             measure and compare with bench/instructions.tsv
 #   UPDATE=1 bench/instructions.sh    measure and write the new figures into that file
+#   SERVERS="plain-tcp ferry fastwebsockets tokio-tungstenite" bench/instructions.sh
+#                                     the same count for the peers in bench/ (built first), with
+#                                     each server's ratio to the plain TCP echo (list plain-tcp
+#                                     first): the side-by-side
+#                                     comparison that machine noise cannot blur
 #
 # Method: for each payload size, the server runs under callgrind twice, echoing N1 and then N2
 # messages on one connection (one in flight, binary, no compression), and the figure is
@@ -22,6 +27,8 @@ SIZES=${SIZES:-20 16384}
 PORT=${PORT:-9191}
 FIGURES=$ROOT/bench/instructions.tsv
 FERRY=${FERRY:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry}
+PEERS=${PEERS:-$ROOT/bench/target/release}
+read -r -a SERVERS <<<"${SERVERS:-ferry}"
 WORK=$(mktemp -d)
 
 log() { printf '%s\n' "$*" >&2; }
@@ -31,6 +38,10 @@ command -v valgrind >/dev/null || die "valgrind is needed: apt-get install valgr
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building ferry (release)..."
     cargo build --release -p ferry-cli --quiet
+    if [[ " ${SERVERS[*]} " != " ferry " ]]; then
+        log "building the peers (bench/, release)..."
+        (cd bench && cargo build --release --quiet)
+    fi
 fi
 [[ -x $FERRY ]] || die "$FERRY is missing; run without SKIP_BUILD=1"
 
@@ -43,11 +54,19 @@ trap cleanup EXIT
 
 listening() { grep -q "$(printf '0100007F:%04X 00000000:0000 0A' "$1")" /proc/net/tcp; }
 
-# instructions SIZE MESSAGES: total Ir of a callgrind'd server that echoed MESSAGES messages.
+# instructions SERVER SIZE MESSAGES: total Ir of a callgrind'd server that echoed MESSAGES
+# messages.
 instructions() {
-    local size=$1 n=$2 out=$WORK/callgrind.$1.$2 i
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$FERRY" echo \
-        --listen "127.0.0.1:$PORT" --threads 1 --no-deflate </dev/null >"$WORK/server.log" 2>&1 &
+    local server=$1 size=$2 n=$3 out=$WORK/callgrind.$1.$2.$3 i cmd protocol=ws
+    case $server in
+        ferry) cmd=("$FERRY" echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate) ;;
+        plain-tcp) cmd=("$PEERS/tcp-echo" --listen "127.0.0.1:$PORT"); protocol=tcp ;;
+        fastwebsockets) cmd=("$PEERS/fastwebsockets-echo" --listen "127.0.0.1:$PORT") ;;
+        tokio-tungstenite) cmd=("$PEERS/tungstenite-echo" --listen "127.0.0.1:$PORT") ;;
+        *) die "unknown server $server (SERVERS takes ferry, plain-tcp, fastwebsockets, tokio-tungstenite)" ;;
+    esac
+    [[ -x ${cmd[0]} ]] || die "${cmd[0]} is missing; build it (run without SKIP_BUILD=1)"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" </dev/null >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for i in $(seq 1 600); do
         listening "$PORT" && break
@@ -55,8 +74,8 @@ instructions() {
         sleep 0.1
     done
     listening "$PORT" || die "the server under valgrind did not listen on $PORT in 60 s"
-    "$FERRY" bench echo --url "ws://127.0.0.1:$PORT/" --connections 1 --size "$size" \
-        --messages "$n" --timeout 300s --quiet >/dev/null ||
+    "$FERRY" bench echo --url "ws://127.0.0.1:$PORT/" --protocol "$protocol" --connections 1 \
+        --size "$size" --messages "$n" --timeout 300s --quiet >/dev/null ||
         die "ferry bench failed against the server under valgrind"
     # SIGTERM ends the server; callgrind writes its totals on the way out.
     kill -TERM "$SERVER_PID"
@@ -73,26 +92,38 @@ if [[ -f $FIGURES ]]; then
 fi
 
 rows=()
-printf '%-28s %14s %14s %9s\n' "workload" "committed" "now" "change"
-for size in $SIZES; do
-    a=$(instructions "$size" "$N1")
-    b=$(instructions "$size" "$N2")
-    per=$(((b - a) / (N2 - N1)))
-    key="echo_${size}B_instructions_per_message"
-    rows+=("$key"$'\t'"$per")
-    if [[ -n ${old[$key]:-} ]]; then
-        change=$(awk -v o="${old[$key]}" -v n="$per" 'BEGIN { printf "%+.1f%%", (n - o) * 100 / o }')
-    else
-        change="(new)"
-    fi
-    printf '%-28s %14s %14s %9s\n' "echo ${size} B" "${old[$key]:--}" "$per" "$change"
+declare -A now=()
+printf '%-18s %-12s %12s %12s %9s %12s\n' "server" "workload" "committed" "now" "change" "vs plain TCP"
+for server in "${SERVERS[@]}"; do
+    for size in $SIZES; do
+        a=$(instructions "$server" "$size" "$N1")
+        b=$(instructions "$server" "$size" "$N2")
+        per=$(((b - a) / (N2 - N1)))
+        now[$server.$size]=$per
+        # ferry's keys keep their historical names.
+        key="echo_${size}B_instructions_per_message"
+        [[ $server == ferry ]] || key="${server}_$key"
+        rows+=("$key"$'\t'"$per")
+        if [[ -n ${old[$key]:-} ]]; then
+            change=$(awk -v o="${old[$key]}" -v n="$per" 'BEGIN { printf "%+.1f%%", (n - o) * 100 / o }')
+        else
+            change="(new)"
+        fi
+        ratio=-
+        if [[ -n ${now[plain-tcp.$size]:-} ]]; then
+            ratio=$(awk -v t="${now[plain-tcp.$size]}" -v n="$per" 'BEGIN { printf "%.2f", n / t }')
+        fi
+        printf '%-18s %-12s %12s %12s %9s %12s\n' "$server" "echo $size B" "${old[$key]:--}" "$per" "$change" "$ratio"
+    done
 done
 
 if [[ ${UPDATE:-0} == 1 ]]; then
     {
-        printf '# Instructions (callgrind Ir, user space) per message echoed by `ferry echo`, one\n'
+        printf '# Instructions (callgrind Ir, user space) per message echoed by `ferry echo` (keys\n'
+        printf '# without a prefix) and by the peers in bench/ (prefixed by their name), one\n'
         printf '# connection, one message in flight, binary, no compression. Measured with\n'
-        printf '# bench/instructions.sh (N1=%s, N2=%s) on %s, %s.\n' "$N1" "$N2" "$(date -u +%Y-%m-%d)" "$(rustc -V)"
+        printf '# SERVERS="%s" bench/instructions.sh (N1=%s, N2=%s)\n' "${SERVERS[*]}" "$N1" "$N2"
+        printf '# on %s, %s.\n' "$(date -u +%Y-%m-%d)" "$(rustc -V)"
         printf '%s\n' "${rows[@]}"
     } >"$FIGURES"
     log "wrote $FIGURES"

@@ -765,6 +765,13 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Whether events are waiting for [`poll_event`](Self::poll_event). A driver that hands
+    /// messages out one at a time can hold its writes until the batch one read produced has
+    /// been answered, and so write the answers together.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Whether the transport should now be closed, once [`transmit`](Self::transmit) is empty.
     ///
     /// True after the connection failed, after the closing handshake on the server side (§7.1.1:

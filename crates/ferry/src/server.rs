@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::socket::{self, Receiver, Sender};
+use crate::socket::{self, Receiver, Sender, WebSocket};
 
 /// Accepts a WebSocket connection on `stream` with the default [`Config`], on any path.
 ///
@@ -50,10 +50,26 @@ where
 /// # Ok(()) }
 /// ```
 pub async fn accept_with_request<S, F>(
-    mut stream: S,
+    stream: S,
     config: &Config,
     check: F,
 ) -> Result<(Sender, Receiver, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Result<(), Refusal>,
+{
+    let (ws, request) = accept_websocket(stream, config, check).await?;
+    let (sender, receiver) = ws.split();
+    Ok((sender, receiver, request))
+}
+
+/// The server's opening handshake (RFC 6455 §4.2): read and check the request, answer it, and
+/// build the connection, driven by the calling task until it is split.
+pub(crate) async fn accept_websocket<S, F>(
+    mut stream: S,
+    config: &Config,
+    check: F,
+) -> Result<(WebSocket<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Refusal>,
@@ -95,8 +111,8 @@ where
     stream.write_all(&response).await?;
     let leftover = request.take_leftover();
     let deflate = deflate.map(|((params, _), settings)| (params, settings));
-    let (sender, receiver) = socket::start(stream, Role::Server, config.proto(), deflate, leftover);
-    Ok((sender, receiver, request))
+    let ws = socket::websocket(stream, Role::Server, config.proto(), deflate, &leftover);
+    Ok((ws, request))
 }
 
 /// Starts a connection on a transport whose handshake was done elsewhere (by an HTTP server

@@ -105,16 +105,17 @@ where
 {
     // Boxed: the handshake's state is freed once it is done, instead of sizing this task (alive
     // as long as the connection) for it. Measured with `ferry bench idle` (docs/memory.md).
-    let (sender, mut receiver) = match Box::pin(ferry::accept_with(stream, &config)).await {
-        Ok(handles) => handles,
+    // One task per connection: it reads, answers and writes (`ferry::WebSocket`).
+    let mut ws = match Box::pin(ferry::WebSocket::accept(stream, &config)).await {
+        Ok(ws) => ws,
         Err(err) => {
             tracing::debug!(error = %err, "handshake failed");
             return;
         }
     };
     drop(config);
-    while let Some(Incoming::Message(message)) = receiver.recv().await {
-        if sender.send(message).await.is_err() {
+    while let Some(Incoming::Message(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
             break;
         }
     }

@@ -18,24 +18,44 @@ mod pool;
 mod receiver;
 mod sender;
 mod shared;
+mod transport;
+mod websocket;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
-use ferry_proto::{Config as ProtoConfig, Connection, Role};
+use ferry_proto::{CloseInfo, Config as ProtoConfig, Connection, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use receiver::{Incoming, Receiver};
 pub use sender::{Overflow, Sender};
+pub use websocket::WebSocket;
 
 /// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.
 pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 
-/// Starts the driver task for a transport whose handshake is done, and returns the handles.
+/// Builds the protocol state machine for a transport whose handshake is done.
 ///
 /// `deflate` is the negotiated permessage-deflate, with this end's settings. `leftover` holds
 /// bytes read past the end of the handshake: the start of the frame stream.
+pub(crate) fn connection(
+    role: Role,
+    config: ProtoConfig,
+    deflate: Option<(DeflateParams, &DeflateConfig)>,
+    leftover: &[u8],
+) -> Connection {
+    let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
+    if let Some((params, settings)) = deflate {
+        conn = conn.with_extension(Box::new(PerMessageDeflate::new(role, params, settings)));
+    }
+    if !leftover.is_empty() {
+        conn.receive_data(leftover, tokio::time::Instant::now().into_std());
+    }
+    conn
+}
+
+/// Starts the driver task for a transport whose handshake is done, and returns the handles.
 pub(crate) fn start<S>(
     io: S,
     role: Role,
@@ -46,20 +66,57 @@ pub(crate) fn start<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = config.limits.clone();
-    let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
-    if let Some((params, settings)) = deflate {
-        conn = conn.with_extension(Box::new(PerMessageDeflate::new(role, params, settings)));
-    }
+    let params = deflate.map(|(params, _)| params);
+    let conn = connection(role, config, deflate, &leftover);
+    spawn(transport::Transport::new(io, conn), params)
+}
+
+/// A single-task connection for a transport whose handshake is done.
+pub(crate) fn websocket<S>(
+    io: S,
+    role: Role,
+    config: ProtoConfig,
+    deflate: Option<(DeflateParams, &DeflateConfig)>,
+    leftover: &[u8],
+) -> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let params = deflate.map(|(params, _)| params);
+    let conn = connection(role, config, deflate, leftover);
+    WebSocket::new(transport::Transport::new(io, conn), params)
+}
+
+/// Spawns the driver task for `transport`, and returns the handles.
+fn spawn<S>(
+    transport: transport::Transport<S>,
+    deflate: Option<DeflateParams>,
+) -> (Sender, Receiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = &transport.conn;
     let shared = Arc::new(shared::Shared::new(
-        &limits,
-        deflate.map(|(params, _)| params),
+        &conn.config().limits,
+        deflate,
         conn.frame_encoding(),
     ));
-    if !leftover.is_empty() {
-        conn.receive_data(&leftover, tokio::time::Instant::now().into_std());
-    }
-    let driver = driver::Driver::new(io, conn, shared.clone());
-    tokio::spawn(driver);
+    tokio::spawn(driver::Driver::new(transport, shared.clone()));
+    (Sender::new(shared.clone()), Receiver::new(shared))
+}
+
+/// Handles of a connection that has already ended: the receiver yields `closed`, then `None`;
+/// every send fails.
+fn closed_handles(closed: CloseInfo) -> (Sender, Receiver) {
+    let shared = Arc::new(shared::Shared::new(
+        &ferry_proto::Limits::default(),
+        None,
+        None,
+    ));
+    let _ = shared.push_incoming(Incoming::Closed(closed.clone()));
+    shared.set_closed(closed);
+    shared
+        .driver_gone
+        .store(true, std::sync::atomic::Ordering::Release);
     (Sender::new(shared.clone()), Receiver::new(shared))
 }

@@ -1,0 +1,276 @@
+//! Moves bytes between a transport and the protocol state machine: the read path (pooled and
+//! frame-sized buffers), the write path, the protocol's timers, and the transport's end.
+//!
+//! Both ways of running a connection use it: the driver task behind [`Sender`](super::Sender)
+//! and [`Receiver`](super::Receiver), and the single-task [`WebSocket`](super::WebSocket).
+//! Neither queue nor event handling lives here: each caller decides when to read (the driver
+//! stops while its receiver is over budget) and where events go.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use ferry_proto::{CloseInfo, Connection, Utf8Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+
+use super::pool;
+
+/// Room below which the receive buffer grows (to `pool::BUF_SIZE`, or the frame in flight)
+/// before a read.
+const MIN_READ: usize = 1024;
+
+/// What one read did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Bytes arrived and were handed to the protocol (which may have queued events).
+    Data,
+    /// The transport ended, or failed: the protocol was told, and has queued its close event.
+    Ended,
+    /// Nothing to read now; the waker is registered, and idle buffers went back to the pool.
+    Pending,
+}
+
+pub(crate) struct Transport<S> {
+    pub(crate) io: S,
+    pub(crate) conn: Connection,
+    timer: Option<Pin<Box<Sleep>>>,
+    read_closed: bool,
+    needs_flush: bool,
+    /// Set once the transport failed; its text goes into the close reason.
+    io_error: Option<io::Error>,
+    /// Bounds the final flush once the protocol is done, against a peer that stopped reading.
+    linger: Option<Pin<Box<Sleep>>>,
+    /// The read buffer was grown past what the pool keeps, for a large frame: free it when idle
+    /// rather than pool it (a pooled remnant would keep the whole large allocation alive).
+    grown: bool,
+    /// The previous large read buffer's remnant. Its message is usually still being echoed or
+    /// used when the next large frame starts; by the frame after, it is gone and the allocation
+    /// is reused instead of a fresh one (which glibc would get by growing the heap, and the
+    /// kernel by faulting in and zeroing every page: `brk` and ~130 page faults per 1 MiB echo).
+    spare: Option<BytesMut>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    pub(crate) fn new(io: S, conn: Connection) -> Self {
+        Transport {
+            io,
+            conn,
+            timer: None,
+            read_closed: false,
+            needs_flush: false,
+            io_error: None,
+            linger: None,
+            grown: false,
+            spare: None,
+        }
+    }
+
+    /// Whether the transport failed (a read or write error): nothing more moves.
+    pub(crate) fn failed(&self) -> bool {
+        self.io_error.is_some()
+    }
+
+    /// Whether no more bytes will be read.
+    pub(crate) fn read_closed(&self) -> bool {
+        self.read_closed || self.io_error.is_some()
+    }
+
+    /// Puts the transport's error, if any, into a close reason the protocol left empty (the
+    /// peer vanished: "connection reset by peer" says more than nothing).
+    pub(crate) fn explain(&self, mut info: CloseInfo) -> CloseInfo {
+        if let (Some(err), true) = (&self.io_error, info.reason.is_empty()) {
+            info.reason = Utf8Bytes::from(err.to_string());
+        }
+        info
+    }
+
+    /// Gives the protocol a pooled buffer to encode small frames into, if it has none.
+    pub(crate) fn lend_transmit_buf(&mut self) {
+        if self.conn.wants_transmit_buf() {
+            // Parked again at the next idle read if nothing uses it.
+            self.conn.provide_transmit_buf(pool::take());
+        }
+    }
+
+    /// Writes what the protocol has ready, and flushes. Returns whether bytes moved.
+    pub(crate) fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.conn.transmit().has_remaining() && self.io_error.is_none() {
+            match poll_write_buf(Pin::new(&mut self.io), cx, self.conn.transmit()) {
+                Poll::Ready(Ok(0)) => self.fail(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(err)) => self.fail(err),
+                Poll::Pending => return progress,
+            }
+        }
+        if self.needs_flush && self.io_error.is_none() {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(err)) => self.fail(err),
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    /// Whether everything the protocol produced has been written and flushed.
+    pub(crate) fn flushed(&mut self) -> bool {
+        !self.conn.transmit().has_remaining() && !self.needs_flush
+    }
+
+    /// Reads once into the protocol's receive buffer and processes what came.
+    pub(crate) fn read(&mut self, cx: &mut Context<'_>) -> Read {
+        if self.read_closed() {
+            return Read::Ended;
+        }
+        self.prepare_read_buf();
+        match poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf()) {
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                self.conn.receive_eof();
+                Read::Ended
+            }
+            Poll::Ready(Ok(_)) => {
+                self.conn.handle_received(Instant::now());
+                Read::Data
+            }
+            Poll::Ready(Err(err)) => {
+                self.fail(err);
+                Read::Ended
+            }
+            Poll::Pending => {
+                self.release_idle_buffers();
+                Read::Pending
+            }
+        }
+    }
+
+    /// Room for the rest of the frame in flight, whole (its length already passed
+    /// `max_frame_size`), so a large frame is read in as few reads as the socket allows and
+    /// never copied by repeated growth; a pooled buffer otherwise. Untouched capacity costs
+    /// address space, not memory.
+    fn prepare_read_buf(&mut self) {
+        let want = self.conn.bytes_wanted().unwrap_or(0).max(MIN_READ);
+        let buf = self.conn.recv_buf();
+        if buf.capacity() == 0 {
+            if std::mem::take(&mut self.grown) {
+                // The remnant of the large buffer the last frame filled: the next large frame
+                // can have its allocation back once that frame's message is gone.
+                self.spare = Some(std::mem::take(buf));
+            }
+            *buf = pool::take();
+        }
+        if buf.capacity() - buf.len() >= want {
+            return;
+        }
+        if want <= pool::KEEP_MAX {
+            buf.reserve(want.max(pool::BUF_SIZE));
+            return;
+        }
+        let was_grown = std::mem::replace(&mut self.grown, true);
+        let mut next = match self.spare.take() {
+            Some(mut spare) => {
+                spare.clear();
+                if spare.try_reclaim(buf.len() + want) {
+                    spare
+                } else {
+                    BytesMut::with_capacity(buf.len() + want)
+                }
+            }
+            None => BytesMut::with_capacity(buf.len() + want),
+        };
+        // The frame's first bytes move over.
+        next.extend_from_slice(buf);
+        let previous = std::mem::replace(buf, next);
+        if !was_grown {
+            pool::put(previous);
+        } else if self.spare.is_none() {
+            self.spare = Some(previous);
+        }
+    }
+
+    /// A read would block: lend the I/O buffers back to the pool and free a large one.
+    fn release_idle_buffers(&mut self) {
+        if std::mem::take(&mut self.grown) {
+            let grown = std::mem::take(self.conn.recv_buf());
+            if !grown.is_empty() || self.conn.bytes_wanted().is_some() {
+                // Still in use: keep it, and free it at a later idle read.
+                *self.conn.recv_buf() = grown;
+                self.grown = true;
+            } else {
+                // Idle: neither large allocation is kept.
+                self.spare = None;
+            }
+        }
+        self.conn.take_idle_buffers(pool::put);
+    }
+
+    /// The transport failed: the protocol learns it as an abrupt end (close code 1006).
+    pub(crate) fn fail(&mut self, err: io::Error) {
+        self.io_error = Some(err);
+        self.read_closed = true;
+        self.conn.receive_eof();
+    }
+
+    /// Arms the timer for the protocol's next deadline and fires it when due. Returns whether
+    /// it fired (the protocol may have queued a ping, or events).
+    pub(crate) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.timer = None;
+            return false;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.conn.handle_timeout(Instant::now());
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Once the protocol is done with the transport (§7.1.1), writes what is left, bounded by
+    /// `Limits::close_timeout` against a peer that stopped reading, and shuts the transport
+    /// down. `Pending` while the protocol still needs it or the last bytes are on their way.
+    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.io_error.is_some() {
+            return Poll::Ready(());
+        }
+        if !self.conn.should_close_transport() {
+            return Poll::Pending;
+        }
+        if self.conn.transmit().has_remaining() {
+            self.write(cx);
+        }
+        if self.conn.transmit().has_remaining() && self.io_error.is_none() {
+            let timeout = self.conn.config().limits.close_timeout;
+            let linger = self
+                .linger
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            return match linger.as_mut().poll(cx) {
+                // The peer stopped reading; what it did not take is lost with the transport.
+                Poll::Ready(()) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if self.io_error.is_some() {
+            return Poll::Ready(());
+        }
+        // §7.1.1: close the transport. A failed shutdown changes nothing for the peer.
+        Pin::new(&mut self.io).poll_shutdown(cx).map(|_| ())
+    }
+}

@@ -1,0 +1,494 @@
+//! One connection driven by the task that owns it: no second task, no queue between tasks.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use ferry_proto::extension::deflate::DeflateParams;
+use ferry_proto::{
+    CloseCode, CloseInfo, Event, FrameEncoding, Initiator, Message, SendOptions, State, Utf8Bytes,
+};
+use futures_util::task::noop_waker_ref;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::receiver::Incoming;
+use super::transport::{Read, Transport};
+use super::{Receiver, Sender};
+use crate::error::{SendError, TrySendError};
+
+/// A WebSocket connection owned and driven by one task: the cheapest way to run one.
+///
+/// [`accept`](crate::accept) and [`connect`](crate::connect) return a [`Sender`] and a
+/// [`Receiver`] that any number of tasks can use, with a small task of the connection's own
+/// between them and the transport. A `WebSocket` is the same connection without that task: the
+/// task holding it reads, writes and keeps the protocol's timers while it calls
+/// [`recv`](Self::recv), [`send`](Self::send) or [`flush`](Self::flush). That saves a task
+/// switch and two queue hand-offs per message, and the memory of a second task per connection
+/// (`docs/BENCHMARKS.md`, `docs/memory.md`); it suits request-response and echo-like servers,
+/// where one loop receives and answers. [`split`](Self::split) turns it into the two handles
+/// at any time.
+///
+/// The rules that keep a single-task connection healthy:
+/// - **Sends never wait for the network.** A message is encoded into the write buffer whole.
+///   Its bytes are written at once when the connection has nothing more for the application
+///   to take, otherwise after the batch that one read brought in has been answered, so the
+///   answers leave together. [`send`](Self::send) waits only while the write buffer is over
+///   `Limits::send_queue_bytes`; [`try_send`](Self::try_send) hands the message back instead.
+/// - **Bytes the transport could not take at once are written the next time the connection is
+///   polled** (`recv`, `send`, `flush`, `close`). Pings are answered, keepalive pings sent and
+///   the close handshake run the same way. So keep a `recv` in progress whenever the task waits
+///   for something else (`recv` is cancel-safe: use it in `tokio::select!`), or call
+///   [`flush`](Self::flush) before a long wait.
+/// - **The close is the last item `recv` yields**, once the closing handshake is done and the
+///   transport shut down; `None` follows.
+/// - **Dropping it closes it**: a connection dropped while still open is closed with 1000 (its
+///   queued bytes first) by a task spawned for that, bounded by `Limits::close_timeout`.
+///
+/// ```no_run
+/// # async fn f(listener: tokio::net::TcpListener) -> Result<(), ferry::Error> {
+/// use ferry::{Config, Incoming, WebSocket};
+/// let (stream, _) = listener.accept().await?;
+/// stream.set_nodelay(true)?;
+/// let mut ws = WebSocket::accept(stream, &Config::default()).await?;
+/// while let Some(Incoming::Message(message)) = ws.recv().await {
+///     if ws.send(message).await.is_err() {
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// `None` only once [`split`](Self::split) or `Drop` took it.
+    t: Option<Transport<S>>,
+    deflate: Option<DeflateParams>,
+    send_budget: usize,
+    /// How the connection ended, once the protocol said so; reported after the transport is
+    /// finished.
+    close: Option<CloseInfo>,
+    /// The close was returned by `recv`: nothing more comes.
+    finished: bool,
+    /// This is the copy `Drop` closes in a task of its own: dropping it must not spawn again.
+    detached: bool,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(crate) fn new(t: Transport<S>, deflate: Option<DeflateParams>) -> Self {
+        let send_budget = t.conn.config().limits.send_queue_bytes;
+        WebSocket {
+            t: Some(t),
+            deflate,
+            send_budget,
+            close: None,
+            finished: false,
+            detached: false,
+        }
+    }
+
+    /// The next message, or the close as the last item, then `None`. Drives the connection
+    /// meanwhile: writes what is queued, reads, answers pings, runs the timers.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes (in `tokio::select!`, say), no
+    /// message is lost; the next call returns it.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next item; the building block of [`recv`](Self::recv) and the `Stream`
+    /// impl.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        let Some(t) = self.t.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            while let Some(event) = t.conn.poll_event() {
+                match event {
+                    Event::Message(message) => {
+                        return Poll::Ready(Some(Incoming::Message(message)));
+                    }
+                    Event::Ping(_) | Event::Pong(_) => {}
+                    Event::Closed(info) => self.close = Some(t.explain(info)),
+                }
+            }
+            if t.conn.is_stalled() {
+                // A violation followed the messages just handed out; they have been taken (and
+                // answered, if the application answers), so the close goes out after them.
+                t.conn.handle_received(Instant::now());
+                continue;
+            }
+            let mut progress = t.write(cx);
+            if t.failed() || t.conn.should_close_transport() {
+                if t.poll_finish(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The transport's end may have produced the close event just now.
+                while let Some(event) = t.conn.poll_event() {
+                    if let Event::Closed(info) = event {
+                        self.close = Some(t.explain(info));
+                    }
+                }
+                self.finished = true;
+                let info = self.close.take().unwrap_or(CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: Utf8Bytes::from_static("transport closed"),
+                    initiator: Initiator::Remote,
+                    clean: false,
+                });
+                return Poll::Ready(Some(Incoming::Closed(info)));
+            }
+            match t.read(cx) {
+                Read::Data | Read::Ended => progress = true,
+                Read::Pending => {}
+            }
+            progress |= t.poll_timer(cx);
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The next message, skipping the close item; `None` once the connection has closed.
+    pub async fn recv_message(&mut self) -> Option<Message> {
+        match self.recv().await? {
+            Incoming::Message(message) => Some(message),
+            Incoming::Closed(_) => None,
+        }
+    }
+
+    /// Queues a whole message, waiting (and writing) only while the write buffer is over its
+    /// byte budget (`Limits::send_queue_bytes`).
+    ///
+    /// Returns once the message is queued, not once it is written (see the type's rules for
+    /// when its bytes leave). Fails, handing the message back, once the connection is closing
+    /// or closed. If this future is dropped before it completes, the message was not queued.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_inner(message.into(), false).await
+    }
+
+    /// Like [`send`](Self::send), but never compressed, whatever was negotiated: for payloads
+    /// known not to compress, or secrets that must not share a compression context with
+    /// attacker-influenced data (the CRIME/BREACH class of attacks).
+    pub async fn send_uncompressed(
+        &mut self,
+        message: impl Into<Message>,
+    ) -> Result<(), SendError> {
+        self.send_inner(message.into(), true).await
+    }
+
+    async fn send_inner(&mut self, message: Message, uncompressed: bool) -> Result<(), SendError> {
+        let mut message = Some(message);
+        poll_fn(|cx| {
+            let Some(pending) = message.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.queue(pending, uncompressed, cx) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError(m))),
+                Err(TrySendError::Full(m)) => {
+                    // Queue's write attempt registered the waker for writability; failing
+                    // transports report `Closed` on the next poll.
+                    message = Some(m);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Queues a whole message if the write buffer has room for it, without waiting.
+    ///
+    /// On a full buffer the message comes back as [`TrySendError::Full`]: nothing is dropped
+    /// silently. A message larger than the whole budget is taken only into an empty buffer.
+    pub fn try_send(&mut self, message: impl Into<Message>) -> Result<(), TrySendError> {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        self.queue(message.into(), false, &mut cx)
+    }
+
+    /// Encodes `message` into the write buffer if it fits, writing first if it does not, and
+    /// writes when nothing else is waiting for the application.
+    fn queue(
+        &mut self,
+        message: Message,
+        uncompressed: bool,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TrySendError> {
+        let budget = self.send_budget;
+        let Some(t) = self.t.as_mut() else {
+            return Err(TrySendError::Closed(message));
+        };
+        if t.conn.state() != State::Open || t.failed() {
+            return Err(TrySendError::Closed(message));
+        }
+        let len = message.len();
+        let fits = |t: &mut Transport<S>| {
+            let waiting = t.conn.transmit().len();
+            waiting == 0 || waiting.saturating_add(len) <= budget
+        };
+        if !fits(t) {
+            t.write(cx);
+            if t.failed() {
+                return Err(TrySendError::Closed(message));
+            }
+            if !fits(t) {
+                return Err(TrySendError::Full(message));
+            }
+        }
+        t.lend_transmit_buf();
+        let options = SendOptions {
+            uncompressed,
+            ..SendOptions::default()
+        };
+        if let Err(err) = t.conn.send_with(message, options) {
+            // Open was checked above; the protocol refuses only after a close.
+            tracing::debug!(error = %err, "send refused by the protocol");
+        }
+        if !t.conn.has_events() {
+            // Nothing more for the application to answer: this is the end of a batch.
+            t.write(cx);
+        }
+        Ok(())
+    }
+
+    /// Queues a message prepared once for many connections (see [`ferry_proto::prepared`]),
+    /// like [`try_send`](Self::try_send).
+    pub fn try_send_prepared(
+        &mut self,
+        frame: &ferry_proto::PreparedFrame,
+    ) -> Result<(), TrySendError> {
+        let budget = self.send_budget;
+        let Some(t) = self.t.as_mut() else {
+            return Err(TrySendError::Closed(frame.message().clone()));
+        };
+        if t.conn.state() != State::Open || t.failed() {
+            return Err(TrySendError::Closed(frame.message().clone()));
+        }
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let waiting = t.conn.transmit().len();
+        if waiting != 0 && waiting.saturating_add(frame.len()) > budget {
+            t.write(&mut cx);
+            let waiting = t.conn.transmit().len();
+            if waiting != 0 && waiting.saturating_add(frame.len()) > budget {
+                return Err(TrySendError::Full(frame.message().clone()));
+            }
+        }
+        t.lend_transmit_buf();
+        let _ = t.conn.send_prepared(frame);
+        if !t.conn.has_events() {
+            t.write(&mut cx);
+        }
+        Ok(())
+    }
+
+    /// Queues a ping (at most 125 bytes of payload).
+    pub fn ping(&mut self, payload: impl Into<bytes::Bytes>) -> Result<(), SendError> {
+        let payload = payload.into();
+        match self.t.as_mut() {
+            Some(t) if t.conn.state() == State::Open && payload.len() <= 125 => {
+                let _ = t.conn.send_ping(payload);
+                Ok(())
+            }
+            _ => Err(SendError(Message::Binary(payload))),
+        }
+    }
+
+    /// Writes everything queued and flushes the transport.
+    pub async fn flush(&mut self) -> Result<(), crate::Error> {
+        poll_fn(|cx| {
+            let Some(t) = self.t.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            t.write(cx);
+            if t.failed() {
+                return Poll::Ready(Err(crate::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the transport failed",
+                ))));
+            }
+            if t.flushed() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Bytes queued and not yet written to the transport, like the browser's
+    /// `WebSocket.bufferedAmount` (frame headers included).
+    pub fn buffered_amount(&mut self) -> usize {
+        self.t.as_mut().map_or(0, |t| t.conn.transmit().len())
+    }
+
+    /// The permessage-deflate parameters negotiated in the handshake, if compression is on.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
+    }
+
+    /// The connection's fan-out group (see [`Sender::frame_encoding`]).
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        self.t.as_ref().and_then(|t| t.conn.frame_encoding())
+    }
+
+    /// Whether the connection is closing or closed: sends will fail.
+    pub fn is_closed(&self) -> bool {
+        self.t
+            .as_ref()
+            .is_none_or(|t| t.conn.state() != State::Open || t.failed())
+    }
+
+    /// Closes the connection: what is queued is written first, then the close frame. Returns
+    /// how the connection ended, once the closing handshake completes or
+    /// `Limits::close_timeout` passes (then the transport is dropped and the code is 1006).
+    /// Messages that arrive meanwhile are discarded. An invalid code (one §7.4 reserves)
+    /// closes with 1000 instead.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> CloseInfo {
+        let Some(t) = self.t.as_mut() else {
+            return closed_elsewhere();
+        };
+        let timeout = t.conn.config().limits.close_timeout;
+        if t.conn.state() == State::Open
+            && t.conn.close(code, reason, Instant::now()).is_err()
+            && t.conn.state() == State::Open
+        {
+            let _ = t.conn.close(CloseCode::NORMAL, reason, Instant::now());
+        }
+        let finish = async {
+            loop {
+                match self.recv().await {
+                    Some(Incoming::Message(_)) => {}
+                    Some(Incoming::Closed(info)) => return info,
+                    None => return closed_elsewhere(),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, finish).await {
+            Ok(info) => info,
+            Err(_) => {
+                self.finished = true;
+                self.t = None;
+                CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: Utf8Bytes::from_static("close timeout"),
+                    initiator: Initiator::Local,
+                    clean: false,
+                }
+            }
+        }
+    }
+
+    /// Hands the connection to a task of its own and returns the [`Sender`] and [`Receiver`]
+    /// handles, for when several tasks send, or sending and receiving happen apart. Messages
+    /// already received and not yet taken come first from the receiver.
+    pub fn split(mut self) -> (Sender, Receiver) {
+        match self.t.take() {
+            Some(t) if !self.finished => super::spawn(t, self.deflate),
+            _ => super::closed_handles(self.close.take().unwrap_or_else(closed_elsewhere)),
+        }
+    }
+}
+
+fn closed_elsewhere() -> CloseInfo {
+    CloseInfo {
+        code: CloseCode::ABNORMAL,
+        reason: Utf8Bytes::from_static("connection already closed"),
+        initiator: Initiator::Local,
+        clean: false,
+    }
+}
+
+impl<S> Drop for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn drop(&mut self) {
+        let Some(mut t) = self.t.take() else {
+            return;
+        };
+        if self.finished || self.detached {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Like the last handle of a split connection: close normally after what is queued.
+        if t.conn.state() == State::Open {
+            let _ = t.conn.close(CloseCode::NORMAL, "", Instant::now());
+        }
+        let timeout = t.conn.config().limits.close_timeout;
+        let mut rest = WebSocket::new(t, None);
+        rest.detached = true;
+        runtime.spawn(async move {
+            let finish = async { while rest.recv().await.is_some() {} };
+            let _ = tokio::time::timeout(timeout, finish).await;
+        });
+    }
+}
+
+impl<S> std::fmt::Debug for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &self.t.as_ref().map(|t| t.conn.state()))
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> futures_core::Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Item = Incoming;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Accepts a WebSocket connection on `stream`, on any path, like [`accept_with`](crate::accept_with),
+    /// and returns it to be driven by the calling task.
+    pub async fn accept(stream: S, config: &crate::Config) -> Result<Self, crate::Error> {
+        let (ws, _request) = crate::server::accept_websocket(stream, config, |_| Ok(())).await?;
+        Ok(ws)
+    }
+
+    /// Accepts after letting `check` look at the request and refuse it, like
+    /// [`accept_with_request`](crate::accept_with_request).
+    pub async fn accept_with_request<F>(
+        stream: S,
+        config: &crate::Config,
+        check: F,
+    ) -> Result<(Self, ferry_proto::handshake::Request), crate::Error>
+    where
+        F: FnOnce(&ferry_proto::handshake::Request) -> Result<(), ferry_proto::handshake::Refusal>,
+    {
+        crate::server::accept_websocket(stream, config, check).await
+    }
+
+    /// A connection on a transport whose handshake was done elsewhere, like
+    /// [`from_raw`](crate::from_raw).
+    pub fn from_raw(
+        stream: S,
+        role: ferry_proto::Role,
+        config: &crate::Config,
+        deflate: Option<DeflateParams>,
+        leftover: &[u8],
+    ) -> Self {
+        let deflate = deflate.zip(config.deflate.as_ref());
+        super::websocket(stream, role, config.proto(), deflate, leftover)
+    }
+}
