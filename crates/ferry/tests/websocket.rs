@@ -274,7 +274,7 @@ async fn an_unmasked_client_frame_closes_with_1002() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(wire.get(0), Some(&0x88), "a close frame: {wire:?}");
+    assert_eq!(wire.first(), Some(&0x88), "a close frame: {wire:?}");
     assert_eq!(
         wire.get(2..4),
         Some(&1002u16.to_be_bytes()[..]),
