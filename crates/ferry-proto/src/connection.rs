@@ -30,8 +30,44 @@ use crate::message::{Message, Utf8Bytes};
 use crate::prepared::{FrameEncoding, PreparedFrame};
 use crate::transmit::Transmit;
 
-/// Event queue slots kept while idle: the few a connection uses message by message.
-const KEPT_EVENT_SLOTS: usize = 4;
+/// Events in order. The first waits inline: a read usually completes one message, so the
+/// common case allocates nothing, and an idle connection holds no event slots (a `VecDeque`
+/// alone would keep its slots, about 200 bytes, or allocate for every message).
+#[derive(Debug, Default)]
+struct EventQueue {
+    head: Option<Event>,
+    /// Events after `head`; used only when one read completes several (pipelined messages).
+    rest: VecDeque<Event>,
+}
+
+impl EventQueue {
+    fn push(&mut self, event: Event) {
+        if self.head.is_none() && self.rest.is_empty() {
+            self.head = Some(event);
+        } else {
+            self.rest.push_back(event);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        self.head.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none() && self.rest.is_empty()
+    }
+
+    fn last(&self) -> Option<&Event> {
+        self.rest.back().or(self.head.as_ref())
+    }
+
+    /// Frees the overflow's slots once it is empty.
+    fn release_idle(&mut self) {
+        if self.rest.is_empty() && self.rest.capacity() != 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
 
 /// Which end of the connection this is. It decides masking (§5.1) and who closes TCP (§7.1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -212,7 +248,7 @@ pub struct Connection {
     /// The negotiated extension, if any (permessage-deflate).
     extension: Option<Box<dyn Extension>>,
     transmit: Transmit,
-    events: VecDeque<Event>,
+    events: EventQueue,
     /// The close code and reason this end sent, if it did.
     close_sent: Option<CloseFrame>,
     /// The error this end failed the connection with, if it did.
@@ -241,7 +277,7 @@ impl Connection {
             assembler: Assembler::default(),
             extension: None,
             transmit: Transmit::default(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             close_sent: None,
             error: None,
             deferred: None,
@@ -316,18 +352,25 @@ impl Connection {
     /// handle (and answer) every message that arrived before the violation. Autobahn 3.2, 5.15
     /// and friends expect exactly that: the echo of the good message, then the close.
     pub fn handle_received(&mut self, now: Instant) {
+        self.handle_received_with_clock(|| now);
+    }
+
+    /// Like [`handle_received`](Self::handle_received), reading the clock only if a frame
+    /// needs the time (a close frame starts the close timeout). Reading the clock costs more
+    /// than parsing a small frame, and most reads carry no close frame.
+    pub fn handle_received_with_clock(&mut self, mut clock: impl FnMut() -> Instant) {
         if let Some(err) = self.deferred.take() {
             self.fail(err);
         }
         let mut produced_message = false;
         while self.state != State::Closed {
             let result = match self.next_frame() {
-                Ok(Some((header, payload))) => self.handle_frame(header, payload, now),
+                Ok(Some((header, payload))) => self.handle_frame(header, payload, &mut clock),
                 Ok(None) => break,
                 Err(err) => Err(err),
             };
             match result {
-                Ok(()) => produced_message |= matches!(self.events.back(), Some(Event::Message(_))),
+                Ok(()) => produced_message |= matches!(self.events.last(), Some(Event::Message(_))),
                 Err(err) if produced_message => {
                     self.deferred = Some(err);
                     break;
@@ -463,7 +506,7 @@ impl Connection {
         &mut self,
         header: FrameHeader,
         payload: Bytes,
-        now: Instant,
+        clock: &mut impl FnMut() -> Instant,
     ) -> Result<(), ProtocolError> {
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
@@ -472,7 +515,7 @@ impl Connection {
                     self.assembler
                         .push(&header, payload, self.extension.as_deref_mut(), limit)?
                 {
-                    self.events.push_back(Event::Message(message));
+                    self.events.push(Event::Message(message));
                 }
             }
             OpCode::Ping => {
@@ -481,16 +524,16 @@ impl Connection {
                 if self.state == State::Open {
                     self.write_frame(OpCode::Pong, true, 0, &payload);
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.events.push(Event::Ping(payload));
             }
             OpCode::Pong => {
                 // Any pong proves the peer alive; an unsolicited one is allowed (§5.5.3).
                 self.pong_deadline = None;
-                self.events.push_back(Event::Pong(payload));
+                self.events.push(Event::Pong(payload));
             }
             OpCode::Close => {
                 let frame = CloseFrame::parse(payload)?;
-                self.receive_close(frame, now);
+                self.receive_close(frame, clock());
             }
         }
         Ok(())
@@ -560,7 +603,7 @@ impl Connection {
         if self.transport_done {
             self.close_deadline = None;
         }
-        self.events.push_back(Event::Closed(info));
+        self.events.push(Event::Closed(info));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -762,7 +805,7 @@ impl Connection {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Whether events are waiting for [`poll_event`](Self::poll_event). A driver that hands
@@ -798,11 +841,7 @@ impl Connection {
         if let Some(buf) = self.transmit.take_if_empty() {
             keep(buf);
         }
-        // A few slots stay: freeing them too would cost an allocation per message. What a burst
-        // grew goes.
-        if self.events.is_empty() && self.events.capacity() > KEPT_EVENT_SLOTS {
-            self.events = VecDeque::new();
-        }
+        self.events.release_idle();
     }
 
     /// Whether the transmit queue has no buffer to encode small frames into (it lent it out
@@ -869,5 +908,34 @@ impl Connection {
             self.pong_deadline.get_or_insert(now + keepalive.timeout);
             self.next_ping = Some(now + keepalive.interval);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> Event {
+        Event::Message(Message::binary(vec![n]))
+    }
+
+    #[test]
+    fn event_queue_keeps_order_when_pushed_between_pops_and_frees_its_overflow() {
+        let mut queue = EventQueue::default();
+        for n in 0..3 {
+            queue.push(message(n));
+        }
+        assert_eq!(queue.pop(), Some(message(0)));
+        // The inline slot is free but two wait behind it: a new event goes after them.
+        queue.push(message(3));
+        assert_eq!(queue.last(), Some(&message(3)));
+        let rest: Vec<Event> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(rest, [message(1), message(2), message(3)]);
+        assert!(queue.is_empty());
+        queue.release_idle();
+        assert_eq!(queue.rest.capacity(), 0, "an idle queue holds no slots");
+        queue.push(message(4));
+        assert_eq!(queue.rest.capacity(), 0, "one event waits inline");
+        assert_eq!(queue.pop(), Some(message(4)));
     }
 }

@@ -39,6 +39,16 @@ impl Transmit {
         self.len() == 0
     }
 
+    /// Whether everything waiting is in one chunk, so [`Buf::chunk`] holds it all and a plain
+    /// write serves where a vectored one would only add the cost of gathering.
+    pub fn is_contiguous(&self) -> bool {
+        match self.chunks.len() {
+            0 => true,
+            1 => self.tail.is_empty(),
+            _ => false,
+        }
+    }
+
     /// Takes everything waiting as one contiguous buffer (copying if there are several chunks).
     /// Handy in tests and simple drivers; the tokio layer writes chunks vectored instead.
     pub fn take_all(&mut self) -> Bytes {

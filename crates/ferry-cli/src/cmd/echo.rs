@@ -63,6 +63,9 @@ pub fn run(args: EchoArgs) -> Result<()> {
 }
 
 async fn serve(listen: String, config: Config) -> Result<()> {
+    // Shared: each connection's task would otherwise hold a copy of it (over 300 bytes) for
+    // its whole life.
+    let config = std::sync::Arc::new(config);
     if let Some(path) = listen.strip_prefix("unix:") {
         // A stale socket file from an earlier run would make bind fail.
         let _ = std::fs::remove_file(path);
@@ -99,7 +102,7 @@ async fn accept_failed(err: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn echo<S>(stream: S, config: Config)
+async fn echo<S>(stream: S, config: std::sync::Arc<Config>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -8,21 +8,25 @@
 
 use std::future::Future;
 use std::io;
+use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use ferry_proto::{CloseInfo, Connection, Utf8Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_util::io::{poll_read_buf, poll_write_buf};
+use tokio_util::io::poll_read_buf;
 
 use super::pool;
 
 /// Room below which the receive buffer grows (to `pool::BUF_SIZE`, or the frame in flight)
 /// before a read.
 const MIN_READ: usize = 1024;
+
+/// Chunks gathered into one vectored write: headers and payloads of a batch of large messages.
+const MAX_SLICES: usize = 16;
 
 /// What one read did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     pub(crate) fn write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         while self.conn.transmit().has_remaining() && self.io_error.is_none() {
-            match poll_write_buf(Pin::new(&mut self.io), cx, self.conn.transmit()) {
+            match self.write_once(cx) {
                 Poll::Ready(Ok(0)) => self.fail(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
@@ -119,6 +123,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             }
         }
         progress
+    }
+
+    /// One write of what is waiting: a plain write when it is one chunk (the common case: a
+    /// batch of small frames, or one large payload alone), a vectored one otherwise.
+    fn write_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let transmit = self.conn.transmit();
+        let mut io = Pin::new(&mut self.io);
+        let written = if transmit.is_contiguous() || !io.is_write_vectored() {
+            ready!(io.as_mut().poll_write(cx, transmit.chunk()))
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = transmit.chunks_vectored(&mut slices);
+            ready!(io.as_mut().poll_write_vectored(cx, &slices[..n]))
+        };
+        if let Ok(n) = written {
+            transmit.advance(n.min(transmit.remaining()));
+        }
+        Poll::Ready(written)
     }
 
     /// Whether everything the protocol produced has been written and flushed.
@@ -139,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                 Read::Ended
             }
             Poll::Ready(Ok(_)) => {
-                self.conn.handle_received(Instant::now());
+                self.conn.handle_received_with_clock(Instant::now);
                 Read::Data
             }
             Poll::Ready(Err(err)) => {
