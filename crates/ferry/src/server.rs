@@ -1,6 +1,6 @@
 //! Accepting WebSocket connections on any transport.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_proto::Role;
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
@@ -137,16 +137,23 @@ async fn read_request<S: AsyncRead + Unpin>(
     config: &Config,
 ) -> Result<Request, Error> {
     let mut handshake = ServerHandshake::new(&config.limits);
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
+    // A pooled buffer: the connection's own read buffer later comes from the same pool.
+    let mut buf = socket::pool::take();
+    let result = loop {
         buf.clear();
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(Error::Handshake(HandshakeError::Eof));
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => break Err(Error::Handshake(HandshakeError::Eof)),
+            Ok(_) => {}
+            Err(err) => break Err(err.into()),
         }
-        if let Some(request) = handshake.receive(&buf)? {
-            return Ok(request);
+        match handshake.receive(&buf) {
+            Ok(Some(request)) => break Ok(request),
+            Ok(None) => {}
+            Err(err) => break Err(err.into()),
         }
-    }
+    };
+    socket::pool::put(buf);
+    result
 }
 
 async fn write_refusal<S: AsyncWrite + Unpin>(

@@ -45,6 +45,13 @@ impl ServerHandshake {
     /// Each call searches only the new bytes for the end of the block, so a request that
     /// trickles in one byte at a time costs linear time overall.
     pub fn receive(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
+        if self.buf.is_empty() {
+            // The usual case: the whole request in the first read. Parse it where it lies
+            // instead of copying it into a buffer of our own first.
+            if let Some(end) = find_header_end(data, 0) {
+                return self.complete(data, end).map(Some);
+            }
+        }
         let searched = self.buf.len();
         self.buf.extend_from_slice(data);
         let end = match find_header_end(&self.buf, searched) {
@@ -56,24 +63,40 @@ impl ServerHandshake {
             }
             None => return Ok(None),
         };
+        let buf = std::mem::take(&mut self.buf);
+        self.complete(&buf, end).map(Some)
+    }
+
+    /// Parses the header block `data[..end]`; what follows it is the start of the frames.
+    fn complete(&self, data: &[u8], end: usize) -> Result<Request, HandshakeError> {
         if end > self.max_bytes {
             return Err(HandshakeError::HeadersTooLarge {
                 limit: self.max_bytes,
             });
         }
-        let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
-        let block = self.buf.get(..end).unwrap_or_default();
-        let mut request = parse(block, self.max_headers)?;
-        request.leftover = leftover;
-        self.buf = Vec::new();
-        Ok(Some(request))
+        let mut request = parse(data.get(..end).unwrap_or_default(), self.max_headers)?;
+        request.leftover = match data.get(end..) {
+            Some(rest) if !rest.is_empty() => Bytes::copy_from_slice(rest),
+            _ => Bytes::new(),
+        };
+        Ok(request)
     }
 }
 
+/// Header slots parsed on the stack; a larger `Limits::max_headers` takes them from the heap.
+const STACK_HEADERS: usize = 64;
+
 fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(block) {
+    let mut stack = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = if max_headers <= STACK_HEADERS {
+        stack.get_mut(..max_headers).unwrap_or_default()
+    } else {
+        heap.resize(max_headers, std::mem::MaybeUninit::uninit());
+        &mut heap[..]
+    };
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(block, slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => {
             return Err(HandshakeError::Malformed("incomplete request"));
@@ -445,6 +468,45 @@ mod tests {
         let err = hs.receive(big.as_bytes()).unwrap_err();
         assert_eq!(err, E::HeadersTooLarge { limit: 256 });
         assert_eq!(err.refusal().unwrap().status, 431);
+    }
+
+    /// The whole block in one read takes the path that parses in place: the size limit holds
+    /// there too.
+    #[test]
+    fn oversized_header_block_complete_in_one_read_gets_431() {
+        let limits = Limits {
+            max_handshake_bytes: 256,
+            ..Limits::default()
+        };
+        let big = GOOD.replacen("\r\n", &format!("\r\nX-Filler: {}\r\n", "a".repeat(300)), 1);
+        let err = ServerHandshake::new(&limits)
+            .receive(big.as_bytes())
+            .unwrap_err();
+        assert_eq!(err, E::HeadersTooLarge { limit: 256 });
+    }
+
+    /// More header slots than the parser keeps on the stack: they come from the heap.
+    #[test]
+    fn a_header_limit_above_the_stack_slots_still_parses() {
+        let limits = Limits {
+            max_headers: STACK_HEADERS + 40,
+            ..Limits::default()
+        };
+        let extra: String = (0..STACK_HEADERS + 20)
+            .map(|i| format!("X-Extra-{i}: {i}\r\n"))
+            .collect();
+        let request = GOOD.replacen("\r\n", &format!("\r\n{extra}"), 1);
+        let request = ServerHandshake::new(&limits)
+            .receive(request.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.path(), "/chat");
+        let mut hs = ServerHandshake::new(&Limits::default());
+        let many = GOOD.replacen("\r\n", &format!("\r\n{extra}"), 1);
+        assert_eq!(
+            hs.receive(many.as_bytes()).unwrap_err(),
+            E::TooManyHeaders { limit: 64 }
+        );
     }
 
     #[test]

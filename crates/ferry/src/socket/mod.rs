@@ -14,7 +14,7 @@
 //! the close echo) are never stuck behind the application's backlog.
 
 mod driver;
-mod pool;
+pub(crate) mod pool;
 mod receiver;
 mod sender;
 mod shared;
