@@ -1,5 +1,6 @@
 //! Turns the JSON lines that `bench/run.sh` collected (one `ferry bench --json` result per run,
-//! or an `error` record) into the markdown report: medians per cell, ratios to plain TCP, noise.
+//! or an `error` record) into the markdown report: medians per cell, ratios to plain TCP, noise,
+//! and the fan-out and deflate sections, which measure ferry alone.
 //!
 //! Usage: report RESULTS.jsonl MACHINE.txt > latest.md
 //! MACHINE.txt holds `key<TAB>value` lines (machine, versions, settings), printed as a table.
@@ -9,15 +10,21 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// The servers, in column order, by the label run.sh gives them.
-const SERVERS: [(&str, &str); 4] = [
+/// The servers, in column order, by the label run.sh gives them. uWebSockets.js runs only where
+/// npm is installed; without it its column shows dashes.
+const SERVERS: [(&str, &str); 5] = [
     ("plain-tcp", "plain TCP"),
     ("ferry", "ferry"),
     ("fastwebsockets", "fastwebsockets"),
     ("tokio-tungstenite", "tokio-tungstenite"),
+    ("uwebsockets-js", "uWebSockets.js"),
 ];
 const FLOOR: &str = "plain-tcp";
-const PEERS: [&str; 2] = ["fastwebsockets", "tokio-tungstenite"];
+const PEERS: [&str; 3] = ["fastwebsockets", "tokio-tungstenite", "uwebsockets-js"];
+/// The fan-out section's server, and the deflate section's two clients of one `ferry echo`.
+const FANOUT: &str = "ferry-serve";
+const DEFLATE_ON: &str = "ferry-deflate";
+const DEFLATE_OFF: &str = "ferry-plain";
 
 struct Run {
     label: String,
@@ -84,9 +91,11 @@ fn render(runs: &[Run], machine: &str, unreadable: usize) -> String {
     let _ = writeln!(
         out,
         "Produced by `bench/run.sh` (method and how to rerun: [bench/README.md](../README.md)). \
-         Each server runs alone, pinned to one core (`taskset -c {}`), on a tokio current_thread \
-         runtime; `ferry bench` runs pinned to another (`taskset -c {}`). Servers are interleaved \
+         Each server runs alone, pinned to one core (`taskset -c {}`), the Rust ones on a tokio \
+         current_thread runtime; `ferry bench` runs pinned to another (`taskset -c {}`). Servers are interleaved \
          run by run (A B C D, B C D A, ...); every figure is the median of the runs of its cell. \
+         uWebSockets.js is the C++ uWebSockets under Node (each message crosses into JavaScript \
+         and back); its column is empty where npm was not installed. \
          **Server CPU per message** is utime+stime of the server process over the measured \
          window, divided by the messages echoed in it. On loopback the kernel's receive \
          processing of a segment runs on the sending core, so a server's figure holds the \
@@ -107,6 +116,8 @@ fn render(runs: &[Run], machine: &str, unreadable: usize) -> String {
     bulk_section(&mut out, runs);
     handshake_section(&mut out, runs);
     idle_section(&mut out, runs);
+    fanout_section(&mut out, runs);
+    deflate_section(&mut out, runs);
     problems_section(&mut out, runs, unreadable);
     out
 }
@@ -229,7 +240,8 @@ fn echo_section(out: &mut String, runs: &[Run]) {
         out,
         "## Echo: server CPU per message\n\nMedian µs of server CPU per echoed message; for each \
          WebSocket server, its ratio to plain TCP in the same cell, then the µs. `ferry / best \
-         peer` compares ferry with the better of fastwebsockets and tokio-tungstenite. Target \
+         peer` compares ferry with the best of fastwebsockets, tokio-tungstenite and uWebSockets.js \
+         (where it ran). Target \
          (issue 4): ferry ≤ 1.03 × plain TCP and ≤ the best peer. Messages: {kind}, {pipeline} \
          in flight per connection; up to {runs_per_cell} runs per cell.\n"
     );
@@ -489,6 +501,149 @@ fn idle_section(out: &mut String, runs: &[Run]) {
     let _ = writeln!(out);
 }
 
+/// Medians of `path` per (cell) for one label and mode.
+fn by_cell(runs: &[Run], mode: &str, label: &str, path: &[&str]) -> BTreeMap<Cell, f64> {
+    collect(runs, mode, path)
+        .into_iter()
+        .filter(|((_, l), _)| l == label)
+        .filter_map(|((cell, _), v)| Some((cell, median(v)?)))
+        .collect()
+}
+
+fn fanout_section(out: &mut String, runs: &[Run]) {
+    let per_s = by_cell(runs, "fanout", FANOUT, &["per_s"]);
+    if per_s.is_empty() {
+        return;
+    }
+    let published = by_cell(runs, "fanout", FANOUT, &["fanout", "published_per_s"]);
+    let cpu = by_cell(runs, "fanout", FANOUT, &["server", "cpu_us_per_op"]);
+    let util = by_cell(runs, "fanout", FANOUT, &["server", "cpu_util"]);
+    let client = by_cell(runs, "fanout", FANOUT, &["client", "cpu_util"]);
+    let p50 = by_cell(runs, "fanout", FANOUT, &["latency_us", "p50"]);
+    let p99 = by_cell(runs, "fanout", FANOUT, &["latency_us", "p99"]);
+    let window = ok_runs(runs, "fanout")
+        .find_map(|r| r.value["pipeline"].as_u64())
+        .map_or("its default".into(), |w| w.to_string());
+    let _ = writeln!(
+        out,
+        "## Fan-out: ferry serve pub/sub\n\nOne publisher and N subscribers on one topic of \
+         `ferry serve` (`/ws/topics/bench`), binary messages. Every subscriber checks every \
+         message byte for byte and in order. The publisher keeps at most {window} messages in \
+         flight (the first cell's window; `ferry bench` picks it per size so that it stays \
+         under a quarter of serve's 1 MiB `--send-queue`): a message is in flight until every \
+         subscriber, and the publisher itself (serve sends it its own messages), has it, so \
+         the slow-subscriber policy never fires. **Server CPU per delivery** divides the \
+         server's CPU time by every delivery it made, the publisher's copies included. Latency \
+         is from the publisher's write to each subscriber's whole message. No peer here has \
+         pub/sub, so there is nothing to compare with; † as above (the generator set the pace). \
+         `ferry serve` runs its multi-threaded runtime on the one pinned core. When neither \
+         side is busy, deliveries/s is bounded by the window and the latency (Little's law), \
+         not by CPU: compare server CPU per delivery. Medians of runs.\n\n\
+         | subscribers × payload | deliveries/s | published/s | server CPU per delivery | \
+         server CPU use | latency p50 / p99 | client CPU |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (cell, rate_v) in &per_s {
+        let saturated = client.get(cell).is_some_and(|u| *u >= 0.95);
+        let ms = |v: Option<&f64>| v.map_or("–".into(), |v| format!("{:.2} ms", v / 1e3));
+        let _ = writeln!(
+            out,
+            "| {} × {} | {}{} | {} | {} | {} | {} / {} | {} |",
+            cell.0,
+            size_name(cell.1),
+            rate(*rate_v),
+            if saturated { "†" } else { "" },
+            published.get(cell).map_or("–".into(), |v| rate(*v)),
+            cpu.get(cell).map_or("–".into(), |v| format!("{v:.2} µs")),
+            util.get(cell)
+                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+            ms(p50.get(cell)),
+            ms(p99.get(cell)),
+            client
+                .get(cell)
+                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn deflate_section(out: &mut String, runs: &[Run]) {
+    let cpu_on = by_cell(runs, "echo", DEFLATE_ON, &["server", "cpu_us_per_op"]);
+    let cpu_off = by_cell(runs, "echo", DEFLATE_OFF, &["server", "cpu_us_per_op"]);
+    let idle_on = by_cell(runs, "idle", DEFLATE_ON, &["server", "rss_per_conn_kib"]);
+    let idle_off = by_cell(runs, "idle", DEFLATE_OFF, &["server", "rss_per_conn_kib"]);
+    if cpu_on.is_empty() && cpu_off.is_empty() && idle_on.is_empty() && idle_off.is_empty() {
+        return;
+    }
+    let rate_on = by_cell(runs, "echo", DEFLATE_ON, &["per_s"]);
+    let rate_off = by_cell(runs, "echo", DEFLATE_OFF, &["per_s"]);
+    let wire = by_cell(runs, "echo", DEFLATE_ON, &["deflate", "sent_payload_bytes"]);
+    let response = ok_runs(runs, "echo")
+        .filter(|r| r.label == DEFLATE_ON)
+        .find_map(|r| r.value["deflate"]["response"].as_str())
+        .unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "## permessage-deflate: ferry echo\n\nOne `ferry echo --threads 1` with compression \
+         on (its defaults: level 1, context takeover, 256-byte threshold); `ferry bench` offers \
+         `permessage-deflate; client_no_context_takeover; client_max_window_bits` \
+         (**negotiated**) or nothing (**not negotiated**), alternately run by run. The payload \
+         is the same deterministic JSON-like text either way; the client sends it compressed \
+         once at start-up (level 6, 4 KiB window) and inflates and checks every echo. The \
+         server answered `{response}`. Medians of runs.\n\n\
+         | connections × payload | server CPU per message: not negotiated | negotiated | \
+         ratio | messages/s: not negotiated | negotiated | client → server payload |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    let cells: std::collections::BTreeSet<Cell> =
+        cpu_on.keys().chain(cpu_off.keys()).copied().collect();
+    for cell in cells {
+        let us = |v: Option<&f64>| v.map_or("–".into(), |v| format!("{v:.2} µs"));
+        let _ = writeln!(
+            out,
+            "| {} × {} | {} | {} | {} | {} | {} | {} |",
+            cell.0,
+            size_name(cell.1),
+            us(cpu_off.get(&cell)),
+            us(cpu_on.get(&cell)),
+            match (cpu_on.get(&cell), cpu_off.get(&cell)) {
+                (Some(a), Some(b)) if *b > 0.0 => format!("{:.1}×", a / b),
+                _ => "–".into(),
+            },
+            rate_off.get(&cell).map_or("–".into(), |v| rate(*v)),
+            rate_on.get(&cell).map_or("–".into(), |v| rate(*v)),
+            wire.get(&cell).map_or("–".into(), |v| format!(
+                "{} ({:.0}%)",
+                size_name(*v as u64),
+                100.0 * v / cell.1.max(1) as f64
+            )),
+        );
+    }
+    if !idle_on.is_empty() || !idle_off.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nIdle memory with compression: server RSS growth per connection after each \
+             connection echoed one 1 KiB JSON-like message (above the threshold, so a negotiated \
+             connection has compressed) and then stays idle.\n\n\
+             | connections | KiB per idle connection: not negotiated | negotiated |\n\
+             |---|---:|---:|"
+        );
+        let cells: std::collections::BTreeSet<Cell> =
+            idle_on.keys().chain(idle_off.keys()).copied().collect();
+        for cell in cells {
+            let kib = |v: Option<&f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                cell.0,
+                kib(idle_off.get(&cell)),
+                kib(idle_on.get(&cell))
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
 fn problems_section(out: &mut String, runs: &[Run], unreadable: usize) {
     let errors: Vec<&Run> = runs.iter().filter(|r| r.error().is_some()).collect();
     let warned: Vec<&Run> = runs
@@ -502,7 +657,7 @@ fn problems_section(out: &mut String, runs: &[Run], unreadable: usize) {
     if errors.is_empty() && warned.is_empty() && unreadable == 0 {
         let _ = writeln!(
             out,
-            "## Problems\n\nNone: every run completed and every echo verified."
+            "## Problems\n\nNone: every run completed and every message verified."
         );
         return;
     }

@@ -1,4 +1,4 @@
-//! `ferry bench`: a load generator for echo servers, fit to measure the fastest ones.
+//! `ferry bench`: a load generator for echo and pub/sub servers, fit to measure the fastest ones.
 //!
 //! The client is raw on purpose. It does its own handshake (ferry-proto's `ClientHandshake`), then
 //! writes frames that were built and masked once per run, reads into one reused buffer per
@@ -10,6 +10,13 @@
 //! Timing is per batch: one clock read per `write` and one per `read` that completes messages.
 //! The measured window is the one between two snapshots taken by the main thread, which also
 //! reads the server's CPU time (`utime + stime` in `/proc/PID/stat`) at the same two instants.
+//!
+//! With `--deflate` the payload is compressed once at start-up and what the server compresses is
+//! inflated as it arrives ([`deflate`]). Fan-out (one publisher, many subscribers) is in
+//! [`fanout`].
+
+mod deflate;
+mod fanout;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -20,13 +27,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use ferry::Limits;
+use ferry::proto::extension::deflate::{DeflateConfig, RSV1};
 use ferry::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use ferry::proto::handshake::{ClientHandshake, ClientRequest};
 use ferry::proto::mask::apply_mask;
@@ -37,13 +45,14 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::size::{parse_duration, parse_size};
 
-/// Load-test an echo server: messages/s, latency, and the server's CPU time per message.
+/// Load-test an echo or pub/sub server: messages/s, latency, and the server's CPU time per message.
 ///
 /// Modes:
 ///   echo        N connections, each keeping K messages in flight (the default)
 ///   bulk        large binary messages, pipelined: payload throughput
 ///   handshakes  connect, upgrade, one echo, close, over and over: handshakes/s
 ///   idle        N connections that each echo one message, then stay open: server RSS each
+///   fanout      one publisher and N subscribers on one pub/sub topic: deliveries/s
 ///
 /// With --server-pid the server's CPU time (utime+stime from /proc/PID/stat) is read at the
 /// start and end of the measured window; CPU µs per message is the figure to compare servers by
@@ -52,12 +61,24 @@ use crate::size::{parse_duration, parse_size};
 /// --protocol tcp speaks a length-prefixed echo instead (4-byte big-endian length, payload),
 /// to measure a plain TCP server as the floor.
 ///
+/// fanout: the publisher is one more connection to the same URL; every subscriber checks every
+/// message byte for byte and in order (each starts with its sequence number). At most K
+/// messages (--pipeline) are in flight, a message being in flight until the last subscriber,
+/// and the publisher itself (ferry serve sends it its own messages), has it; keep K × --size
+/// under the server's --send-queue so its slow-subscriber policy never fires. Latency is from
+/// the publisher's write to each delivery; server CPU is per delivery.
+///
+/// --deflate offers permessage-deflate, sends a JSON-like payload compressed once at start-up,
+/// and inflates and checks what comes back; the run fails if the server declines.
+///
 /// Examples:
 ///   ferry bench --connections 100 --size 1KiB --server-pid "$(pgrep -f 'ferry echo')"
 ///   ferry bench bulk --size 16MiB --duration 10s
 ///   ferry bench handshakes --connections 16
 ///   ferry bench idle --connections 50000 --source-ips 127.0.0.2-127.0.0.9 --server-pid PID
 ///   ferry bench --protocol tcp --url tcp://127.0.0.1:9004
+///   ferry bench fanout --url ws://127.0.0.1:8080/ws/topics/bench --connections 1000 --size 1KiB
+///   ferry bench --deflate --size 16KiB --server-pid "$(pgrep -f 'ferry echo')"
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
@@ -70,13 +91,15 @@ pub struct BenchArgs {
     /// ws: WebSocket. tcp: length-prefixed plain TCP echo (the floor).
     #[arg(long, value_enum, default_value_t = Protocol::Ws)]
     pub protocol: Protocol,
-    /// Connections [echo 16, bulk 1, handshakes 16 (concurrent loops), idle 1000].
+    /// Connections [echo 16, bulk 1, handshakes 16 (concurrent loops), idle 1000, fanout 100
+    /// subscribers (plus the publisher)].
     #[arg(short, long, value_name = "N")]
     pub connections: Option<usize>,
     /// Payload bytes per message [echo, handshakes, idle: 20; bulk: 1MiB].
     #[arg(short, long, value_name = "BYTES", value_parser = parse_size)]
     pub size: Option<usize>,
-    /// Messages in flight per connection [echo 1, bulk 4].
+    /// Messages in flight per connection [echo 1, bulk 4]; fanout: messages published and not
+    /// yet at every subscriber [256KiB / (size + 14), at most 64].
     #[arg(short = 'k', long, value_name = "K")]
     pub pipeline: Option<usize>,
     /// Message type (WebSocket only).
@@ -85,7 +108,8 @@ pub struct BenchArgs {
     /// How long to measure, after the warmup [5s].
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Measure this many messages (handshakes in handshakes mode) instead of a duration.
+    /// Measure this many messages (handshakes in handshakes mode, messages published in fanout
+    /// mode) instead of a duration.
     #[arg(short = 'n', long, value_name = "N", conflicts_with = "duration")]
     pub messages: Option<u64>,
     /// Run this long before measuring [1s; 0 with --messages].
@@ -94,6 +118,18 @@ pub struct BenchArgs {
     /// idle: how long to hold the connections open before reading the server's RSS [2s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub hold: Option<Duration>,
+    /// fanout: publish at most this many messages per second [as fast as the window allows].
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// Offer permessage-deflate (`client_no_context_takeover; client_max_window_bits`), send
+    /// the payload compressed (once, level 6, 4 KiB window) and inflate what comes back. Implies
+    /// --payload json.
+    #[arg(long)]
+    pub deflate: bool,
+    /// Payload content: pattern (a byte pattern) or json (deterministic JSON-like text, which
+    /// compresses like real traffic) [pattern; json with --deflate].
+    #[arg(long, value_enum, value_name = "CONTENT")]
+    pub payload: Option<PayloadKind>,
     /// Load-generator threads, each a current_thread runtime with its share of connections.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
@@ -119,24 +155,46 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
+/// What `ferry bench` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
+    /// N connections, each keeping K messages in flight.
     Echo,
+    /// Large messages, pipelined: payload throughput.
     Bulk,
+    /// Connect, upgrade, one echo, close, over and over.
     Handshakes,
+    /// N connections that each echo one message, then stay open: the server's memory each.
     Idle,
+    /// One publisher, N subscribers on one pub/sub topic.
+    Fanout,
 }
 
+/// The wire protocol of the server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
+    /// WebSocket.
     Ws,
+    /// Length-prefixed plain TCP echo: the floor.
     Tcp,
 }
 
+/// The WebSocket message type sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
+    /// Binary messages.
     Binary,
+    /// Text messages (the payload is ASCII).
     Text,
+}
+
+/// What the payload holds. It matters only to compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// A byte pattern (printable ASCII for text).
+    Pattern,
+    /// Deterministic JSON-like text: order records with varying numbers.
+    Json,
 }
 
 impl Mode {
@@ -146,6 +204,16 @@ impl Mode {
             Mode::Bulk => "bulk",
             Mode::Handshakes => "handshakes",
             Mode::Idle => "idle",
+            Mode::Fanout => "fanout",
+        }
+    }
+}
+
+impl PayloadKind {
+    fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Pattern => "pattern",
+            PayloadKind::Json => "json",
         }
     }
 }
@@ -203,6 +271,9 @@ struct Settings {
     label: Option<String>,
     json: bool,
     quiet: bool,
+    rate: Option<f64>,
+    deflate: bool,
+    payload: PayloadKind,
 }
 
 impl Settings {
@@ -213,6 +284,7 @@ impl Settings {
             Mode::Echo | Mode::Handshakes => 16,
             Mode::Bulk => 1,
             Mode::Idle => 1000,
+            Mode::Fanout => 100,
         });
         if connections == 0 {
             bail!("--connections 0: need at least 1");
@@ -231,8 +303,46 @@ impl Settings {
             (_, Some(0)) => bail!("--pipeline 0: need at least 1 message in flight per connection"),
             (_, Some(k)) => k,
             (Mode::Bulk, None) => 4,
+            // A quarter of ferry serve's default --send-queue (1 MiB) per subscriber at most.
+            (Mode::Fanout, None) => ((256 << 10) / (size + MAX_HEADER_LEN)).clamp(1, 64),
             (_, None) => 1,
         };
+        if mode == Mode::Fanout {
+            if args.protocol == Protocol::Tcp {
+                bail!("fanout needs --protocol ws: the tcp floor has no topics");
+            }
+            if size < fanout::SEQ_LEN {
+                bail!(
+                    "--size {size}: fanout messages start with a {}-byte sequence number; use \
+                     --size {} or more",
+                    fanout::SEQ_LEN,
+                    fanout::SEQ_LEN
+                );
+            }
+        }
+        match args.rate {
+            Some(_) if mode != Mode::Fanout => {
+                bail!("--rate applies to fanout mode only; echo modes are paced by --pipeline")
+            }
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                bail!("--rate {r}: need a positive number of messages per second, e.g. 1000")
+            }
+            _ => {}
+        }
+        if args.deflate && args.protocol == Protocol::Tcp {
+            bail!("--deflate is a WebSocket extension; drop it with --protocol tcp");
+        }
+        if args.deflate && args.payload == Some(PayloadKind::Pattern) {
+            bail!(
+                "--deflate with --payload pattern: a byte pattern compresses unrealistically; \
+                 drop --payload (json is used)"
+            );
+        }
+        let payload = args.payload.unwrap_or(if args.deflate {
+            PayloadKind::Json
+        } else {
+            PayloadKind::Pattern
+        });
         if args.threads == 0 {
             bail!("--threads 0: need at least 1; use --threads 1");
         }
@@ -312,6 +422,9 @@ impl Settings {
             label: args.label,
             json: args.json,
             quiet: args.quiet,
+            rate: args.rate,
+            deflate: args.deflate,
+            payload,
         })
     }
 }
@@ -401,6 +514,8 @@ fn parse_source_ips(text: &str, target: SocketAddr) -> Result<Vec<IpAddr>> {
 
 struct Plan {
     mode: Mode,
+    /// Connections (fanout: subscribers).
+    connections: usize,
     protocol: Protocol,
     addr: SocketAddr,
     host: String,
@@ -423,17 +538,43 @@ struct Plan {
     mask: [u8; 4],
     /// Read buffer size per connection.
     read_buf: usize,
+    /// With --deflate: what is offered, and the size of the compressed payload (`None`: it does
+    /// not shrink, so messages go uncompressed).
+    deflate: Option<DeflatePlan>,
+    /// The permessage-deflate parameters the server answered (the first connection's).
+    negotiated: OnceLock<String>,
+    /// fanout: where the sequence number sits in `batch`'s first frame, and its offset in the
+    /// masked payload (for the mask's phase).
+    seq_at: usize,
+    seq_mask_offset: usize,
+    /// fanout: an empty message, masked, that tells when every subscriber is subscribed.
+    sync_frame: Vec<u8>,
+    /// fanout: messages per second, if paced.
+    rate: Option<f64>,
+}
+
+struct DeflatePlan {
+    offer: DeflateConfig,
+    compressed_len: Option<usize>,
 }
 
 impl Plan {
     fn new(s: &Settings) -> Plan {
-        let payload: Vec<u8> = (0..s.size)
-            .map(|i| match s.kind {
-                // Printable ASCII, so the text is valid UTF-8 and no two neighbours are equal.
-                Kind::Text => b'!' + (i % 94) as u8,
-                Kind::Binary => (i.wrapping_mul(31) ^ (i >> 8)) as u8,
-            })
-            .collect();
+        let mut payload: Vec<u8> = match s.payload {
+            PayloadKind::Json => deflate::json_payload(s.size),
+            PayloadKind::Pattern => (0..s.size)
+                .map(|i| match s.kind {
+                    // Printable ASCII, so the text is valid UTF-8 and no two neighbours are equal.
+                    Kind::Text => b'!' + (i % 94) as u8,
+                    Kind::Binary => (i.wrapping_mul(31) ^ (i >> 8)) as u8,
+                })
+                .collect(),
+        };
+        let fanout = s.mode == Mode::Fanout;
+        if fanout {
+            // The template: message 0. The publisher patches the number into each copy.
+            payload[..fanout::SEQ_LEN].copy_from_slice(&fanout::seq_prefix(0));
+        }
         let opcode = match s.kind {
             Kind::Text => OpCode::Text,
             Kind::Binary => OpCode::Binary,
@@ -441,16 +582,56 @@ impl Plan {
         // Every frame of a run is masked with one key (RFC 6455 §5.3 asks for a fresh key per
         // frame to defeat proxy cache poisoning; a load generator on loopback has no proxy).
         let mask = run_mask_key();
-        let frame = build_frame(s.protocol, opcode, &payload, mask);
+        // What goes on the wire: the payload, or with --deflate its compressed form. Fan-out
+        // compresses all but the sequence number, which goes in front in a stored block, so
+        // every message is the same compressed bytes with 16 of them patched.
+        let (compressed, seq_in_payload) = match (s.deflate, fanout) {
+            (false, _) => (None, 0),
+            (true, false) => (deflate::compress(&payload), 0),
+            (true, true) => {
+                let rest = deflate::compress(&payload[fanout::SEQ_LEN..]).map(|rest| {
+                    let mut wire = deflate::STORED_PREFIX_HEADER.to_vec();
+                    wire.extend_from_slice(&payload[..fanout::SEQ_LEN]);
+                    wire.extend(rest);
+                    wire
+                });
+                (rest, deflate::STORED_PREFIX_HEADER.len())
+            }
+        };
+        let (wire, rsv, seq_mask_offset) = match &compressed {
+            Some(wire) => (&wire[..], RSV1, seq_in_payload),
+            None => (&payload[..], 0, 0),
+        };
+        let frame = build_frame(s.protocol, opcode, rsv, wire, mask);
         let frame_len = frame.len();
+        let seq_at = frame_len - wire.len() + seq_mask_offset;
         let batch_frames = (BATCH_BYTES / frame_len).clamp(1, s.pipeline);
         let batch = frame.repeat(batch_frames);
-        let close_frame = build_frame(Protocol::Ws, OpCode::Close, &1000u16.to_be_bytes(), mask);
-        let read_buf = (frame_len.saturating_mul(s.pipeline))
-            .clamp(4096, 256 * 1024)
-            .next_power_of_two();
+        let close_frame = build_frame(Protocol::Ws, OpCode::Close, 0, &1000u16.to_be_bytes(), mask);
+        let sync_frame = build_frame(Protocol::Ws, opcode, 0, &[], mask);
+        let read_buf = if fanout {
+            // Up to thousands of subscribers each: what four messages need is plenty, as the
+            // verifier streams.
+            frame_len.saturating_mul(4).clamp(4096, 64 * 1024)
+        } else {
+            frame_len.saturating_mul(s.pipeline).clamp(4096, 256 * 1024)
+        }
+        .next_power_of_two();
+        let deflate = s.deflate.then(|| DeflatePlan {
+            offer: DeflateConfig {
+                level: deflate::LEVEL as u8,
+                own_window_bits: deflate::OWN_WINDOW_BITS,
+                // Not limiting the server: it compresses as it would for a browser.
+                peer_window_bits: 15,
+                own_no_context_takeover: true,
+                request_peer_no_context_takeover: false,
+                ..DeflateConfig::default()
+            },
+            compressed_len: compressed.as_ref().map(Vec::len),
+        });
         Plan {
             mode: s.mode,
+            connections: s.connections,
             protocol: s.protocol,
             addr: s.addr,
             host: s.host.clone(),
@@ -467,6 +648,20 @@ impl Plan {
             close_frame,
             mask,
             read_buf,
+            deflate,
+            negotiated: OnceLock::new(),
+            seq_at,
+            seq_mask_offset,
+            sync_frame,
+            rate: s.rate,
+        }
+    }
+
+    /// What a received message is called in errors.
+    fn noun(&self) -> &'static str {
+        match self.mode {
+            Mode::Fanout => "delivery",
+            _ => "echo",
         }
     }
 
@@ -486,13 +681,20 @@ fn run_mask_key() -> [u8; 4] {
     (nanos ^ std::process::id().rotate_left(16) ^ 0x9e37_79b9).to_le_bytes()
 }
 
-fn build_frame(protocol: Protocol, opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+/// One whole frame: WebSocket (masked, `rsv` bits set), or tcp's length prefix and payload.
+fn build_frame(
+    protocol: Protocol,
+    opcode: OpCode,
+    rsv: u8,
+    payload: &[u8],
+    mask: [u8; 4],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + MAX_HEADER_LEN);
     match protocol {
         Protocol::Ws => {
             let header = FrameHeader {
                 fin: true,
-                rsv: 0,
+                rsv,
                 opcode,
                 mask: Some(mask),
                 payload_len: payload.len() as u64,
@@ -526,14 +728,19 @@ const ABORT: u8 = 4;
 #[repr(align(128))]
 #[derive(Default)]
 struct Counters {
+    /// Echoes, handshakes, or in fanout deliveries to subscribers.
     messages: AtomicU64,
     bytes: AtomicU64,
     connected: AtomicU64,
+    /// fanout: the publisher's copies of its own messages.
+    copies: AtomicU64,
 }
 
 struct Shared {
     phase: AtomicU8,
     counters: Vec<Counters>,
+    /// fanout: the publisher's sequence and the completion counts.
+    hub: Option<fanout::Hub>,
 }
 
 impl Shared {
@@ -562,6 +769,8 @@ enum Event {
     Ready(Result<()>),
     /// Every connection got its last echo back (before closing).
     Drained,
+    /// fanout: every subscriber and the publisher got a sync message, so all are subscribed.
+    Synced,
     /// Finished: the latency histogram, and warnings (unclean closes).
     Done(Result<(Histogram, Vec<String>)>),
 }
@@ -622,11 +831,17 @@ struct Rx {
     state: RxState,
     /// Inside a message (its first frame has been seen).
     in_message: bool,
-    /// Payload bytes of the current message verified so far.
+    /// The current message is compressed (RSV1 on its first frame).
+    compressed: bool,
+    /// Payload bytes of the current message verified so far (inflated bytes, if compressed).
     offset: usize,
     /// After we sent a close: a close frame from the server ends the exchange.
     closing: bool,
     closed: bool,
+    /// When permessage-deflate was negotiated: the inflater for the server's messages.
+    inflater: Option<deflate::Inflater>,
+    /// fanout: where this receiver is in the publisher's sequence.
+    seq: Option<fanout::SeqState>,
 }
 
 impl Rx {
@@ -637,9 +852,12 @@ impl Rx {
             end: 0,
             state: RxState::Header,
             in_message: false,
+            compressed: false,
             offset: 0,
             closing: false,
             closed: false,
+            inflater: None,
+            seq: None,
         }
     }
 
@@ -648,13 +866,17 @@ impl Rx {
         self.end = 0;
         self.state = RxState::Header;
         self.in_message = false;
+        self.compressed = false;
         self.offset = 0;
         self.closing = false;
         self.closed = false;
+        self.inflater = None;
+        self.seq = None;
     }
 
-    /// Verifies what the buffer holds; returns the number of echoes completed. A pong to send
-    /// (for a ping from the server) is appended to `control`.
+    /// Verifies what the buffer holds; returns the number of messages completed (echoes, or in
+    /// fanout numbered messages; sync messages are counted in `seq`). A pong to send (for a
+    /// ping from the server) is appended to `control`.
     fn process(&mut self, plan: &Plan, control: &mut Vec<u8>) -> Result<u64> {
         let mut completed = 0;
         loop {
@@ -667,27 +889,22 @@ impl Rx {
                         }
                         let take = remaining.min(avail.len() as u64) as usize;
                         let got = &avail[..take];
-                        let expected = plan
-                            .payload
-                            .get(self.offset..self.offset + take)
-                            .ok_or_else(|| anyhow!("echo longer than the message sent"))?;
-                        if got != expected {
-                            let i = got
-                                .iter()
-                                .zip(expected)
-                                .position(|(g, e)| g != e)
-                                .unwrap_or(0);
-                            bail!(
-                                "echo differs from the message sent at byte {} of {} \
-                                 (sent {:#04x}, got {:#04x})",
-                                self.offset + i,
-                                plan.size,
-                                expected.get(i).copied().unwrap_or(0),
-                                got.get(i).copied().unwrap_or(0)
-                            );
+                        if self.compressed {
+                            let inflater = self
+                                .inflater
+                                .as_mut()
+                                .ok_or_else(|| anyhow!("internal: compressed without inflater"))?;
+                            let (seq, offset) = (self.seq.as_ref(), &mut self.offset);
+                            inflater.feed(got, false, &mut |piece| {
+                                check_payload(plan, seq, *offset, piece)?;
+                                *offset += piece.len();
+                                Ok(())
+                            })?;
+                        } else {
+                            check_payload(plan, self.seq.as_ref(), self.offset, got)?;
+                            self.offset += take;
                         }
                         self.start += take;
-                        self.offset += take;
                         let remaining = remaining - take as u64;
                         if remaining > 0 {
                             self.state = RxState::Payload { remaining, fin };
@@ -695,16 +912,7 @@ impl Rx {
                         }
                     }
                     self.state = RxState::Header;
-                    if fin {
-                        if self.offset != plan.size {
-                            bail!(
-                                "echo shorter than the message sent: {} bytes of {}",
-                                self.offset,
-                                plan.size
-                            );
-                        }
-                        self.offset = 0;
-                        self.in_message = false;
+                    if fin && self.finish_message(plan)? {
                         completed += 1;
                     }
                 }
@@ -736,10 +944,21 @@ impl Rx {
                         if header.mask.is_some() {
                             bail!("the server masked a frame (RFC 6455 §5.1 forbids it)");
                         }
-                        if header.rsv != 0 {
+                        // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only;
+                        // control frames are never compressed.
+                        let compressed_start = header.rsv == RSV1
+                            && self.inflater.is_some()
+                            && !header.opcode.is_control()
+                            && !self.in_message;
+                        if header.rsv != 0 && !compressed_start {
                             bail!(
-                                "the server set RSV bits {:#05b} without an extension",
-                                header.rsv
+                                "the server set RSV bits {:#05b} {}",
+                                header.rsv,
+                                if self.inflater.is_some() {
+                                    "where permessage-deflate allows none"
+                                } else {
+                                    "without an extension"
+                                }
                             );
                         }
                         if header.opcode.is_control() {
@@ -755,22 +974,13 @@ impl Rx {
                                     control.extend(build_frame(
                                         Protocol::Ws,
                                         OpCode::Pong,
+                                        0,
                                         body,
                                         plan.mask,
                                     ));
                                 }
                                 OpCode::Close if self.closing => self.closed = true,
-                                OpCode::Close => {
-                                    let code = body
-                                        .get(..2)
-                                        .map(|c| u16::from_be_bytes([c[0], c[1]]).to_string())
-                                        .unwrap_or_else(|| "none".into());
-                                    let reason =
-                                        String::from_utf8_lossy(body.get(2..).unwrap_or_default());
-                                    bail!(
-                                        "the server sent a close frame (code {code}, reason {reason:?})"
-                                    );
-                                }
+                                OpCode::Close => bail!("{}", describe_close(body)),
                                 _ => {}
                             }
                             self.start += header_len + len;
@@ -788,7 +998,12 @@ impl Rx {
                             (true, _) => bail!("the server started a message inside another"),
                             (false, op) => bail!("the echo is {op:?}; {:?} was sent", plan.opcode),
                         }
-                        if header.payload_len > (plan.size - self.offset) as u64 {
+                        if compressed_start {
+                            self.compressed = true;
+                        }
+                        // Compressed frames are checked after inflating.
+                        if !self.compressed && header.payload_len > (plan.size - self.offset) as u64
+                        {
                             bail!("echo longer than the message sent ({} bytes)", plan.size);
                         }
                         self.start += header_len;
@@ -811,6 +1026,124 @@ impl Rx {
         }
         Ok(completed)
     }
+
+    /// The last frame of a message is in: inflate the sync-flush tail if compressed, and check
+    /// the length. True for a whole message; false for a fan-out sync message (empty, before
+    /// the first numbered one).
+    fn finish_message(&mut self, plan: &Plan) -> Result<bool> {
+        if self.compressed {
+            let inflater = self
+                .inflater
+                .as_mut()
+                .ok_or_else(|| anyhow!("internal: compressed without inflater"))?;
+            let (seq, offset) = (self.seq.as_ref(), &mut self.offset);
+            inflater.feed(&[], true, &mut |piece| {
+                check_payload(plan, seq, *offset, piece)?;
+                *offset += piece.len();
+                Ok(())
+            })?;
+        }
+        self.compressed = false;
+        self.in_message = false;
+        let len = std::mem::take(&mut self.offset);
+        match &mut self.seq {
+            Some(seq) if len == 0 => {
+                if seq.next > 0 {
+                    bail!(
+                        "an empty message after message #{}: only sync messages are empty, \
+                         and they come first",
+                        seq.next - 1
+                    );
+                }
+                seq.syncs += 1;
+                Ok(false)
+            }
+            seq => {
+                if len != plan.size {
+                    bail!(
+                        "{} shorter than the message sent: {len} bytes of {}",
+                        plan.noun(),
+                        plan.size
+                    );
+                }
+                if let Some(seq) = seq {
+                    seq.advance();
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Checks `got`, the payload bytes at `offset` of the message being received, against what was
+/// sent: the plan's payload, whose first bytes in fan-out are the sequence number `seq` expects.
+fn check_payload(
+    plan: &Plan,
+    seq: Option<&fanout::SeqState>,
+    offset: usize,
+    got: &[u8],
+) -> Result<()> {
+    let Some(expected) = plan.payload.get(offset..offset + got.len()) else {
+        bail!(
+            "{} longer than the message sent ({} bytes)",
+            plan.noun(),
+            plan.size
+        );
+    };
+    let numbered = match seq {
+        Some(seq) if offset < fanout::SEQ_LEN => {
+            let n = (fanout::SEQ_LEN - offset).min(got.len());
+            if got[..n] != seq.prefix[offset..offset + n] {
+                bail!(
+                    "expected message #{} (sequence number {:?}) but got one starting {:?} at \
+                     byte {offset}: a message was lost, repeated or reordered",
+                    seq.next,
+                    String::from_utf8_lossy(&seq.prefix),
+                    String::from_utf8_lossy(&got[..n])
+                );
+            }
+            n
+        }
+        _ => 0,
+    };
+    let (got, expected) = (&got[numbered..], &expected[numbered..]);
+    if got != expected {
+        let i = got
+            .iter()
+            .zip(expected)
+            .position(|(g, e)| g != e)
+            .unwrap_or(0);
+        bail!(
+            "{} differs from the message sent at byte {} of {} (sent {:#04x}, got {:#04x})",
+            plan.noun(),
+            offset + numbered + i,
+            plan.size,
+            expected.get(i).copied().unwrap_or(0),
+            got.get(i).copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// The error for a close frame the server sent first, with a hint for the codes a benchmark
+/// provokes.
+fn describe_close(body: &[u8]) -> String {
+    let code = body.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+    let reason = String::from_utf8_lossy(body.get(2..).unwrap_or_default());
+    let hint = match code {
+        Some(1013) => {
+            ": the server found this connection too slow (1013); with fanout, lower --pipeline \
+             or raise the server's --send-queue"
+        }
+        Some(1009) => {
+            ": the message is over the server's limit (1009); raise its --max-message-size"
+        }
+        _ => "",
+    };
+    format!(
+        "the server sent a close frame (code {}, reason {reason:?}){hint}",
+        code.map_or_else(|| "none".to_owned(), |c| c.to_string())
+    )
 }
 
 struct Conn {
@@ -1018,7 +1351,8 @@ async fn connect(plan: &Plan, source: Option<IpAddr>) -> Result<TcpStream> {
 /// The opening handshake, over the connection's own read buffer (bytes after the response stay
 /// in it, for the frame parser).
 async fn upgrade(stream: &mut TcpStream, rx: &mut Rx, plan: &Plan) -> Result<()> {
-    let request = ClientRequest::new(plan.host.clone(), plan.path.clone());
+    let mut request = ClientRequest::new(plan.host.clone(), plan.path.clone());
+    request.deflate = plan.deflate.as_ref().map(|d| d.offer.clone());
     let (mut handshake, bytes) = ClientHandshake::new(&request, &Limits::default())
         .map_err(|e| anyhow!("--url: cannot build the handshake request: {e}"))?;
     stream.write_all(&bytes).await?;
@@ -1032,11 +1366,36 @@ async fn upgrade(stream: &mut TcpStream, rx: &mut Rx, plan: &Plan) -> Result<()>
             .receive(data)
             .map_err(|e| anyhow!("handshake refused: {e}"))?
         {
-            if response.deflate.is_some() {
-                bail!("the server accepted an extension that was not offered");
-            }
+            let inflater = match (&plan.deflate, response.deflate) {
+                (None, None) => None,
+                (None, Some(_)) => bail!("the server accepted an extension that was not offered"),
+                (Some(_), None) => bail!(
+                    "--deflate: the server declined permessage-deflate; turn it on in the server \
+                     (ferry echo: drop --no-deflate) or drop --deflate"
+                ),
+                (Some(_), Some(params)) => {
+                    // The payload was compressed once with our window; a server that allows us
+                    // less could not inflate it.
+                    if let Some(bits) = params
+                        .client_max_window_bits
+                        .filter(|&b| b < deflate::OWN_WINDOW_BITS)
+                    {
+                        bail!(
+                            "--deflate: the server limits our window to {bits} bits; ferry \
+                             bench compresses with {}",
+                            deflate::OWN_WINDOW_BITS
+                        );
+                    }
+                    let _ = plan.negotiated.set(params.to_header());
+                    Some(deflate::Inflater::new(
+                        params.server_max_window_bits.unwrap_or(15),
+                        params.server_no_context_takeover,
+                    ))
+                }
+            };
             let leftover = &response.leftover[..];
             rx.reset();
+            rx.inflater = inflater;
             rx.buf
                 .get_mut(..leftover.len())
                 .ok_or_else(|| anyhow!("handshake leftover larger than the read buffer"))?
@@ -1054,6 +1413,9 @@ async fn open(plan: &Plan, id: usize, source_index: usize, rx: Rx) -> Result<Con
         let mut rx = rx;
         if plan.protocol == Protocol::Ws {
             upgrade(&mut stream, &mut rx, plan).await?;
+        }
+        if plan.mode == Mode::Fanout {
+            rx.seq = Some(fanout::SeqState::new());
         }
         Ok::<_, anyhow::Error>(Conn::new(id, stream, rx, plan.pipeline))
     };
@@ -1155,7 +1517,38 @@ async fn run_echo(
         err = watch(worker.shared, plan.timeout, "the last echoes did not arrive") => return Err(err),
     };
     let _ = events.send(Event::Drained);
-    // Close every connection; an unclean close is a warning, not a failed measurement.
+    Ok(close_all(plan, drained).await)
+}
+
+/// Fanout: the subscribers `conns` of this thread and, on thread 0, the publisher.
+async fn run_fanout(
+    worker: &Worker<'_>,
+    conns: Vec<Conn>,
+    publisher: Option<Conn>,
+    events: &mpsc::Sender<Event>,
+) -> Result<Vec<String>> {
+    let plan = worker.plan;
+    let hub = worker
+        .shared
+        .hub
+        .as_ref()
+        .ok_or_else(|| anyhow!("internal: fanout without a hub"))?;
+    let tally = fanout::Tally::new(hub, conns.len() + usize::from(publisher.is_some()));
+    let ctx = fanout::Ctx {
+        worker,
+        hub,
+        tally: &tally,
+        events,
+    };
+    let publisher = publisher.map(|conn| fanout::Publisher::new(conn, plan));
+    let (mut conns, publisher) = fanout::run(&ctx, conns, publisher).await?;
+    let _ = events.send(Event::Drained);
+    conns.extend(publisher.map(fanout::Publisher::into_conn));
+    Ok(close_all(plan, conns).await)
+}
+
+/// Closes every connection; an unclean close is a warning, not a failed measurement.
+async fn close_all(plan: &Plan, drained: Vec<Conn>) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut closing: FuturesUnordered<_> = drained
         .into_iter()
@@ -1175,7 +1568,7 @@ async fn run_echo(
             warnings.push(warning);
         }
     }
-    Ok(warnings)
+    warnings
 }
 
 /// Handshakes: each slot connects, upgrades, echoes once and closes, over and over.
@@ -1255,9 +1648,22 @@ fn load_thread(
             }
         },
     };
+    // fanout: thread 0 also publishes, on a connection of its own (id N, after the subscribers).
+    let publisher = if plan.mode == Mode::Fanout && index == 0 {
+        let id = plan.connections;
+        match runtime.block_on(open(&plan, id, id, Rx::new(plan.read_buf))) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                let _ = events.send(Event::Ready(Err(e.context("the publisher"))));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let _ = events.send(Event::Ready(Ok(())));
     if go.recv().is_err() || shared.phase() == ABORT {
-        runtime.block_on(async move { drop(conns) });
+        runtime.block_on(async move { drop((conns, publisher)) });
         return;
     }
     let worker = Worker {
@@ -1269,6 +1675,7 @@ fn load_thread(
     };
     let result = match plan.mode {
         Mode::Echo | Mode::Bulk => runtime.block_on(run_echo(&worker, conns, &events)),
+        Mode::Fanout => runtime.block_on(run_fanout(&worker, conns, publisher, &events)),
         Mode::Handshakes => runtime.block_on(run_handshakes(&worker, ids)),
         Mode::Idle => {
             // The main thread has read the server's RSS; let the connections go.
@@ -1294,6 +1701,9 @@ struct Snapshot {
     bytes: u64,
     server_ticks: Option<u64>,
     client_ticks: Option<u64>,
+    /// fanout: messages published, and the publisher's copies received.
+    published: u64,
+    copies: u64,
 }
 
 fn snapshot(shared: &Shared, pid: Option<u32>) -> Snapshot {
@@ -1304,6 +1714,15 @@ fn snapshot(shared: &Shared, pid: Option<u32>) -> Snapshot {
         bytes,
         server_ticks: pid.and_then(|p| read_proc_stat(p).ok()),
         client_ticks: read_proc_stat_self().ok(),
+        published: shared
+            .hub
+            .as_ref()
+            .map_or(0, |h| h.published.load(Ordering::Relaxed)),
+        copies: shared
+            .counters
+            .iter()
+            .map(|c| c.copies.load(Ordering::Relaxed))
+            .sum(),
     }
 }
 
@@ -1414,6 +1833,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(CONNECTING),
         counters: (0..threads).map(|_| Counters::default()).collect(),
+        hub: (settings.mode == Mode::Fanout)
+            .then(|| fanout::Hub::new(settings.pipeline, settings.connections, threads)),
     });
     let pid = settings.server_pid;
     let rss_before = pid.and_then(|p| read_rss_kib(p).ok());
@@ -1424,9 +1845,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut handles = Vec::new();
     for index in 0..threads {
         let ids = share(settings.connections, threads, index);
-        let budget = settings.messages.map(|n| {
-            let r = share(n as usize, threads, index);
-            (r.end - r.start) as u64
+        let budget = settings.messages.map(|n| match settings.mode {
+            // One publisher, on thread 0, sends them all.
+            Mode::Fanout => n * u64::from(index == 0),
+            _ => {
+                let r = share(n as usize, threads, index);
+                (r.end - r.start) as u64
+            }
         });
         let (go_tx, go_rx) = mpsc::channel();
         go.push(go_tx);
@@ -1463,7 +1888,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut outcome = outcome?;
     outcome.rss_before = rss_before;
     outcome.server_start_ticks = server_start_ticks;
-    let report = Report::new(&settings, outcome);
+    let report = Report::new(&settings, &plan, outcome);
     let mut out = io::stdout().lock();
     if settings.json {
         writeln!(out, "{}", report.json())?;
@@ -1562,6 +1987,15 @@ fn drive(
         return Ok(outcome);
     }
 
+    if s.mode == Mode::Fanout {
+        // The threads start receiving; the publisher sends sync messages until every
+        // connection is subscribed, and publishes when the phase below says so.
+        for tx in go {
+            let _ = tx.send(());
+        }
+        wait_synced(s, shared, pid, events, progress)?;
+    }
+
     // Warmup and measurement.
     let go_at = Instant::now();
     if s.warmup.is_zero() {
@@ -1570,8 +2004,10 @@ fn drive(
     } else {
         shared.set_phase(WARMUP);
     }
-    for tx in go {
-        let _ = tx.send(());
+    if s.mode != Mode::Fanout {
+        for tx in go {
+            let _ = tx.send(());
+        }
     }
     let warm_end = go_at + s.warmup;
     let mut measure_end = s.duration.map(|d| warm_end + d);
@@ -1596,7 +2032,7 @@ fn drive(
                 outcome.warnings.extend(warnings);
             }
             Ok(Event::Done(Err(e))) => return Err(e),
-            Ok(Event::Ready(_)) => {}
+            Ok(Event::Ready(_) | Event::Synced) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a load thread died"),
         }
@@ -1642,10 +2078,10 @@ fn drive(
             _ => "closing",
         };
         let elapsed = go_at.elapsed().as_secs_f64();
-        let unit = if s.mode == Mode::Handshakes {
-            "handshakes"
-        } else {
-            "msgs"
+        let unit = match s.mode {
+            Mode::Handshakes => "handshakes",
+            Mode::Fanout => "deliveries",
+            _ => "msgs",
         };
         progress.show(
             |rate| {
@@ -1662,6 +2098,49 @@ fn drive(
         outcome.end = Some(snapshot(shared, pid));
     }
     Ok(outcome)
+}
+
+/// fanout: waits until every subscriber and the publisher have seen a sync message.
+fn wait_synced(
+    s: &Settings,
+    shared: &Shared,
+    pid: Option<u32>,
+    events: &mpsc::Receiver<Event>,
+    progress: &mut Progress,
+) -> Result<()> {
+    let Some(hub) = &shared.hub else {
+        bail!("internal: fanout without a hub")
+    };
+    let deadline = Instant::now() + s.timeout;
+    loop {
+        match events.recv_timeout(TICK) {
+            Ok(Event::Synced) => return Ok(()),
+            Ok(Event::Done(Err(e))) => return Err(e),
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a load thread died"),
+        }
+        let synced = hub.synced.load(Ordering::Relaxed);
+        if Instant::now() > deadline {
+            bail!(
+                "only {synced} of {} connections (the subscribers and the publisher) got the \
+                 publisher's first message within --timeout {:?}: is --url a pub/sub topic that \
+                 sends every message to every subscriber, the publisher too (ferry serve: \
+                 ws://HOST:PORT/ws/topics/NAME)?",
+                hub.receivers,
+                s.timeout
+            );
+        }
+        check_server(pid)?;
+        progress.show(
+            |_| {
+                format!(
+                    "fanout: subscribing: {synced}/{} connections have the first message",
+                    hub.receivers
+                )
+            },
+            0,
+        );
+    }
 }
 
 fn wait_done(
@@ -1816,6 +2295,26 @@ struct Report {
     client_cpu_s: Option<f64>,
     client_util: Option<f64>,
     warnings: Vec<String>,
+    payload: PayloadKind,
+    fanout: Option<FanoutFigures>,
+    deflate: Option<DeflateFigures>,
+}
+
+/// fanout: what the publisher did in the measured window.
+struct FanoutFigures {
+    published: u64,
+    published_per_s: f64,
+    /// The publisher's copies of its own messages: deliveries the server made too.
+    copies: u64,
+    rate: Option<f64>,
+}
+
+/// --deflate: what was negotiated and how small the payload went on the wire.
+struct DeflateFigures {
+    offer: String,
+    response: Option<String>,
+    /// Payload bytes on the wire per message we send (`None`: sent uncompressed).
+    compressed_len: Option<usize>,
 }
 
 struct ServerFigures {
@@ -1827,7 +2326,7 @@ struct ServerFigures {
 }
 
 impl Report {
-    fn new(s: &Settings, o: Outcome) -> Report {
+    fn new(s: &Settings, plan: &Plan, o: Outcome) -> Report {
         let (start, end) = match (o.start, o.end) {
             (Some(a), Some(b)) => (a, b),
             (None, Some(b)) => (b, b),
@@ -1838,6 +2337,8 @@ impl Report {
                     bytes: 0,
                     server_ticks: None,
                     client_ticks: None,
+                    published: 0,
+                    copies: 0,
                 };
                 (now, now)
             }
@@ -1900,12 +2401,34 @@ impl Report {
                 .map(|c| c / measured_s / s.threads as f64),
             client_cpu_s,
             warnings: o.warnings,
+            payload: s.payload,
+            fanout: (s.mode == Mode::Fanout).then(|| {
+                let published = end.published - start.published;
+                FanoutFigures {
+                    published,
+                    published_per_s: per_s(published as f64),
+                    copies: end.copies - start.copies,
+                    rate: s.rate,
+                }
+            }),
+            deflate: plan.deflate.as_ref().map(|d| DeflateFigures {
+                offer: d.offer.client_offer(),
+                response: plan.negotiated.get().cloned(),
+                compressed_len: d.compressed_len,
+            }),
         }
+    }
+
+    /// The server's operations in the window: messages, plus in fanout the publisher's copies,
+    /// which the server delivers like any other.
+    fn server_ops(&self) -> u64 {
+        self.messages + self.fanout.as_ref().map_or(0, |f| f.copies)
     }
 
     fn cpu_us_per_message(&self) -> Option<f64> {
         let cpu = self.server.as_ref()?.cpu_s?;
-        (self.messages > 0).then(|| cpu * 1e6 / self.messages as f64)
+        let ops = self.server_ops();
+        (ops > 0).then(|| cpu * 1e6 / ops as f64)
     }
 
     fn server_util(&self) -> Option<f64> {
@@ -1928,7 +2451,13 @@ impl Report {
         let mut t = String::new();
         let what = match self.mode {
             Mode::Handshakes => "handshake",
+            Mode::Fanout => "delivery",
             _ => "message",
+        };
+        let whats = match self.mode {
+            Mode::Fanout => "deliveries",
+            _ if self.mode == Mode::Handshakes => "handshakes",
+            _ => "messages",
         };
         let _ = write!(t, "ferry bench {}", self.mode.name());
         if let Some(label) = &self.label {
@@ -1939,12 +2468,33 @@ impl Report {
             Protocol::Tcp => "length-prefixed tcp",
         };
         let _ = writeln!(t, ": {}", self.url);
-        let _ = write!(
-            t,
-            "  {} connections, {} {kind} messages",
-            group(self.connections as u64),
-            bytes(self.size)
-        );
+        let content = match self.payload {
+            PayloadKind::Json => " (JSON-like text)",
+            PayloadKind::Pattern => "",
+        };
+        match &self.fanout {
+            Some(f) => {
+                let _ = write!(
+                    t,
+                    "  1 publisher, {} subscribers, {} {kind} messages{content}, at most {} in \
+                     flight",
+                    group(self.connections as u64),
+                    bytes(self.size),
+                    self.pipeline
+                );
+                if let Some(rate) = f.rate {
+                    let _ = write!(t, ", paced at {}/s", group(rate.round() as u64));
+                }
+            }
+            None => {
+                let _ = write!(
+                    t,
+                    "  {} connections, {} {kind} messages{content}",
+                    group(self.connections as u64),
+                    bytes(self.size)
+                );
+            }
+        }
         if matches!(self.mode, Mode::Echo | Mode::Bulk) {
             let _ = write!(t, ", {} in flight each", self.pipeline);
         }
@@ -1957,6 +2507,29 @@ impl Report {
         let row = |t: &mut String, name: &str, value: String| {
             let _ = writeln!(t, "  {name:<13} {value}");
         };
+        if let Some(d) = &self.deflate {
+            let wire = match d.compressed_len {
+                Some(len) => format!(
+                    "{} sent as {} ({:.0}%, level {}, window {} bits, compressed once)",
+                    bytes(self.size),
+                    bytes(len),
+                    100.0 * len as f64 / self.size.max(1) as f64,
+                    deflate::LEVEL,
+                    deflate::OWN_WINDOW_BITS
+                ),
+                None => format!("{} does not shrink: sent uncompressed", bytes(self.size)),
+            };
+            row(
+                &mut t,
+                "deflate",
+                format!(
+                    "server answered \"{}\"; {wire}",
+                    d.response
+                        .as_deref()
+                        .unwrap_or("(no connection finished its handshake)")
+                ),
+            );
+        }
         if self.mode == Mode::Idle {
             row(
                 &mut t,
@@ -1997,28 +2570,54 @@ impl Report {
                     self.measured_s, self.warmup_s
                 ),
             );
+            if let Some(f) = &self.fanout {
+                row(
+                    &mut t,
+                    "published",
+                    format!(
+                        "{} ({}/s)",
+                        group(f.published),
+                        group(f.published_per_s.round() as u64)
+                    ),
+                );
+            }
             row(
                 &mut t,
-                &format!("{what}s"),
+                whats,
                 format!(
-                    "{} ({}/s)",
+                    "{} ({}/s){}",
                     group(self.messages),
-                    group(self.rate.round() as u64)
+                    group(self.rate.round() as u64),
+                    match &self.fanout {
+                        Some(f) => format!(
+                            " to subscribers, each checked; the publisher got its {} back too",
+                            group(f.copies)
+                        ),
+                        None => String::new(),
+                    }
                 ),
             );
             if self.mode != Mode::Handshakes {
+                let way = match self.mode {
+                    Mode::Fanout => "delivered",
+                    _ => "each way",
+                };
                 row(
                     &mut t,
                     "payload",
-                    format!("{:.2} MB/s each way", self.mb_per_s),
+                    format!("{:.2} MB/s {way}", self.mb_per_s),
                 );
             }
             if let Some([p50, p90, p99, p999, max, _]) = self.latency {
+                let from = match self.mode {
+                    Mode::Fanout => "publish to delivery: ",
+                    _ => "",
+                };
                 row(
                     &mut t,
                     "latency",
                     format!(
-                        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                        "{from}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
                         nanos(p50),
                         nanos(p90),
                         nanos(p99),
@@ -2032,7 +2631,13 @@ impl Report {
                     &mut t,
                     "server CPU",
                     format!(
-                        "{per:.2} µs per {what}  ({:.2} s, {:.0}% of a core; pid {}, utime+stime)",
+                        "{per:.2} µs per {what}{}  ({:.2} s, {:.0}% of a core; pid {}, \
+                         utime+stime)",
+                        if self.fanout.is_some() {
+                            ", the publisher's own copies counted"
+                        } else {
+                            ""
+                        },
                         server.cpu_s.unwrap_or(0.0),
                         util * 100.0,
                         server.pid
@@ -2042,7 +2647,7 @@ impl Report {
                     &mut t,
                     "server CPU",
                     format!(
-                        "not measured (no {what}s, or /proc/{} unreadable)",
+                        "not measured (no {whats}, or /proc/{} unreadable)",
                         server.pid
                     ),
                 ),
@@ -2054,7 +2659,7 @@ impl Report {
             }
             if let Some(util) = self.client_util {
                 let note = if self.saturated() {
-                    format!(": saturated, so {what}s/s may measure this generator, not the server")
+                    format!(": saturated, so {whats}/s may measure this generator, not the server")
                 } else {
                     String::new()
                 };
@@ -2165,6 +2770,39 @@ impl Report {
                 opt(self.client_util),
                 self.saturated()
             ),
+        );
+        field(&mut j, "payload", json_string(self.payload.name()));
+        field(
+            &mut j,
+            "fanout",
+            match &self.fanout {
+                Some(f) => format!(
+                    "{{\"published\":{},\"published_per_s\":{},\"publisher_copies\":{},\
+                     \"deliveries_total\":{},\"rate\":{}}}",
+                    f.published,
+                    num(f.published_per_s),
+                    f.copies,
+                    self.server_ops(),
+                    opt(f.rate)
+                ),
+                None => "null".into(),
+            },
+        );
+        field(
+            &mut j,
+            "deflate",
+            match &self.deflate {
+                Some(d) => format!(
+                    "{{\"offer\":{},\"response\":{},\"level\":{},\"window_bits\":{},\
+                     \"sent_payload_bytes\":{}}}",
+                    json_string(&d.offer),
+                    d.response.as_deref().map_or("null".into(), json_string),
+                    deflate::LEVEL,
+                    deflate::OWN_WINDOW_BITS,
+                    d.compressed_len.unwrap_or(self.size)
+                ),
+                None => "null".into(),
+            },
         );
         let warnings: Vec<String> = self.warnings.iter().map(|w| json_string(w)).collect();
         field(&mut j, "warnings", format!("[{}]", warnings.join(",")));
@@ -2285,7 +2923,11 @@ mod tests {
     }
 
     fn plan(protocol: Protocol, kind: Kind, size: usize) -> Plan {
-        let args = BenchArgs {
+        Plan::new(&Settings::resolve(args(protocol, kind, size)).unwrap())
+    }
+
+    fn args(protocol: Protocol, kind: Kind, size: usize) -> BenchArgs {
+        BenchArgs {
             mode: Mode::Echo,
             url: match protocol {
                 Protocol::Ws => "ws://127.0.0.1:1/".into(),
@@ -2307,12 +2949,24 @@ mod tests {
             label: None,
             json: false,
             quiet: true,
-        };
-        Plan::new(&Settings::resolve(args).unwrap())
+            rate: None,
+            deflate: false,
+            payload: None,
+        }
     }
 
     /// The server's side of the echo: unmasked frames, split as given.
     fn server_frames(payload: &[u8], opcode: OpCode, splits: &[usize]) -> Vec<u8> {
+        frames(payload, opcode, splits, 0)
+    }
+
+    /// The server's side compressed: RSV1 on the first frame, the compressed bytes split.
+    fn compressed_frames(payload: &[u8], opcode: OpCode, splits: &[usize]) -> Vec<u8> {
+        let wire = deflate::compress(payload).expect("compressible payload");
+        frames(&wire, opcode, splits, RSV1)
+    }
+
+    fn frames(payload: &[u8], opcode: OpCode, splits: &[usize], rsv: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let mut pieces = Vec::new();
         let mut at = 0;
@@ -2325,7 +2979,7 @@ mod tests {
         for (i, piece) in pieces.iter().enumerate() {
             let header = FrameHeader {
                 fin: i == last,
-                rsv: 0,
+                rsv: if i == 0 { rsv } else { 0 },
                 opcode: if i == 0 { opcode } else { OpCode::Continuation },
                 mask: None,
                 payload_len: piece.len() as u64,
@@ -2339,7 +2993,23 @@ mod tests {
     }
 
     fn feed(plan: &Plan, wire: &[u8], chunk: usize) -> Result<u64> {
+        feed_rx(plan, &mut receiver(plan), wire, chunk)
+    }
+
+    /// A receiver as `open` leaves it: with an inflater when deflate is on (as if the server
+    /// takes context over: the harder case), and sequence state in fanout.
+    fn receiver(plan: &Plan) -> Rx {
         let mut rx = Rx::new(plan.read_buf);
+        if plan.deflate.is_some() {
+            rx.inflater = Some(deflate::Inflater::new(15, false));
+        }
+        if plan.mode == Mode::Fanout {
+            rx.seq = Some(fanout::SeqState::new());
+        }
+        rx
+    }
+
+    fn feed_rx(plan: &Plan, rx: &mut Rx, wire: &[u8], chunk: usize) -> Result<u64> {
         let mut control = Vec::new();
         let mut done = 0;
         for piece in wire.chunks(chunk) {
@@ -2407,5 +3077,193 @@ mod tests {
         let mut body = plan.batch[n..plan.frame_len].to_vec();
         apply_mask(&mut body, header.mask.unwrap(), 0);
         assert_eq!(body, plan.payload);
+    }
+
+    fn deflate_plan(mode: Mode, kind: Kind, size: usize) -> Plan {
+        let mut a = args(Protocol::Ws, kind, size);
+        a.mode = mode;
+        a.deflate = true;
+        a.pipeline = None;
+        Plan::new(&Settings::resolve(a).unwrap())
+    }
+
+    fn fanout_plan(size: usize, deflate: bool) -> Plan {
+        let mut a = args(Protocol::Ws, Kind::Binary, size);
+        a.mode = Mode::Fanout;
+        a.deflate = deflate;
+        a.pipeline = None;
+        Plan::new(&Settings::resolve(a).unwrap())
+    }
+
+    /// Message `seq` as the publisher means it: the payload with the number in front.
+    fn numbered(plan: &Plan, seq: u64) -> Vec<u8> {
+        let mut message = plan.payload.clone();
+        message[..fanout::SEQ_LEN].copy_from_slice(&fanout::seq_prefix(seq));
+        message
+    }
+
+    #[test]
+    fn verifier_inflates_compressed_echoes_however_split() {
+        for kind in [Kind::Binary, Kind::Text] {
+            let plan = deflate_plan(Mode::Echo, kind, 3000);
+            let opcode = plan.opcode;
+            // Compressed whole, compressed across three frames, then one the server sent
+            // uncompressed (below its threshold, say), all on one inflater.
+            let mut wire = compressed_frames(&plan.payload, opcode, &[]);
+            wire.extend(compressed_frames(&plan.payload, opcode, &[1, 50]));
+            wire.extend(server_frames(&plan.payload, opcode, &[]));
+            wire.extend(compressed_frames(&plan.payload, opcode, &[]));
+            for chunk in [1, 7, 100, 4096] {
+                assert_eq!(feed(&plan, &wire, chunk).unwrap(), 4, "chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn verifier_rejects_wrong_compressed_echoes_and_misplaced_rsv1() {
+        let plan = deflate_plan(Mode::Echo, Kind::Binary, 3000);
+        let mut wrong = plan.payload.clone();
+        wrong[2000] = b'#';
+        let err = feed(&plan, &compressed_frames(&wrong, OpCode::Binary, &[]), 64).unwrap_err();
+        assert!(err.to_string().contains("byte 2000"), "{err}");
+        let long = [&plan.payload[..], b"x"].concat();
+        let err = feed(&plan, &compressed_frames(&long, OpCode::Binary, &[]), 64).unwrap_err();
+        assert!(err.to_string().contains("longer"), "{err}");
+        // RSV1 on a continuation frame (RFC 7692 §6.1: first frame only).
+        let mut bad = compressed_frames(&plan.payload, OpCode::Binary, &[10]);
+        let second = 2 + 10;
+        bad[second] |= 0x40;
+        let err = feed(&plan, &bad, 64).unwrap_err();
+        assert!(err.to_string().contains("RSV"), "{err}");
+        // RSV1 without the extension negotiated.
+        let plain = super::tests::plan(Protocol::Ws, Kind::Binary, 3000);
+        let err = feed(
+            &plain,
+            &compressed_frames(&plain.payload, OpCode::Binary, &[]),
+            64,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("without an extension"), "{err}");
+    }
+
+    #[test]
+    fn deflate_frames_carry_rsv1_and_the_payload_compressed_once() {
+        let plan = deflate_plan(Mode::Echo, Kind::Text, 2000);
+        let (header, n) = FrameHeader::parse(&plan.batch).unwrap().unwrap();
+        assert_eq!(header.rsv, RSV1);
+        let mut body = plan.batch[n..plan.frame_len].to_vec();
+        apply_mask(&mut body, header.mask.unwrap(), 0);
+        let mut out = Vec::new();
+        deflate::Inflater::new(15, true)
+            .feed(&body, true, &mut |p| {
+                out.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(out, plan.payload);
+        assert!(std::str::from_utf8(&plan.payload).is_ok());
+        // Too small to shrink: the frame goes without RSV1.
+        let small = deflate_plan(Mode::Echo, Kind::Binary, 20);
+        assert_eq!(FrameHeader::parse(&small.batch).unwrap().unwrap().0.rsv, 0);
+        assert!(small.deflate.as_ref().unwrap().compressed_len.is_none());
+    }
+
+    #[test]
+    fn fanout_verifier_takes_syncs_then_every_number_in_order() {
+        for deflate in [false, true] {
+            let plan = fanout_plan(600, deflate);
+            let op = plan.opcode;
+            let frame = |seq| {
+                if deflate {
+                    compressed_frames(&numbered(&plan, seq), op, &[3])
+                } else {
+                    server_frames(&numbered(&plan, seq), op, &[5])
+                }
+            };
+            let mut wire = server_frames(&[], op, &[]);
+            wire.extend(server_frames(&[], op, &[]));
+            wire.extend(frame(0));
+            wire.extend(frame(1));
+            for chunk in [1, 9, 4096] {
+                let mut rx = receiver(&plan);
+                assert_eq!(feed_rx(&plan, &mut rx, &wire, chunk).unwrap(), 2);
+                let seq = rx.seq.as_ref().unwrap();
+                assert_eq!((seq.syncs, seq.next), (2, 2));
+                // A lost message is caught by the next one's number.
+                let err = feed_rx(&plan, &mut rx, &frame(3), chunk).unwrap_err();
+                assert!(err.to_string().contains("expected message #2"), "{err}");
+            }
+            // An empty message after numbered ones is not a sync.
+            let mut rx = receiver(&plan);
+            let mut late = frame(0);
+            late.extend(server_frames(&[], op, &[]));
+            let err = feed_rx(&plan, &mut rx, &late, 64).unwrap_err();
+            assert!(err.to_string().contains("empty message"), "{err}");
+        }
+    }
+
+    #[test]
+    fn publisher_patches_the_number_into_the_masked_template() {
+        for deflate in [false, true] {
+            let plan = fanout_plan(1000, deflate);
+            let seq = 0x0123_4567_89ab;
+            // What Publisher::refill_messages does to each copy.
+            let mut frame = plan.batch[..plan.frame_len].to_vec();
+            let at = plan.seq_at;
+            frame[at..at + fanout::SEQ_LEN].copy_from_slice(&fanout::seq_prefix(seq));
+            apply_mask(
+                &mut frame[at..at + fanout::SEQ_LEN],
+                plan.mask,
+                plan.seq_mask_offset,
+            );
+            let (header, n) = FrameHeader::parse(&frame).unwrap().unwrap();
+            let mut body = frame[n..].to_vec();
+            apply_mask(&mut body, header.mask.unwrap(), 0);
+            let message = if deflate {
+                assert_eq!(header.rsv, RSV1);
+                let mut out = Vec::new();
+                deflate::Inflater::new(15, true)
+                    .feed(&body, true, &mut |p| {
+                        out.extend_from_slice(p);
+                        Ok(())
+                    })
+                    .unwrap();
+                out
+            } else {
+                body
+            };
+            assert_eq!(message, numbered(&plan, seq), "deflate {deflate}");
+        }
+    }
+
+    #[test]
+    fn fanout_settings_are_checked_and_the_window_fits_the_send_queue() {
+        let resolve = |f: &dyn Fn(&mut BenchArgs)| {
+            let mut a = args(Protocol::Ws, Kind::Binary, 20);
+            a.mode = Mode::Fanout;
+            a.pipeline = None;
+            f(&mut a);
+            Settings::resolve(a).map_err(|e| e.to_string())
+        };
+        let error = |f: &dyn Fn(&mut BenchArgs)| resolve(f).err().unwrap_or_default();
+        assert!(error(&|a| a.size = Some(15)).contains("--size 16"));
+        assert!(error(&|a| a.rate = Some(0.0)).contains("--rate"));
+        let window = |size| resolve(&|a| a.size = Some(size)).unwrap().pipeline;
+        assert_eq!(window(20), 64);
+        assert_eq!(window(16 << 10), 15);
+        assert_eq!(window(1 << 20), 1);
+        // At most a quarter of serve's default 1 MiB send queue per subscriber.
+        for size in [20, 1 << 10, 16 << 10, 64 << 10] {
+            assert!(
+                window(size) * (size + MAX_HEADER_LEN) <= 256 << 10,
+                "{size}"
+            );
+        }
+        let mut echo = args(Protocol::Ws, Kind::Binary, 20);
+        echo.rate = Some(10.0);
+        assert!(Settings::resolve(echo).is_err());
+        let mut tcp = args(Protocol::Tcp, Kind::Binary, 20);
+        tcp.deflate = true;
+        assert!(Settings::resolve(tcp).is_err());
     }
 }

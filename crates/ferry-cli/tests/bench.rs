@@ -1,0 +1,139 @@
+//! `ferry bench` against real `ferry serve` and `ferry echo` processes: correctness of the load
+//! generator's new modes (every message arrives, checked, and is counted once), not speed.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Server;
+use serde_json::Value;
+
+/// Runs `ferry bench ARGS --json --quiet` and returns its exit status, parsed output and stderr.
+fn bench(args: &[&str]) -> (Output, Option<Value>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.arg("bench").args(args).args(["--json", "--quiet"]);
+    if !args.contains(&"--timeout") {
+        // Generous: a loaded CI machine is slow, and this is not a timing test.
+        command.args(["--timeout", "20s"]);
+    }
+    let output = command.output().expect("run ferry bench");
+    let json = serde_json::from_slice(&output.stdout).ok();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, json, stderr)
+}
+
+#[test]
+fn fanout_delivers_every_message_to_every_subscriber() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/topics/bench", server.addr);
+    let pid = server.pid().to_string();
+    let (output, json, stderr) = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--connections",
+        "8",
+        "--messages",
+        "200",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    let json = json.expect("one JSON object on stdout");
+    assert_eq!(json["mode"], "fanout");
+    assert_eq!(json["messages"], 8 * 200, "{json}");
+    assert_eq!(json["fanout"]["published"], 200, "{json}");
+    // ferry serve sends a topic message to its publisher too.
+    assert_eq!(json["fanout"]["publisher_copies"], 200, "{json}");
+    assert_eq!(json["fanout"]["deliveries_total"], 9 * 200, "{json}");
+    assert_eq!(json["warnings"], serde_json::json!([]), "{json}");
+}
+
+#[test]
+fn fanout_with_deflate_and_text_checks_every_inflated_byte() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/topics/compressed", server.addr);
+    let (output, json, stderr) = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--connections",
+        "3",
+        "--messages",
+        "100",
+        "--size",
+        "4KiB",
+        "--kind",
+        "text",
+        "--deflate",
+        "--threads",
+        "2",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    let json = json.expect("one JSON object on stdout");
+    assert_eq!(json["messages"], 3 * 100, "{json}");
+    assert_eq!(json["payload"], "json");
+    let deflate = &json["deflate"];
+    let response = deflate["response"].as_str().expect("negotiated");
+    assert!(response.starts_with("permessage-deflate"), "{json}");
+    // The JSON-like payload really went compressed.
+    assert!(
+        deflate["sent_payload_bytes"].as_u64().unwrap() < 4096 / 2,
+        "{json}"
+    );
+}
+
+#[test]
+fn echo_with_deflate_verifies_what_the_server_compresses() {
+    // ferry echo keeps its compressor between messages by default (context takeover), so the
+    // generator's inflater must keep its window across messages too.
+    let server = Server::echo(&[]);
+    let (output, json, stderr) = bench(&[
+        "--url",
+        &server.url(),
+        "--connections",
+        "4",
+        "--pipeline",
+        "3",
+        "--messages",
+        "300",
+        "--size",
+        "16KiB",
+        "--deflate",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    let json = json.expect("one JSON object on stdout");
+    assert_eq!(json["messages"], 300, "{json}");
+    let response = json["deflate"]["response"].as_str().expect("negotiated");
+    assert!(
+        !response.contains("server_no_context_takeover"),
+        "{response}"
+    );
+}
+
+#[test]
+fn deflate_refused_by_the_server_fails_the_run_and_says_why() {
+    let server = Server::echo(&["--no-deflate"]);
+    let (output, _, stderr) = bench(&["--url", &server.url(), "--messages", "10", "--deflate"]);
+    assert!(!output.status.success());
+    assert!(stderr.contains("declined permessage-deflate"), "{stderr}");
+}
+
+#[test]
+fn fanout_on_a_route_that_is_not_a_topic_fails_and_says_why() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/echo", server.addr);
+    let (output, _, stderr) = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--messages",
+        "10",
+        "--timeout",
+        "2s",
+    ]);
+    assert!(!output.status.success());
+    assert!(stderr.contains("pub/sub topic"), "{stderr}");
+}
