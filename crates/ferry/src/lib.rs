@@ -11,7 +11,9 @@
 //! - Pongs and close replies are sent by the connection itself, ahead of queued data.
 //!
 //! The protocol itself lives in [`ferry_proto`], a sans-I/O state machine; this crate drives it
-//! with one small task per connection.
+//! with one small task per connection behind the `Sender`/`Receiver` handles, or, with
+//! [`WebSocket`], from the task that owns the connection and nothing else (the cheapest way to
+//! run a receive-and-answer loop).
 //!
 //! ## A server
 //!
