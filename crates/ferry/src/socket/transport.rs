@@ -6,6 +6,7 @@
 //! Neither queue nor event handling lives here: each caller decides when to read (the driver
 //! stops while its receiver is over budget) and where events go.
 
+use std::any::TypeId;
 use std::future::Future;
 use std::io;
 use std::io::IoSlice;
@@ -52,6 +53,11 @@ pub(crate) struct Transport<S> {
     /// The read buffer was grown past what the pool keeps, for a large frame: free it when idle
     /// rather than pool it (a pooled remnant would keep the whole large allocation alive).
     grown: bool,
+    /// Whether finishing calls `poll_shutdown`. A plain TCP socket is closed by dropping it:
+    /// close(2) sends the FIN after any unsent bytes, and a shutdown(2) first was one more
+    /// syscall per connection (strace, `ferry bench handshakes`). Every other transport shuts
+    /// down: TLS sends its close_notify there, and a pipe or Unix socket wrapper may need it.
+    shutdown: bool,
     /// The previous large read buffer's remnant. Its message is usually still being echoed or
     /// used when the next large frame starts; by the frame after, it is gone and the allocation
     /// is reused instead of a fresh one (which glibc would get by growing the heap, and the
@@ -59,9 +65,11 @@ pub(crate) struct Transport<S> {
     spare: Option<BytesMut>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
+        let shutdown = TypeId::of::<S>() != TypeId::of::<tokio::net::TcpStream>();
         Transport {
+            shutdown,
             io,
             conn,
             timer: None,
@@ -73,7 +81,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             spare: None,
         }
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Whether the transport failed (a read or write error): nothing more moves.
     pub(crate) fn failed(&self) -> bool {
         self.io_error.is_some()
@@ -290,6 +300,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             };
         }
         if self.io_error.is_some() {
+            return Poll::Ready(());
+        }
+        if !self.shutdown {
+            // §7.1.1: the transport closes when it is dropped, right after this.
             return Poll::Ready(());
         }
         // §7.1.1: close the transport. A failed shutdown changes nothing for the peer.
