@@ -256,7 +256,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// it fired (the protocol may have queued a ping, or events).
     pub(crate) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(deadline) = self.conn.poll_timeout() else {
-            self.timer = None;
+            if self.timer.is_some() {
+                self.timer = None;
+            }
             return false;
         };
         let deadline = tokio::time::Instant::from_std(deadline);
