@@ -249,25 +249,44 @@ pub struct Connection {
     extension: Option<Box<dyn Extension>>,
     transmit: Transmit,
     events: EventQueue,
-    /// The close code and reason this end sent, if it did.
-    close_sent: Option<CloseFrame>,
+    /// Whether this end has sent its close frame.
+    close_sent: bool,
+    // What only a failing or keepalive connection needs is boxed: every open connection holds
+    // this struct for its whole life (in ferry, inside its task), and each 128 bytes saved is
+    // a step of tokio's task cell (docs/memory.md).
     /// The error this end failed the connection with, if it did.
-    error: Option<ProtocolError>,
+    error: Option<Box<ProtocolError>>,
     /// A violation found after messages that the application has not handled yet.
-    deferred: Option<ProtocolError>,
+    deferred: Option<Box<ProtocolError>>,
     /// Whether the close is final enough to close the transport (see `should_close_transport`).
     transport_done: bool,
     eof: bool,
     close_deadline: Option<Instant>,
-    next_ping: Option<Instant>,
+    /// Keepalive's timers, while `config.keepalive` is set and the connection is open.
+    keepalive: Option<Box<KeepaliveTimers>>,
+}
+
+/// The state of keepalive pings (see [`Keepalive`]).
+#[derive(Debug)]
+struct KeepaliveTimers {
+    /// When the next ping goes out.
+    next_ping: Instant,
+    /// When the connection fails unless a pong (any pong, §5.5.3) has come.
     pong_deadline: Option<Instant>,
+    /// Pings sent so far: each ping's payload, so the peer's pongs can be told apart.
     pings_sent: u64,
 }
 
 impl Connection {
     /// A connection whose opening handshake has completed. `now` starts the keepalive timer.
     pub fn new(role: Role, config: Config, now: Instant) -> Self {
-        let next_ping = config.keepalive.map(|k| now + k.interval);
+        let keepalive = config.keepalive.map(|k| {
+            Box::new(KeepaliveTimers {
+                next_ping: now + k.interval,
+                pong_deadline: None,
+                pings_sent: 0,
+            })
+        });
         Connection {
             role,
             state: State::Open,
@@ -278,15 +297,13 @@ impl Connection {
             extension: None,
             transmit: Transmit::default(),
             events: EventQueue::default(),
-            close_sent: None,
+            close_sent: false,
             error: None,
             deferred: None,
             transport_done: false,
             eof: false,
             close_deadline: None,
-            next_ping,
-            pong_deadline: None,
-            pings_sent: 0,
+            keepalive,
         }
     }
 
@@ -318,7 +335,7 @@ impl Connection {
 
     /// The protocol error this end failed the connection with, if any.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     // ---------------------------------------------------------------------------------------
@@ -360,7 +377,7 @@ impl Connection {
     /// than parsing a small frame, and most reads carry no close frame.
     pub fn handle_received_with_clock(&mut self, mut clock: impl FnMut() -> Instant) {
         if let Some(err) = self.deferred.take() {
-            self.fail(err);
+            self.fail(*err);
         }
         let mut produced_message = false;
         while self.state != State::Closed {
@@ -372,7 +389,7 @@ impl Connection {
             match result {
                 Ok(()) => produced_message |= matches!(self.events.last(), Some(Event::Message(_))),
                 Err(err) if produced_message => {
-                    self.deferred = Some(err);
+                    self.deferred = Some(Box::new(err));
                     break;
                 }
                 Err(err) => self.fail(err),
@@ -395,7 +412,7 @@ impl Connection {
     /// The peer closed its side of the transport (read returned 0 bytes).
     pub fn receive_eof(&mut self) {
         if let Some(err) = self.deferred.take() {
-            self.fail(err);
+            self.fail(*err);
         }
         self.eof = true;
         self.transport_done = true;
@@ -528,7 +545,9 @@ impl Connection {
             }
             OpCode::Pong => {
                 // Any pong proves the peer alive; an unsolicited one is allowed (§5.5.3).
-                self.pong_deadline = None;
+                if let Some(k) = &mut self.keepalive {
+                    k.pong_deadline = None;
+                }
                 self.events.push(Event::Pong(payload));
             }
             OpCode::Close => {
@@ -583,10 +602,10 @@ impl Connection {
         }
         let code = err.close_code();
         let reason = Utf8Bytes::from_static(err.reason());
-        if self.close_sent.is_none() {
+        if !self.close_sent {
             self.write_close(&CloseFrame::new(code, reason.clone()));
         }
-        self.error = Some(err);
+        self.error = Some(Box::new(err));
         self.transport_done = true;
         self.enter_closed(CloseInfo {
             code,
@@ -598,8 +617,7 @@ impl Connection {
 
     fn enter_closed(&mut self, info: CloseInfo) {
         self.state = State::Closed;
-        self.next_ping = None;
-        self.pong_deadline = None;
+        self.keepalive = None;
         if self.transport_done {
             self.close_deadline = None;
         }
@@ -731,15 +749,14 @@ impl Connection {
         }
         self.write_close(&CloseFrame::new(code, truncate_reason(reason)));
         self.state = State::Closing;
-        self.next_ping = None;
-        self.pong_deadline = None;
+        self.keepalive = None;
         self.close_deadline = Some(now + self.config.limits.close_timeout);
         Ok(())
     }
 
     fn write_close(&mut self, frame: &CloseFrame) {
         self.write_frame(OpCode::Close, true, 0, &frame.encode());
-        self.close_sent = Some(frame.clone());
+        self.close_sent = true;
     }
 
     fn next_mask(&self) -> [u8; 4] {
@@ -862,7 +879,11 @@ impl Connection {
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.close_deadline, self.next_ping, self.pong_deadline]
+        let (next_ping, pong_deadline) = match &self.keepalive {
+            Some(k) => (Some(k.next_ping), k.pong_deadline),
+            None => (None, None),
+        };
+        [self.close_deadline, next_ping, pong_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -886,8 +907,11 @@ impl Connection {
         if self.state != State::Open {
             return;
         }
-        if self.pong_deadline.is_some_and(|d| d <= now) {
-            self.pong_deadline = None;
+        let Some(k) = self.keepalive.as_mut() else {
+            return;
+        };
+        if k.pong_deadline.is_some_and(|d| d <= now) {
+            self.keepalive = None;
             let reason = Utf8Bytes::from_static("keepalive ping timeout");
             self.write_close(&CloseFrame::new(CloseCode::INTERNAL_ERROR, reason.clone()));
             self.transport_done = true;
@@ -899,14 +923,14 @@ impl Connection {
             });
             return;
         }
-        if let (Some(at), Some(keepalive)) = (self.next_ping, self.config.keepalive)
-            && at <= now
+        if let Some(keepalive) = self.config.keepalive
+            && k.next_ping <= now
         {
-            self.pings_sent += 1;
-            let payload = self.pings_sent.to_be_bytes();
+            k.pings_sent += 1;
+            let payload = k.pings_sent.to_be_bytes();
+            k.pong_deadline.get_or_insert(now + keepalive.timeout);
+            k.next_ping = now + keepalive.interval;
             self.write_frame(OpCode::Ping, true, 0, &payload);
-            self.pong_deadline.get_or_insert(now + keepalive.timeout);
-            self.next_ping = Some(now + keepalive.interval);
         }
     }
 }

@@ -68,7 +68,7 @@ pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve};
 pub use server::{accept, accept_with, accept_with_request, from_raw};
-pub use socket::{Incoming, Overflow, Receiver, Sender, WebSocket};
+pub use socket::{Incoming, Overflow, Receiver, SendMessage, Sender, WebSocket};
 
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;

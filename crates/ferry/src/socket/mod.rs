@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use receiver::{Incoming, Receiver};
 pub use sender::{Overflow, Sender};
-pub use websocket::WebSocket;
+pub use websocket::{SendMessage, WebSocket};
 
 /// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.
 pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;

@@ -66,8 +66,9 @@ where
     deflate: Option<DeflateParams>,
     send_budget: usize,
     /// How the connection ended, once the protocol said so; reported after the transport is
-    /// finished.
-    close: Option<CloseInfo>,
+    /// finished. Boxed: needed once, and every byte here is in the owning task for the
+    /// connection's whole life (docs/memory.md).
+    close: Option<Box<CloseInfo>>,
     /// The close was returned by `recv`: nothing more comes.
     finished: bool,
     /// This is the copy `Drop` closes in a task of its own: dropping it must not spawn again.
@@ -115,7 +116,7 @@ where
                         return Poll::Ready(Some(Incoming::Message(message)));
                     }
                     Event::Ping(_) | Event::Pong(_) => {}
-                    Event::Closed(info) => self.close = Some(t.explain(info)),
+                    Event::Closed(info) => self.close = Some(Box::new(t.explain(info))),
                 }
             }
             if t.conn.is_stalled() {
@@ -132,16 +133,19 @@ where
                 // The transport's end may have produced the close event just now.
                 while let Some(event) = t.conn.poll_event() {
                     if let Event::Closed(info) = event {
-                        self.close = Some(t.explain(info));
+                        self.close = Some(Box::new(t.explain(info)));
                     }
                 }
                 self.finished = true;
-                let info = self.close.take().unwrap_or(CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: Utf8Bytes::from_static("transport closed"),
-                    initiator: Initiator::Remote,
-                    clean: false,
-                });
+                let info = self.close.take().map_or_else(
+                    || CloseInfo {
+                        code: CloseCode::ABNORMAL,
+                        reason: Utf8Bytes::from_static("transport closed"),
+                        initiator: Initiator::Remote,
+                        clean: false,
+                    },
+                    |info| *info,
+                );
                 return Poll::Ready(Some(Incoming::Closed(info)));
             }
             match t.read(cx) {
@@ -169,38 +173,23 @@ where
     /// Returns once the message is queued, not once it is written (see the type's rules for
     /// when its bytes leave). Fails, handing the message back, once the connection is closing
     /// or closed. If this future is dropped before it completes, the message was not queued.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.send_inner(message.into(), false).await
+    pub fn send(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
+        SendMessage {
+            ws: self,
+            message: Some(message.into()),
+            uncompressed: false,
+        }
     }
 
     /// Like [`send`](Self::send), but never compressed, whatever was negotiated: for payloads
     /// known not to compress, or secrets that must not share a compression context with
     /// attacker-influenced data (the CRIME/BREACH class of attacks).
-    pub async fn send_uncompressed(
-        &mut self,
-        message: impl Into<Message>,
-    ) -> Result<(), SendError> {
-        self.send_inner(message.into(), true).await
-    }
-
-    async fn send_inner(&mut self, message: Message, uncompressed: bool) -> Result<(), SendError> {
-        let mut message = Some(message);
-        poll_fn(|cx| {
-            let Some(pending) = message.take() else {
-                return Poll::Ready(Ok(()));
-            };
-            match self.queue(pending, uncompressed, cx) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError(m))),
-                Err(TrySendError::Full(m)) => {
-                    // Queue's write attempt registered the waker for writability; failing
-                    // transports report `Closed` on the next poll.
-                    message = Some(m);
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+    pub fn send_uncompressed(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
+        SendMessage {
+            ws: self,
+            message: Some(message.into()),
+            uncompressed: true,
+        }
     }
 
     /// Queues a whole message if the write buffer has room for it, without waiting.
@@ -390,7 +379,11 @@ where
     pub fn split(mut self) -> (Sender, Receiver) {
         match self.t.take() {
             Some(t) if !self.finished => super::spawn(t, self.deflate),
-            _ => super::closed_handles(self.close.take().unwrap_or_else(closed_elsewhere)),
+            _ => super::closed_handles(
+                self.close
+                    .take()
+                    .map_or_else(closed_elsewhere, |info| *info),
+            ),
         }
     }
 }
@@ -444,6 +437,59 @@ where
     }
 }
 
+/// The future of [`WebSocket::send`] and [`WebSocket::send_uncompressed`]: queues one message,
+/// waiting (and writing) only while the write buffer is over its budget.
+///
+/// A named type rather than an `async fn` so that it holds the message once (56 bytes): a task
+/// that awaits it for every message (an echo loop, say) is sized with it for the connection's
+/// whole life, and an `async fn` kept three copies of the message (176 bytes; docs/memory.md).
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendMessage<'a, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    ws: &'a mut WebSocket<S>,
+    /// `None` once queued or handed back.
+    message: Option<Message>,
+    uncompressed: bool,
+}
+
+impl<S> std::future::Future for SendMessage<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Result<(), SendError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(message) = this.message.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match this.ws.queue(message, this.uncompressed, cx) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError(m))),
+            Err(TrySendError::Full(m)) => {
+                // Queue's write attempt registered the waker for writability; failing
+                // transports report `Closed` on the next poll.
+                this.message = Some(m);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SendMessage<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMessage")
+            .field("queued", &self.message.is_none())
+            .field("uncompressed", &self.uncompressed)
+            .finish()
+    }
+}
+
 impl<S> futures_core::Stream for WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -490,5 +536,25 @@ where
     ) -> Self {
         let deflate = deflate.zip(config.deflate.as_ref());
         super::websocket(stream, role, config.proto(), deflate, leftover)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that owns a `WebSocket` holds every byte of it for the connection's whole life,
+    /// and tokio rounds a task up to 128 bytes: `ferry echo`'s task is 896 bytes while these
+    /// bounds hold, 1,152 as it was before them (docs/memory.md). Growing either one is a
+    /// memory regression on every idle connection.
+    #[test]
+    fn stays_small() {
+        let websocket = std::mem::size_of::<WebSocket<tokio::net::TcpStream>>();
+        assert!(
+            websocket <= 632,
+            "WebSocket<TcpStream> is {websocket} bytes"
+        );
+        let send = std::mem::size_of::<SendMessage<'_, tokio::net::TcpStream>>();
+        assert!(send <= 56, "SendMessage is {send} bytes");
     }
 }
