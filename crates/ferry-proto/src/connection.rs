@@ -15,6 +15,7 @@
 //! for that (up to a timeout) before closing its end.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -241,7 +242,9 @@ struct Pending {
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    /// Shared: a server's connections usually have the same settings, and each keeps them for
+    /// its whole life (docs/memory.md).
+    config: Arc<Config>,
     recv: BytesMut,
     pending: Option<Pending>,
     assembler: Assembler,
@@ -279,7 +282,11 @@ struct KeepaliveTimers {
 
 impl Connection {
     /// A connection whose opening handshake has completed. `now` starts the keepalive timer.
-    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`; a server with many connections can pass
+    /// one `Arc` to all of them, so that each does not keep its own copy.
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
         let keepalive = config.keepalive.map(|k| {
             Box::new(KeepaliveTimers {
                 next_ping: now + k.interval,

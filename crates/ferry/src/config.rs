@@ -1,5 +1,6 @@
 //! Connection configuration shared by clients and servers.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,12 +84,27 @@ impl Config {
         self
     }
 
-    pub(crate) fn proto(&self) -> ferry_proto::Config {
-        ferry_proto::Config {
+    pub(crate) fn proto(&self) -> Arc<ferry_proto::Config> {
+        thread_local! {
+            /// The settings the last connection on this thread was built with.
+            static LAST: RefCell<Option<Arc<ferry_proto::Config>>> = const { RefCell::new(None) };
+        }
+        let config = ferry_proto::Config {
             limits: self.limits.clone(),
             fragment_size: self.fragment_size,
             keepalive: self.keepalive,
             ..ferry_proto::Config::default()
-        }
+        };
+        // Shared with the connections before this one while the settings stay the same (a
+        // server's usually do): each connection holds its protocol settings for its whole life,
+        // and a copy each is 144 bytes per idle connection (docs/memory.md). Comparing costs
+        // far less than the handshake that comes with it.
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match last.as_ref() {
+                Some(shared) if **shared == config => shared.clone(),
+                _ => last.insert(Arc::new(config)).clone(),
+            }
+        })
     }
 }

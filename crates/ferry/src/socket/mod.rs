@@ -41,7 +41,7 @@ pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// bytes read past the end of the handshake: the start of the frame stream.
 pub(crate) fn connection(
     role: Role,
-    config: ProtoConfig,
+    config: Arc<ProtoConfig>,
     deflate: Option<(DeflateParams, &DeflateConfig)>,
     leftover: &[u8],
 ) -> Connection {
@@ -59,7 +59,7 @@ pub(crate) fn connection(
 pub(crate) fn start<S>(
     io: S,
     role: Role,
-    config: ProtoConfig,
+    config: Arc<ProtoConfig>,
     deflate: Option<(DeflateParams, &DeflateConfig)>,
     leftover: Bytes,
 ) -> (Sender, Receiver)
@@ -75,7 +75,7 @@ where
 pub(crate) fn websocket<S>(
     io: S,
     role: Role,
-    config: ProtoConfig,
+    config: Arc<ProtoConfig>,
     deflate: Option<(DeflateParams, &DeflateConfig)>,
     leftover: &[u8],
 ) -> WebSocket<S>
