@@ -11,12 +11,15 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// The capacity of a fresh buffer: one read takes in a 16 KiB message whole (with 8 KiB, such a
-/// message cost two reads and a buffer growth: 3 `recvfrom` per echo instead of 2 under
-/// `strace -c`). Only busy connections hold one; pages are touched only as far as reads fill.
-pub(crate) const BUF_SIZE: usize = 32 * 1024;
-/// Buffers kept per thread (at most 1 MiB at `KEEP_MAX`). A thread lends one per connection
-/// with bytes in flight, and gets it back as soon as that connection's reads would block.
+/// The capacity of a fresh buffer: a 64 KiB message and its header arrive in it whole, with no
+/// growth and no copy (with 32 KiB, each 64 KiB echo grew the buffer and copied what had
+/// arrived: 56,846 -> 22,650 instructions per 64 KiB echo, 14,570 -> 8,936 per 16 KiB, with the
+/// reclaim in `Transport::prepare_read_buf`; callgrind, `bench/instructions.sh`). Only busy
+/// connections hold one; pages are touched only as far as reads fill.
+pub(crate) const BUF_SIZE: usize = 96 * 1024;
+/// Buffers kept per thread (at most 3 MiB at `KEEP_MAX`, of which only the pages reads touched
+/// are resident). A thread lends one per connection with bytes in flight, and gets it back as
+/// soon as that connection's reads would block.
 const MAX_POOLED: usize = 16;
 /// Buffers outside this range of capacity are not kept: a tiny remnant is not worth a slot, and
 /// a large one (grown for a large frame) would hold memory the pool's bound does not count.
