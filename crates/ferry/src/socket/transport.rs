@@ -200,13 +200,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             }
             *buf = pool::take();
         }
-        if buf.is_empty() && buf.capacity() < pool::BUF_SIZE / 2 {
+        if !self.grown && buf.is_empty() && buf.capacity() < pool::BUF_SIZE / 2 {
             // Messages are split off the front of this buffer (zero copy), so its room shrinks
             // with each. Once they are gone the room comes back without a copy, so the next
             // frame starts at the front of the whole buffer instead of filling the remnant to
             // the brim and being moved by the growth that follows (a 64 KiB echo copied 64 KiB
             // per message). Not tried while half the room is left: small messages would pay
-            // for it at every read. If a message still holds the buffer, it stays as it is.
+            // for it at every read; nor on a buffer grown for a large frame, which has its own
+            // reuse (`spare`). If a message still holds the buffer, it stays as it is.
             let _ = buf.try_reclaim(pool::BUF_SIZE);
         }
         if buf.capacity() - buf.len() >= want {
