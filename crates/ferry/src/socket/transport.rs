@@ -12,7 +12,7 @@ use std::io;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use ferry_proto::{CloseInfo, Connection, Utf8Bytes};
@@ -25,6 +25,12 @@ use super::pool;
 /// Room below which the receive buffer grows (to `pool::BUF_SIZE`, or the frame in flight)
 /// before a read.
 const MIN_READ: usize = 1024;
+
+/// How long a connection whose reads would block keeps its large read buffer (`Spare`) before
+/// freeing it. A stream of large messages pauses between reads for far less, and a buffer freed
+/// at every pause came back as a fresh allocation whose pages the kernel faulted in and zeroed
+/// again (~130 page faults per 1 MiB message).
+const SPARE_LINGER: Duration = Duration::from_secs(1);
 
 /// Chunks gathered into one vectored write: headers and payloads of a batch of large messages.
 const MAX_SLICES: usize = 16;
@@ -58,11 +64,27 @@ pub(crate) struct Transport<S> {
     /// syscall per connection (strace, `ferry bench handshakes`). Every other transport shuts
     /// down: TLS sends its close_notify there, and a pipe or Unix socket wrapper may need it.
     shutdown: bool,
-    /// The previous large read buffer's remnant. Its message is usually still being echoed or
-    /// used when the next large frame starts; by the frame after, it is gone and the allocation
-    /// is reused instead of a fresh one (which glibc would get by growing the heap, and the
-    /// kernel by faulting in and zeroing every page: `brk` and ~130 page faults per 1 MiB echo).
-    spare: Option<BytesMut>,
+    /// A large read buffer kept for the next large frame (boxed: most connections never have
+    /// one, and this keeps their `Transport` small).
+    spare: Option<Box<Spare>>,
+}
+
+/// A large read buffer between frames: the previous frame's allocation, reused for the next
+/// instead of a fresh one (which glibc would get by growing the heap, and the kernel by faulting
+/// in and zeroing every page: `brk` and ~130 page faults per 1 MiB message). Its message may
+/// still be in use (being echoed, say) when the next frame starts; by the frame after, it is
+/// usually gone.
+struct Spare {
+    buf: BytesMut,
+    /// When it is freed: `SPARE_LINGER` after the connection's reads first would block with it
+    /// unused, so an idle connection keeps no read buffer for long (docs/memory.md).
+    expires: Option<Instant>,
+}
+
+impl Spare {
+    fn new(buf: BytesMut) -> Box<Self> {
+        Box::new(Spare { buf, expires: None })
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport<S> {
@@ -196,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             if std::mem::take(&mut self.grown) {
                 // The remnant of the large buffer the last frame filled: the next large frame
                 // can have its allocation back once that frame's message is gone.
-                self.spare = Some(std::mem::take(buf));
+                self.spare = Some(Spare::new(std::mem::take(buf)));
             }
             *buf = pool::take();
         }
@@ -220,9 +242,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         let was_grown = std::mem::replace(&mut self.grown, true);
         let mut next = match self.spare.take() {
             Some(mut spare) => {
-                spare.clear();
-                if spare.try_reclaim(buf.len() + want) {
-                    spare
+                spare.buf.clear();
+                if spare.buf.try_reclaim(buf.len() + want) {
+                    spare.buf
                 } else {
                     BytesMut::with_capacity(buf.len() + want)
                 }
@@ -235,24 +257,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         if !was_grown {
             pool::put(previous);
         } else if self.spare.is_none() {
-            self.spare = Some(previous);
+            self.spare = Some(Spare::new(previous));
         }
     }
 
-    /// A read would block: lend the I/O buffers back to the pool and free a large one.
+    /// A read would block: lend the I/O buffers back to the pool, and set a large one aside
+    /// to be freed after `SPARE_LINGER` unless a frame needs it first.
     fn release_idle_buffers(&mut self) {
-        if std::mem::take(&mut self.grown) {
-            let grown = std::mem::take(self.conn.recv_buf());
-            if !grown.is_empty() || self.conn.bytes_wanted().is_some() {
-                // Still in use: keep it, and free it at a later idle read.
-                *self.conn.recv_buf() = grown;
-                self.grown = true;
-            } else {
-                // Idle: neither large allocation is kept.
-                self.spare = None;
-            }
+        if self.grown && self.conn.recv_buf().is_empty() && self.conn.bytes_wanted().is_none() {
+            // Between frames (a large buffer still holding a frame's start stays put).
+            self.grown = false;
+            self.spare = Some(Spare::new(std::mem::take(self.conn.recv_buf())));
+        }
+        if let Some(spare) = &mut self.spare
+            && spare.expires.is_none()
+        {
+            spare.expires = Some(Instant::now() + SPARE_LINGER);
         }
         self.conn.take_idle_buffers(pool::put);
+    }
+
+    /// Whether a large read buffer is set aside for the next large frame.
+    #[cfg(test)]
+    pub(crate) fn holds_spare(&self) -> bool {
+        self.spare.is_some()
     }
 
     /// The transport failed: the protocol learns it as an abrupt end (close code 1006).
@@ -262,15 +290,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         self.conn.receive_eof();
     }
 
-    /// Arms the timer for the protocol's next deadline and fires it when due. Returns whether
-    /// it fired (the protocol may have queued a ping, or events).
+    /// Arms the timer for the protocol's next deadline (or the spare buffer's expiry, if
+    /// sooner) and fires it when due. Returns whether it fired (the protocol may have queued a
+    /// ping, or events).
     pub(crate) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout() else {
+        let spare_expires = self.spare.as_ref().and_then(|spare| spare.expires);
+        let Some(deadline) = [self.conn.poll_timeout(), spare_expires]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             if self.timer.is_some() {
                 self.timer = None;
             }
             return false;
         };
+        let due = deadline;
         let deadline = tokio::time::Instant::from_std(deadline);
         let timer = self
             .timer
@@ -280,6 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
+                if spare_expires.is_some_and(|expires| expires <= due) {
+                    self.spare = None;
+                }
                 self.conn.handle_timeout(Instant::now());
                 true
             }

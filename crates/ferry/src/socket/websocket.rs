@@ -557,4 +557,36 @@ mod tests {
         let send = std::mem::size_of::<SendMessage<'_, tokio::net::TcpStream>>();
         assert!(send <= 56, "SendMessage is {send} bytes");
     }
+
+    /// The buffer a large message arrived in is kept for the next large frame while the
+    /// connection is busy, and freed within `SPARE_LINGER` (1 s) once its reads would block: an
+    /// idle connection holds no large buffer (it used to keep one until its next large frame).
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_frees_its_large_read_buffer() {
+        use std::time::Duration;
+
+        use ferry_proto::Role;
+
+        let config = crate::Config::default();
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let mut ws = WebSocket::from_raw(server_io, Role::Server, &config, None, &[]);
+        let (sender, _receiver) =
+            crate::from_raw(client_io, Role::Client, &config, None, bytes::Bytes::new());
+        sender
+            .send(Message::binary(vec![7u8; 1 << 20]))
+            .await
+            .unwrap();
+        let message = ws.recv_message().await.unwrap();
+        assert_eq!(message.len(), 1 << 20);
+        drop(message);
+
+        // Nothing more arrives: the read blocks, and the buffer is set aside.
+        let quiet = tokio::time::timeout(Duration::from_millis(100), ws.recv()).await;
+        assert!(quiet.is_err(), "no message was sent");
+        assert!(ws.t.as_ref().unwrap().holds_spare());
+
+        let quiet = tokio::time::timeout(Duration::from_millis(1_100), ws.recv()).await;
+        assert!(quiet.is_err(), "no message was sent");
+        assert!(!ws.t.as_ref().unwrap().holds_spare());
+    }
 }
