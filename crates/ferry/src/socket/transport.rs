@@ -305,17 +305,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             }
             return false;
         };
-        let due = deadline;
-        let deadline = tokio::time::Instant::from_std(deadline);
+        let wake_at = tokio::time::Instant::from_std(deadline);
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                if spare_expires.is_some_and(|expires| expires <= due) {
+                // Compared with the deadline that fired rather than the clock, so the spare goes
+                // whenever its expiry was the one due (a timer left firing with nothing to do
+                // would spin the task).
+                if spare_expires.is_some_and(|expires| expires <= deadline) {
                     self.spare = None;
                 }
                 self.conn.handle_timeout(Instant::now());
