@@ -25,8 +25,12 @@ pub struct LimitArgs {
     /// Time allowed for the opening handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
-    /// Outgoing bytes a connection may queue before sends wait.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "16MiB")]
+    /// Outgoing bytes a connection may queue before sends wait (a larger message is taken
+    /// into an empty queue).
+    // 1 MiB, as `Limits::default()` and `ferry serve` (docs/limits.md): 16 MiB let each
+    // connection of `echo`, `connect` or `listen` queue 16 MiB before its sends waited. Bulk
+    // echo throughput did not move either way (docs/BENCHMARKS.md, "Bulk").
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
     pub send_queue: usize,
     /// Received bytes a connection may hold for the application before it stops reading.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "16MiB")]
@@ -89,5 +93,29 @@ impl DeflateArgs {
             threshold: self.deflate_threshold,
             ..DeflateConfig::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn the_send_queue_defaults_to_the_library_budget() {
+        let flags = Flags::try_parse_from(["ferry"]).unwrap();
+        assert_eq!(
+            flags.limits.limits().send_queue_bytes,
+            Limits::default().send_queue_bytes
+        );
+        let flags = Flags::try_parse_from(["ferry", "--send-queue", "4MiB"]).unwrap();
+        assert_eq!(flags.limits.limits().send_queue_bytes, 4 << 20);
     }
 }
