@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_proto::Role;
+use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams};
 use ferry_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -122,10 +123,38 @@ async fn timed_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (opened, response) = timed_open(stream, address, config).await?;
+    let (sender, receiver) = socket::start(
+        opened.stream,
+        Role::Client,
+        config.proto(),
+        opened.deflate,
+        opened.leftover,
+    );
+    Ok((sender, receiver, response))
+}
+
+/// A transport whose client handshake succeeded, before either kind of handle owns it.
+pub(crate) struct Opened<'c, S> {
+    pub(crate) stream: S,
+    /// Bytes the server sent after its response: the first frames.
+    pub(crate) leftover: bytes::Bytes,
+    pub(crate) deflate: Option<(DeflateParams, &'c DeflateConfig)>,
+}
+
+/// The client handshake under `Limits::handshake_timeout`.
+pub(crate) async fn timed_open<'c, S>(
+    stream: S,
+    address: &Address,
+    config: &'c Config,
+) -> Result<(Opened<'c, S>, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     deadline(
         config.limits.handshake_timeout,
         Error::HandshakeTimeout,
-        handshake(stream, address, config),
+        open(stream, address, config),
     )
     .await?
 }
@@ -145,11 +174,11 @@ where
     timed_handshake(stream, &address, config).await
 }
 
-async fn handshake<S>(
+async fn open<'c, S>(
     mut stream: S,
     address: &Address,
-    config: &Config,
-) -> Result<(Sender, Receiver, Response), Error>
+    config: &'c Config,
+) -> Result<(Opened<'c, S>, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -175,6 +204,10 @@ where
     };
     let leftover = std::mem::take(&mut response.leftover);
     let deflate = response.deflate.zip(config.deflate.as_ref());
-    let (sender, receiver) = socket::start(stream, Role::Client, config.proto(), deflate, leftover);
-    Ok((sender, receiver, response))
+    let opened = Opened {
+        stream,
+        leftover,
+        deflate,
+    };
+    Ok((opened, response))
 }

@@ -332,3 +332,69 @@ async fn keepalive_closes_a_peer_that_never_answers_pings() {
     let wire = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
     assert_eq!(wire.first(), Some(&0x89), "a ping went out first: {wire:?}");
 }
+
+/// The client side of a single-task `WebSocket`: its handshake (deflate offered and agreed),
+/// pipelined messages of every size back whole and in order, then a clean close it starts.
+#[tokio::test]
+async fn a_client_websocket_opens_exchanges_and_closes() {
+    let url = server(Config::default(), echo).await;
+    let stream = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
+        .await
+        .unwrap();
+    let (mut ws, response) = tokio::time::timeout(
+        WAIT,
+        WebSocket::connect_stream(stream, &url, &Config::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.status, 101);
+    assert!(response.deflate.is_some(), "permessage-deflate was agreed");
+    let sizes = [0, 1, 125, 126, 65_535, 65_536, 300_000];
+    for (i, &len) in sizes.iter().enumerate() {
+        ws.send(numbered(i, len)).await.unwrap();
+    }
+    for (i, &len) in sizes.iter().enumerate() {
+        match tokio::time::timeout(WAIT, ws.recv()).await.unwrap() {
+            Some(Incoming::Message(message)) => assert_eq!(message, numbered(i, len)),
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    let info = tokio::time::timeout(WAIT, ws.close(CloseCode::NORMAL, "done"))
+        .await
+        .unwrap();
+    assert_eq!(info.code, CloseCode::NORMAL);
+    assert_eq!(info.initiator, Initiator::Local);
+    assert!(info.clean, "{info:?}");
+}
+
+/// A server that answers the upgrade with anything but 101 fails the client's handshake with
+/// that status, and nothing is left half-open.
+#[tokio::test]
+async fn a_client_websocket_reports_a_refused_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0; 2048];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await;
+    });
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let result = tokio::time::timeout(
+        WAIT,
+        WebSocket::connect_stream(stream, &format!("ws://{addr}/nowhere"), &Config::default()),
+    )
+    .await
+    .unwrap();
+    match result {
+        Err(ferry::Error::Handshake(ferry::proto::handshake::HandshakeError::Status {
+            code,
+            ..
+        })) => assert_eq!(code, 404),
+        Err(other) => panic!("expected HTTP 404, got {other}"),
+        Ok(_) => panic!("a 404 opened a connection"),
+    }
+}
