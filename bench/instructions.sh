@@ -10,6 +10,9 @@
 #                                     each server's ratio to the plain TCP echo (list plain-tcp
 #                                     first): the side-by-side
 #                                     comparison that machine noise cannot blur
+#   KEEP_PROFILES=DIR bench/instructions.sh
+#                                     also keeps each run's callgrind file in DIR, to see where
+#                                     the instructions go: callgrind_annotate DIR/callgrind.*
 #
 # Method: for each payload size, the server runs under callgrind twice, echoing N1 and then N2
 # messages on one connection (one in flight, binary, no compression), and the figure is
@@ -81,6 +84,10 @@ instructions() {
     kill -TERM "$SERVER_PID"
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
+    if [[ -n ${KEEP_PROFILES:-} ]]; then
+        mkdir -p "$KEEP_PROFILES"
+        cp "$out" "$KEEP_PROFILES/"
+    fi
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 

@@ -369,7 +369,7 @@ async fn a_client_websocket_opens_exchanges_and_closes() {
 }
 
 /// A server that answers the upgrade with anything but 101 fails the client's handshake with
-/// that status, and nothing is left half-open.
+/// that status.
 #[tokio::test]
 async fn a_client_websocket_reports_a_refused_handshake() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two `ferry echo` servers on one `ferry bench` workload: a before/after of a
+# change (two binaries), or of a server flag (one binary, two sets of arguments). The two run
+# alternately (A B A B ...), each alone on SERVER_CPU with the load generator on CLIENT_CPU, so
+# drift on a shared machine hits both alike; it prints every run, then the medians.
+#
+#   bench/ab.sh OLD_FERRY NEW_FERRY bulk --size 1MiB --pipeline 4
+#   A_ARGS="--send-queue 16MiB" bench/ab.sh target/release/ferry target/release/ferry bulk --size 16MiB --pipeline 4
+#
+# After the two binaries: the `ferry bench` mode and its arguments (--url, --server-pid, --json
+# and --quiet are added). Knobs (environment): RUNS (10), DURATION and WARMUP in seconds (2,
+# 0.5), A_ARGS and B_ARGS (extra `ferry echo` arguments per side), CONNECTIONS (1), PORT (9391),
+# SERVER_CPU (0), CLIENT_CPU (1), BENCH (the `ferry` that generates load: NEW_FERRY).
+# Per run: the rate (payload MB/s for bulk, else operations/s), server CPU µs per operation and
+# the server's minor page faults over the run (from /proc/PID/stat: how much fresh memory it
+# touched).
+set -euo pipefail
+
+die() { printf 'bench/ab.sh: %s\n' "$*" >&2; exit 1; }
+(($# >= 3)) || die "usage: bench/ab.sh A_FERRY B_FERRY MODE [ferry bench arguments]"
+A=$1 B=$2 MODE=$3
+shift 3
+[[ -x $A ]] || die "$A is not an executable ferry binary"
+[[ -x $B ]] || die "$B is not an executable ferry binary"
+RUNS=${RUNS:-10} DURATION=${DURATION:-2} WARMUP=${WARMUP:-0.5} CONNECTIONS=${CONNECTIONS:-1}
+PORT=${PORT:-9391} SERVER_CPU=${SERVER_CPU:-0} CLIENT_CPU=${CLIENT_CPU:-1} BENCH=${BENCH:-$B}
+read -r -a A_ARGS <<<"${A_ARGS:-}"
+read -r -a B_ARGS <<<"${B_ARGS:-}"
+
+listening() { grep -q "$(printf '0100007F:%04X 00000000:0000 0A' "$1")" /proc/net/tcp; }
+minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
+field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | head -n 1 | cut -d: -f2; }
+
+! listening "$PORT" || die "port $PORT is in use; set PORT"
+SERVER_PID=
+RESULTS=$(mktemp)
+trap '[[ -z $SERVER_PID ]] || kill "$SERVER_PID" 2>/dev/null || true; rm -f "$RESULTS"' EXIT
+rate_key=per_s
+[[ $MODE == bulk ]] && rate_key=payload_mb_per_s
+
+for run in $(seq 1 "$RUNS"); do
+    for side in A B; do
+        if [[ $side == A ]]; then bin=$A args=("${A_ARGS[@]}"); else bin=$B args=("${B_ARGS[@]}"); fi
+        taskset -c "$SERVER_CPU" "$bin" echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate \
+            --max-message-size 64MiB --max-frame-size 64MiB "${args[@]}" </dev/null >/dev/null 2>&1 &
+        SERVER_PID=$!
+        for _ in $(seq 1 100); do listening "$PORT" && break; sleep 0.05; done
+        listening "$PORT" || die "$side ($bin) did not listen on $PORT"
+        faults=$(minor_faults "$SERVER_PID")
+        out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench "$MODE" --url "ws://127.0.0.1:$PORT/" \
+            --connections "$CONNECTIONS" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+            --server-pid "$SERVER_PID" --json --quiet "$@")
+        faults=$(($(minor_faults "$SERVER_PID") - faults))
+        kill "$SERVER_PID"
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        while listening "$PORT"; do sleep 0.05; done
+        rate=$(field "$rate_key" "$out") cpu=$(field cpu_us_per_op "$out")
+        printf '%s\t%s\t%s\t%s\n' "$side" "$rate" "$cpu" "$faults" >>"$RESULTS"
+        printf 'run %2d %s: %10.1f %s  %10.2f µs server CPU each  %8d page faults\n' \
+            "$run" "$side" "$rate" "$rate_key" "$cpu" "$faults"
+    done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+for side in A B; do
+    printf 'median %s: %10.1f %s  %10.2f µs server CPU each  %8.0f page faults  (%s %s)\n' "$side" \
+        "$(awk -v s="$side" '$1 == s { print $2 }' "$RESULTS" | median)" "$rate_key" \
+        "$(awk -v s="$side" '$1 == s { print $3 }' "$RESULTS" | median)" \
+        "$(awk -v s="$side" '$1 == s { print $4 }' "$RESULTS" | median)" \
+        "$([[ $side == A ]] && echo "$A" || echo "$B")" "$([[ $side == A ]] && echo "${A_ARGS[*]}" || echo "${B_ARGS[*]}")"
+done
