@@ -42,11 +42,16 @@ async fn subscribe_publish_unsubscribe_across_topics() {
         json!({"op": "subscribe", "topics": ["news", "sport", "news"], "id": 1}),
     )
     .await;
+    let epoch = ack["positions"]["news"]["epoch"].clone();
+    assert!(epoch.as_str().is_some_and(|e| !e.is_empty()), "{ack}");
     assert_eq!(
         ack,
         json!({"type": "ack", "id": 1, "op": "subscribe", "topics": ["news", "sport"],
-               "subscribed": ["news", "sport"]})
+               "subscribed": ["news", "sport"],
+               "positions": {"news": {"offset": 0, "epoch": epoch},
+                             "sport": ack["positions"]["sport"].clone()}})
     );
+    assert_eq!(ack["positions"]["sport"]["offset"], 0);
     // The ack means the subscriptions exist: no waiting needed before publishing.
     let ack = request(
         &alice,
@@ -56,11 +61,13 @@ async fn subscribe_publish_unsubscribe_across_topics() {
     .await;
     assert_eq!(
         ack,
-        json!({"type": "ack", "id": "p1", "op": "publish", "topic": "news", "delivered": 1})
+        json!({"type": "ack", "id": "p1", "op": "publish", "topic": "news", "delivered": 1,
+               "offset": 1, "epoch": epoch})
     );
     assert_eq!(
         next_json(&mut bob_rx).await,
-        json!({"type": "message", "topic": "news", "data": "extra! \"quoted\""})
+        json!({"type": "message", "topic": "news", "offset": 1, "epoch": epoch,
+               "data": "extra! \"quoted\""})
     );
     let ack = request(
         &alice,
@@ -69,10 +76,10 @@ async fn subscribe_publish_unsubscribe_across_topics() {
     )
     .await;
     assert_eq!(ack["delivered"], 1);
-    assert_eq!(
-        next_json(&mut bob_rx).await,
-        json!({"type": "message", "topic": "sport", "binary": "AAEC/w=="})
-    );
+    assert_eq!(ack["offset"], 1, "offsets are per topic");
+    let message = next_json(&mut bob_rx).await;
+    assert_eq!(message["binary"], "AAEC/w==");
+    assert_eq!(message["topic"], "sport");
     let ack = request(
         &bob,
         &mut bob_rx,
@@ -109,10 +116,10 @@ async fn topic_route_and_control_see_each_other() {
         plain_rx.recv_message().await,
         Some(Message::text("from the topic route"))
     );
-    assert_eq!(
-        next_json(&mut ctl_rx).await,
-        json!({"type": "message", "topic": "lobby", "data": "from the topic route"})
-    );
+    let message = next_json(&mut ctl_rx).await;
+    assert_eq!(message["data"], "from the topic route");
+    assert_eq!(message["offset"], 1);
+    assert_eq!(message["epoch"], ack["positions"]["lobby"]["epoch"]);
     // Publishing to a topic it is subscribed to, a connection gets the message first, then
     // the ack: the message is queued during the publish, the ack after it.
     let own = request(

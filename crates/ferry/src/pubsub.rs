@@ -15,6 +15,11 @@
 //! - **Counters only grow.** A topic's totals outlive its last subscriber; the broker forgets
 //!   empty topics only beyond [`BrokerConfig::retained_topics`], and its broker-wide totals
 //!   ([`LocalBroker::totals`]) never go back.
+//! - **Positions and joining.** A message may carry its [`Position`] in the topic's history
+//!   ([`LocalBroker::publish_at`]); envelopes see it. A subscriber that must first receive
+//!   messages from history joins *held* ([`LocalBroker::subscribe_held`]): live messages wait in
+//!   a bounded buffer until [`LocalBroker::release_held`] sends those past the history it was
+//!   given, so nothing is delivered twice or out of order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +29,46 @@ use ferry_proto::{CloseCode, Message, PreparedMessage};
 
 use crate::error::TrySendError;
 use crate::socket::{Overflow, Sender};
+
+/// Where a message stands in its topic's history: the topic's `epoch` (which changes whenever
+/// the history is lost, so offsets of two epochs are never compared) and the message's
+/// `offset` in it (1, 2, 3, ... with no gaps within an epoch).
+///
+/// ```
+/// use ferry::pubsub::Position;
+/// let p = Position::new(41, "e1");
+/// assert_eq!((p.offset, &*p.epoch), (41, "e1"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The message's offset in its epoch, from 1.
+    pub offset: u64,
+    /// The history's incarnation.
+    pub epoch: Arc<str>,
+}
+
+impl Position {
+    /// A position from its parts.
+    pub fn new(offset: u64, epoch: impl Into<Arc<str>>) -> Self {
+        Position {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+}
+
+/// A held subscriber's buffer overflowed before [`LocalBroker::release_held`]: it missed live
+/// messages and must not be released as if it had not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldOverflow;
+
+impl std::fmt::Display for HeldOverflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("live messages overflowed the buffer of a joining subscriber")
+    }
+}
+
+impl std::error::Error for HeldOverflow {}
 
 /// Identifies one subscription, for [`Broker::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,8 +88,9 @@ pub trait Broker: Send + Sync + 'static {
 /// envelope naming the topic, say). Subscribers sharing one `Arc<dyn Envelope>` share each
 /// wrapped message's encoding too.
 pub trait Envelope: Send + Sync + 'static {
-    /// The message a subscriber of `topic` receives for `message`.
-    fn wrap(&self, topic: &str, message: &Message) -> Message;
+    /// The message a subscriber of `topic` receives for `message`, which stands at `position`
+    /// in the topic's history when the broker keeps one.
+    fn wrap(&self, topic: &str, position: Option<&Position>, message: &Message) -> Message;
 }
 
 /// A subscription's connection, and how it wants the messages.
@@ -167,9 +213,25 @@ pub struct BrokerStats {
     pub topics_forgotten: u64,
 }
 
+/// One subscription of a topic.
+struct Member {
+    id: SubscriptionId,
+    subscriber: Subscriber,
+    /// Set while the subscriber is held (joining): live messages wait here.
+    held: Option<Box<std::sync::Mutex<Held>>>,
+}
+
+/// Live messages kept for a held subscriber, up to a byte budget.
+struct Held {
+    messages: Vec<(Option<Position>, Message)>,
+    bytes: usize,
+    limit: usize,
+    overflowed: bool,
+}
+
 #[derive(Default)]
 struct Topic {
-    subscribers: Vec<(SubscriptionId, Subscriber)>,
+    subscribers: Vec<Member>,
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
@@ -244,8 +306,8 @@ impl LocalBroker {
             .map(|(name, t)| {
                 let mut groups = Vec::new();
                 let mut self_encoding = 0;
-                for (_, subscriber) in &t.subscribers {
-                    match subscriber.sender.frame_encoding() {
+                for member in &t.subscribers {
+                    match member.subscriber.sender.frame_encoding() {
                         Some(encoding) if !groups.contains(&encoding) => groups.push(encoding),
                         Some(_) => {}
                         None => self_encoding += 1,
@@ -282,31 +344,36 @@ impl LocalBroker {
     }
 }
 
-impl Broker for LocalBroker {
-    fn publish(&self, name: &str, message: Message) -> usize {
+impl LocalBroker {
+    /// Publishes `message`, which stands at `position` in its topic's history, to every
+    /// subscriber of `topic`; returns how many took it. Enveloped subscribers see the
+    /// position. The caller keeps the order: messages of one topic must be published here in
+    /// offset order (a history-keeping broker does it under its topic's lock).
+    pub fn publish_at(&self, name: &str, message: Message, position: Option<&Position>) -> usize {
         self.totals.published.fetch_add(1, Ordering::Relaxed);
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = topics.by_name.get(name) else {
             return 0;
         };
         topic.published.fetch_add(1, Ordering::Relaxed);
-        let overflow = match self.config.slow_subscriber {
-            SlowSubscriber::Close => Overflow::Refuse,
-            SlowSubscriber::DropOldest => Overflow::DropOldest,
-        };
         let mut plain = PreparedMessage::new(message);
         // One wrapped message per envelope, itself encoded once per group.
         let mut wrapped: Vec<(Arc<dyn Envelope>, PreparedMessage)> = Vec::new();
-        let (mut delivered, mut dropped, mut per_socket) = (0u64, 0u64, 0u64);
-        for (_, subscriber) in &topic.subscribers {
-            let sender = &subscriber.sender;
+        let mut counts = Counts::default();
+        for member in &topic.subscribers {
+            if let Some(held) = &member.held {
+                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                held.keep(position, plain.message());
+                continue;
+            }
+            let subscriber = &member.subscriber;
             let prepared = match &subscriber.envelope {
                 None => &mut plain,
                 Some(envelope) => {
                     let index = match wrapped.iter().position(|(e, _)| Arc::ptr_eq(e, envelope)) {
                         Some(index) => index,
                         None => {
-                            let message = envelope.wrap(name, plain.message());
+                            let message = envelope.wrap(name, position, plain.message());
                             wrapped.push((envelope.clone(), PreparedMessage::new(message)));
                             wrapped.len() - 1
                         }
@@ -317,44 +384,166 @@ impl Broker for LocalBroker {
                     }
                 }
             };
-            let encoding = sender.frame_encoding();
-            if encoding.is_none() && sender.deflate().is_some() {
-                per_socket += 1;
-            }
-            match sender.try_send_prepared(prepared.frame(encoding), overflow) {
-                Ok(evicted) => {
-                    delivered += 1;
-                    dropped += evicted as u64;
-                }
-                Err(TrySendError::Full(_)) => {
-                    dropped += 1;
-                    if self.config.slow_subscriber == SlowSubscriber::Close {
-                        sender.start_close(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
-                    }
-                }
-                // Closing already; its handler unsubscribes it.
-                Err(TrySendError::Closed(_)) => {}
-            }
+            self.deliver(&subscriber.sender, prepared, &mut counts);
         }
         let (encodings, compressions) = std::iter::once(&plain)
             .chain(wrapped.iter().map(|(_, p)| p))
             .fold((0, 0), |(e, c), p| {
                 (e + p.encodings() as u64, c + p.compressions() as u64)
             });
-        let t = &self.totals;
-        t.delivered.fetch_add(delivered, Ordering::Relaxed);
-        t.dropped.fetch_add(dropped, Ordering::Relaxed);
-        t.shared_encodings.fetch_add(encodings, Ordering::Relaxed);
-        t.shared_compressions
+        self.totals
+            .shared_encodings
+            .fetch_add(encodings, Ordering::Relaxed);
+        self.totals
+            .shared_compressions
             .fetch_add(compressions, Ordering::Relaxed);
-        t.per_socket_compressions
-            .fetch_add(per_socket, Ordering::Relaxed);
-        topic.delivered.fetch_add(delivered, Ordering::Relaxed);
-        topic.dropped.fetch_add(dropped, Ordering::Relaxed);
-        delivered as usize
+        self.count(topic, &counts);
+        counts.delivered as usize
     }
 
-    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> SubscriptionId {
+    /// Queues one prepared message for one subscriber under the slow-subscriber policy.
+    fn deliver(&self, sender: &Sender, prepared: &mut PreparedMessage, counts: &mut Counts) {
+        let overflow = match self.config.slow_subscriber {
+            SlowSubscriber::Close => Overflow::Refuse,
+            SlowSubscriber::DropOldest => Overflow::DropOldest,
+        };
+        let encoding = sender.frame_encoding();
+        if encoding.is_none() && sender.deflate().is_some() {
+            counts.per_socket += 1;
+        }
+        match sender.try_send_prepared(prepared.frame(encoding), overflow) {
+            Ok(evicted) => {
+                counts.delivered += 1;
+                counts.dropped += evicted as u64;
+            }
+            Err(TrySendError::Full(_)) => {
+                counts.dropped += 1;
+                if self.config.slow_subscriber == SlowSubscriber::Close {
+                    sender.start_close(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
+                }
+            }
+            // Closing already; its handler unsubscribes it.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn count(&self, topic: &Topic, counts: &Counts) {
+        let t = &self.totals;
+        t.delivered.fetch_add(counts.delivered, Ordering::Relaxed);
+        t.dropped.fetch_add(counts.dropped, Ordering::Relaxed);
+        t.per_socket_compressions
+            .fetch_add(counts.per_socket, Ordering::Relaxed);
+        topic.delivered.fetch_add(counts.delivered, Ordering::Relaxed);
+        topic.dropped.fetch_add(counts.dropped, Ordering::Relaxed);
+    }
+
+    /// Adds a subscriber that is *held*: the messages published to `topic` from now on wait in
+    /// a buffer of up to `buffer_bytes` (message payload bytes) instead of being sent, until
+    /// [`release_held`](Self::release_held). Meanwhile the caller sends the subscriber what it
+    /// missed from history. Remove it with [`Broker::unsubscribe`] as any other.
+    pub fn subscribe_held(
+        &self,
+        topic: &str,
+        subscriber: Subscriber,
+        buffer_bytes: usize,
+    ) -> SubscriptionId {
+        let held = Held {
+            messages: Vec::new(),
+            bytes: 0,
+            limit: buffer_bytes,
+            overflowed: false,
+        };
+        self.add(topic, subscriber, Some(Box::new(std::sync::Mutex::new(held))))
+    }
+
+    /// Sends a held subscriber the buffered messages that stand after offset `after` (all of
+    /// them when they carry no position, or when `after` is `None`), in the order they were
+    /// published, and makes it an ordinary subscriber. No message is published to the topic
+    /// meanwhile, so none is lost or reordered. Returns how many were sent; fails when the
+    /// buffer overflowed (the subscriber missed messages; it stays held and gets nothing more,
+    /// so the caller should close it). Unknown or already released subscriptions: `Ok(0)`.
+    pub fn release_held(
+        &self,
+        name: &str,
+        id: SubscriptionId,
+        after: Option<u64>,
+    ) -> Result<usize, HeldOverflow> {
+        // The write lock keeps publishers out until the buffer is drained into the queue.
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = topics.by_name.get_mut(name) else {
+            return Ok(0);
+        };
+        let Some(member) = topic.subscribers.iter_mut().find(|m| m.id == id) else {
+            return Ok(0);
+        };
+        let Some(held) = member.held.take() else {
+            return Ok(0);
+        };
+        let held = held.into_inner().unwrap_or_else(|e| e.into_inner());
+        if held.overflowed {
+            // Keep it held with an empty, overflowed buffer: it must never look live.
+            member.held = Some(Box::new(std::sync::Mutex::new(Held {
+                messages: Vec::new(),
+                ..held
+            })));
+            return Err(HeldOverflow);
+        }
+        let subscriber = member.subscriber.clone();
+        let mut counts = Counts::default();
+        let mut sent = 0;
+        for (position, message) in held.messages {
+            if let (Some(after), Some(position)) = (after, &position)
+                && position.offset <= after
+            {
+                continue;
+            }
+            let message = match &subscriber.envelope {
+                Some(envelope) => envelope.wrap(name, position.as_ref(), &message),
+                None => message,
+            };
+            self.deliver(
+                &subscriber.sender,
+                &mut PreparedMessage::new(message),
+                &mut counts,
+            );
+            sent += 1;
+        }
+        self.count(topic, &counts);
+        Ok(sent)
+    }
+
+    /// Starts the closing handshake of every subscriber of `topic` with `code` and `reason`
+    /// (when the topic's stream broke and they must recover); their handlers unsubscribe them.
+    /// Returns how many were told.
+    pub fn close_subscribers(&self, topic: &str, code: CloseCode, reason: &str) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = topics.by_name.get(topic) else {
+            return 0;
+        };
+        topic
+            .subscribers
+            .iter()
+            .filter(|m| m.subscriber.sender.start_close(code, reason))
+            .count()
+    }
+
+    /// Names of the topics that have subscribers now.
+    pub fn subscribed_topics(&self) -> Vec<String> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .by_name
+            .iter()
+            .filter(|(_, t)| !t.subscribers.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn add(
+        &self,
+        topic: &str,
+        subscriber: Subscriber,
+        held: Option<Box<std::sync::Mutex<Held>>>,
+    ) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         topics
@@ -362,8 +551,45 @@ impl Broker for LocalBroker {
             .entry(topic.to_owned())
             .or_default()
             .subscribers
-            .push((id, subscriber));
+            .push(Member {
+                id,
+                subscriber,
+                held,
+            });
         id
+    }
+}
+
+/// What one round of deliveries did, added to the counters once.
+#[derive(Default)]
+struct Counts {
+    delivered: u64,
+    dropped: u64,
+    per_socket: u64,
+}
+
+impl Held {
+    fn keep(&mut self, position: Option<&Position>, message: &Message) {
+        if self.overflowed {
+            return;
+        }
+        self.bytes += message.len();
+        if self.bytes > self.limit {
+            self.overflowed = true;
+            self.messages = Vec::new();
+            return;
+        }
+        self.messages.push((position.cloned(), message.clone()));
+    }
+}
+
+impl Broker for LocalBroker {
+    fn publish(&self, name: &str, message: Message) -> usize {
+        self.publish_at(name, message, None)
+    }
+
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> SubscriptionId {
+        self.add(topic, subscriber, None)
     }
 
     fn unsubscribe(&self, topic: &str, id: SubscriptionId) {
@@ -373,7 +599,7 @@ impl Broker for LocalBroker {
             return;
         };
         let before = entry.subscribers.len();
-        entry.subscribers.retain(|(sub, _)| *sub != id);
+        entry.subscribers.retain(|m| m.id != id);
         if before == 0 || !entry.subscribers.is_empty() {
             return;
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry::pubsub::{Broker, BrokerConfig, Envelope, LocalBroker, SlowSubscriber, Subscriber};
+use ferry::pubsub::{
+    Broker, BrokerConfig, Envelope, LocalBroker, Position, SlowSubscriber, Subscriber,
+};
 use ferry::{
     CloseCode, Config, DeflateConfig, DeflateParams, Incoming, Limits, Message, Receiver, Role,
     Sender,
@@ -210,8 +212,12 @@ async fn topic_counters_survive_the_last_unsubscribe() {
 struct Tagged;
 
 impl Envelope for Tagged {
-    fn wrap(&self, topic: &str, message: &Message) -> Message {
-        Message::text(format!("{topic}:{}", message.as_text().unwrap_or("?")))
+    fn wrap(&self, topic: &str, position: Option<&Position>, message: &Message) -> Message {
+        let offset = position.map_or(0, |p| p.offset);
+        Message::text(format!(
+            "{topic}@{offset}:{}",
+            message.as_text().unwrap_or("?")
+        ))
     }
 }
 
@@ -224,6 +230,62 @@ async fn enveloped_subscribers_get_the_wrapped_message() {
     broker.subscribe("news", Subscriber::with_envelope(a, envelope.clone()));
     broker.subscribe("news", b.into());
     assert_eq!(broker.publish("news", Message::text("hi")), 2);
-    assert_eq!(next_message(&mut a_rx).await.as_text(), Some("news:hi"));
+    assert_eq!(next_message(&mut a_rx).await.as_text(), Some("news@0:hi"));
     assert_eq!(next_message(&mut b_rx).await.as_text(), Some("hi"));
+}
+
+#[tokio::test]
+async fn a_held_subscriber_gets_only_what_follows_its_history_in_order() {
+    let broker = LocalBroker::default();
+    let envelope: Arc<dyn Envelope> = Arc::new(Tagged);
+    let (a, mut a_rx) = pair(&Config::default(), None, 1 << 16);
+    let at = |offset| Position::new(offset, "e");
+    broker.publish_at("t", Message::text("1"), Some(&at(1)));
+    let id = broker.subscribe_held("t", Subscriber::with_envelope(a.clone(), envelope), 1 << 10);
+    // Published while the subscriber is held: 2 was also in the history it was given, 3 not.
+    assert_eq!(broker.publish_at("t", Message::text("2"), Some(&at(2))), 0);
+    assert_eq!(broker.publish_at("t", Message::text("3"), Some(&at(3))), 0);
+    // What the caller sends from history goes first.
+    a.send(Message::text("history 2")).await.unwrap();
+    assert_eq!(broker.release_held("t", id, Some(2)), Ok(1));
+    assert_eq!(broker.publish_at("t", Message::text("4"), Some(&at(4))), 1);
+    for expected in ["history 2", "t@3:3", "t@4:4"] {
+        assert_eq!(next_message(&mut a_rx).await.as_text(), Some(expected));
+    }
+    // Released once: a second release sends nothing.
+    assert_eq!(broker.release_held("t", id, Some(2)), Ok(0));
+}
+
+#[tokio::test]
+async fn a_held_subscriber_whose_buffer_overflows_is_never_released() {
+    let broker = LocalBroker::default();
+    let (a, _a_rx) = pair(&Config::default(), None, 1 << 16);
+    let id = broker.subscribe_held("t", a.into(), 10);
+    broker.publish_at("t", Message::text("123456"), None);
+    broker.publish_at("t", Message::text("789012"), None);
+    assert!(broker.release_held("t", id, None).is_err());
+    assert!(broker.release_held("t", id, None).is_err(), "still held");
+    assert_eq!(broker.publish_at("t", Message::text("x"), None), 0);
+}
+
+#[tokio::test]
+async fn closing_a_topics_subscribers() {
+    let broker = LocalBroker::default();
+    let (a, mut a_rx) = pair(&Config::default(), None, 1 << 16);
+    broker.subscribe("t", a.into());
+    assert_eq!(
+        broker.close_subscribers("t", CloseCode::from(4010), "lost"),
+        1
+    );
+    assert_eq!(broker.subscribed_topics(), ["t"]);
+    loop {
+        match a_rx.recv().await {
+            Some(ferry::Incoming::Closed(info)) => {
+                assert_eq!(info.code.as_u16(), 4010);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("ended without a close"),
+        }
+    }
 }

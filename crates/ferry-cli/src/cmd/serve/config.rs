@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsConfig>,
     pub deflate: DeflateSection,
     pub topics: TopicsConfig,
+    pub broker: BrokerSection,
+    pub api: ApiConfig,
     /// Bridges by name: `PREFIX/bridge/NAME`.
     pub bridges: BTreeMap<String, BridgeConfig>,
 }
@@ -42,6 +44,8 @@ impl Default for ServeConfig {
             tls: None,
             deflate: DeflateSection::default(),
             topics: TopicsConfig::default(),
+            broker: BrokerSection::default(),
+            api: ApiConfig::default(),
             bridges: BTreeMap::new(),
         }
     }
@@ -155,6 +159,74 @@ impl Default for TopicsConfig {
             control_max_topics: 100,
         }
     }
+}
+
+/// Where topics live and how much history they keep (docs/cluster.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// `["memory"]` (one process), or Redis URLs: `redis://[user:password@]host:port[/db]`,
+    /// `rediss://` for TLS; several shard the topics between them.
+    pub urls: Vec<String>,
+    /// Messages of history kept per topic.
+    pub history_size: usize,
+    /// How long a topic's history outlives its last publish.
+    pub history_ttl: Dur,
+    /// Most messages one subscribe with `since` replays.
+    pub recovery_max: usize,
+    /// The memory broker's bound on all history together.
+    pub history_memory: Size,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            urls: vec!["memory".into()],
+            history_size: 1000,
+            history_ttl: Dur(Duration::from_secs(300)),
+            recovery_max: 1000,
+            history_memory: Size(64 << 20),
+        }
+    }
+}
+
+/// The HTTP API for backends (`/api/...`), off unless a key file is given.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// A file of accepted keys, one a line (`#` starts a comment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The keys in an API key file: one a line, blank lines and `#` comments skipped.
+pub fn read_api_keys(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "api.key_file (--api-key-file) {}: cannot read it ({e}); give a file with one key a line",
+            path.display()
+        )
+    })?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        return Err(format!(
+            "api.key_file (--api-key-file) {}: holds no key; put one long random key a line",
+            path.display()
+        ));
+    }
+    if let Some(short) = keys.iter().find(|k| k.len() < 16) {
+        return Err(format!(
+            "api.key_file (--api-key-file) {}: a key of {} characters is too easy to guess; use at least 16 (e.g. openssl rand -hex 32)",
+            path.display(),
+            short.len()
+        ));
+    }
+    Ok(keys)
 }
 
 /// One bridge: a fixed target, never one the client names.
@@ -294,6 +366,17 @@ impl ServeConfig {
                 ));
             }
         }
+        let broker = &self.broker;
+        super::broker::Broker::parse_urls(&broker.urls)?;
+        if broker.history_ttl.0.is_zero() {
+            return Err("broker.history_ttl (--history-ttl) is 0; try 5m".into());
+        }
+        if broker.history_memory.0 == 0 {
+            return Err("broker.history_memory (--history-memory) is 0; try 64MiB".into());
+        }
+        if let Some(path) = &self.api.key_file {
+            read_api_keys(path)?;
+        }
         for (name, bridge) in &self.bridges {
             if !valid_name(name) {
                 return Err(format!(
@@ -331,6 +414,9 @@ impl ServeConfig {
             if bridge.token.is_some() {
                 bridge.token = Some("<redacted>".into());
             }
+        }
+        for url in &mut shown.broker.urls {
+            *url = super::broker::redact(url);
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
     }

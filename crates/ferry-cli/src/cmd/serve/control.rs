@@ -2,19 +2,26 @@
 //!
 //! Requests are text messages holding one JSON object with an `op`; each gets exactly one
 //! reply, an `ack` or an `error` carrying the request's `id`. Messages of subscribed topics
-//! arrive as `message` envelopes naming their topic. Replies are queued with `send` (waiting
-//! for room), so the slow-subscriber policy can drop topic messages but never a reply.
+//! arrive as `message` envelopes naming their topic and their place in its history (`offset`,
+//! `epoch`). Replies are queued with `send` (waiting for room), so the slow-subscriber policy
+//! can drop topic messages but never a reply.
+//!
+//! A subscribe with `since` recovers: the subscription joins *held* (live messages wait), the
+//! ack carries the topics' positions, the missed messages follow it from history, and only
+//! then do the held live messages go, those already sent skipped.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ferry::pubsub::{Broker, Envelope, Subscriber, SubscriptionId};
-use ferry::{Incoming, Initiator, Message, Receiver, Sender};
+use ferry::pubsub::{Envelope, Position, Subscriber, SubscriptionId};
+use ferry::{CloseCode, Incoming, Initiator, Message, Receiver, Sender};
 use serde_json::{Map, Value, json};
 
 use super::State;
+use super::broker::Joined;
 use super::metrics::Route;
 
 /// Longest `id` string echoed back.
@@ -24,21 +31,33 @@ const MAX_ID_LEN: usize = 128;
 /// compressed once for all of them (per encoding group).
 static ENVELOPE: LazyLock<Arc<dyn Envelope>> = LazyLock::new(|| Arc::new(JsonEnvelope));
 
-/// `{"type":"message","topic":T,"data":TEXT}`, or `"binary":BASE64` for binary messages.
+/// `{"type":"message","topic":T,"offset":N,"epoch":E,"data":TEXT}`, or `"binary":BASE64` for
+/// binary messages.
 struct JsonEnvelope;
 
 impl Envelope for JsonEnvelope {
-    fn wrap(&self, topic: &str, message: &Message) -> Message {
-        let body = match message {
-            Message::Text(text) => {
-                json!({"type": "message", "topic": topic, "data": text.as_str()})
-            }
-            Message::Binary(data) => {
-                json!({"type": "message", "topic": topic, "binary": BASE64.encode(data)})
-            }
+    fn wrap(&self, topic: &str, position: Option<&Position>, message: &Message) -> Message {
+        let mut body = Map::new();
+        body.insert("type".into(), "message".into());
+        body.insert("topic".into(), topic.into());
+        if let Some(position) = position {
+            body.insert("offset".into(), position.offset.into());
+            body.insert("epoch".into(), (*position.epoch).into());
+        }
+        match message {
+            Message::Text(text) => body.insert("data".into(), text.as_str().into()),
+            Message::Binary(data) => body.insert("binary".into(), BASE64.encode(data).into()),
         };
-        Message::text(body.to_string())
+        Message::text(Value::Object(body).to_string())
     }
+}
+
+/// A subscription joined held: what to send after the ack, then release.
+struct Recovery {
+    topic: String,
+    id: SubscriptionId,
+    top: u64,
+    missed: Vec<(Position, Message)>,
 }
 
 /// A refused request: a stable code for programs, a sentence for people.
@@ -72,11 +91,14 @@ pub async fn serve(state: Arc<State>, sender: Sender, mut receiver: Receiver) {
         match item {
             Incoming::Message(message) => {
                 state.metrics.received(Route::Control, message.len());
-                let reply = match &message {
-                    Message::Text(text) => session.handle(text.as_str()),
-                    Message::Binary(_) => error_reply(
-                        None,
-                        refused("text_only", "requests are JSON text messages"),
+                let (reply, recoveries) = match &message {
+                    Message::Text(text) => session.handle(text.as_str()).await,
+                    Message::Binary(_) => (
+                        error_reply(
+                            None,
+                            refused("text_only", "requests are JSON text messages"),
+                        ),
+                        Vec::new(),
                     ),
                 };
                 let reply = Message::text(reply.to_string());
@@ -85,6 +107,9 @@ pub async fn serve(state: Arc<State>, sender: Sender, mut receiver: Receiver) {
                     break;
                 }
                 state.metrics.sent(Route::Control, 1, len);
+                if !session.recover(recoveries).await {
+                    break;
+                }
             }
             Incoming::Closed(info) => {
                 let initiator = match info.initiator {
@@ -112,7 +137,41 @@ fn error_reply(id: Option<Value>, refused: Refused) -> Value {
 }
 
 impl Session {
-    fn handle(&mut self, text: &str) -> Value {
+    /// After a subscribe's ack: the missed messages, in order, then the held live ones.
+    /// Returns false when the connection is gone.
+    async fn recover(&mut self, recoveries: Vec<Recovery>) -> bool {
+        let mut open = true;
+        for recovery in recoveries {
+            for (position, message) in &recovery.missed {
+                if !open {
+                    break;
+                }
+                let wrapped = ENVELOPE.wrap(&recovery.topic, Some(position), message);
+                let len = wrapped.len() as u64;
+                open = self.sender.send(wrapped).await.is_ok();
+                self.state.metrics.sent(Route::Control, 1, len);
+            }
+            if self
+                .state
+                .broker
+                .release(&recovery.topic, recovery.id, recovery.top)
+                .is_err()
+            {
+                // Live messages overflowed the buffer meanwhile: this connection missed some.
+                self.sender
+                    .start_close(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
+            }
+        }
+        open
+    }
+
+    async fn handle(&mut self, text: &str) -> (Value, Vec<Recovery>) {
+        let mut recoveries = Vec::new();
+        let reply = self.reply(text, &mut recoveries).await;
+        (reply, recoveries)
+    }
+
+    async fn reply(&mut self, text: &str, recoveries: &mut Vec<Recovery>) -> Value {
         let request: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(err) => {
@@ -150,9 +209,9 @@ impl Session {
             }
         };
         let result = match request.get("op").and_then(Value::as_str) {
-            Some("subscribe") => self.subscribe(&request),
+            Some("subscribe") => self.subscribe(&request, recoveries).await,
             Some("unsubscribe") => self.unsubscribe(&request),
-            Some("publish") => self.publish(&request),
+            Some("publish") => self.publish(&request).await,
             Some(_) => Err(refused(
                 "unknown_op",
                 "unknown \"op\"; use subscribe, unsubscribe or publish",
@@ -212,14 +271,70 @@ impl Session {
         Ok(names)
     }
 
-    fn subscribe(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
+    /// `since`: an object from topic names (each also in `topics`, and not yet subscribed on
+    /// this connection) to `{"offset": N, "epoch": E}`.
+    fn since(
+        &self,
+        request: &Map<String, Value>,
+        names: &[String],
+    ) -> Result<HashMap<String, Position>, Refused> {
+        let mut since = HashMap::new();
+        let Some(value) = request.get("since") else {
+            return Ok(since);
+        };
+        let Some(object) = value.as_object() else {
+            return Err(refused(
+                "bad_field",
+                "\"since\" must be an object: {\"TOPIC\": {\"offset\": N, \"epoch\": \"E\"}}",
+            ));
+        };
+        for (topic, position) in object {
+            if !names.contains(topic) {
+                return Err(refused(
+                    "bad_field",
+                    format!("since.{topic}: the topic is not in \"topics\""),
+                ));
+            }
+            if self.topics.contains_key(topic) {
+                return Err(refused(
+                    "bad_field",
+                    format!(
+                        "since.{topic}: already subscribed on this connection; its messages are arriving"
+                    ),
+                ));
+            }
+            let offset = position.get("offset").and_then(Value::as_u64);
+            let epoch = position.get("epoch").and_then(Value::as_str);
+            match (offset, epoch) {
+                (Some(offset), Some(epoch)) if epoch.len() <= MAX_ID_LEN => {
+                    since.insert(topic.clone(), Position::new(offset, epoch));
+                }
+                _ => {
+                    return Err(refused(
+                        "bad_field",
+                        format!(
+                            "since.{topic}: give {{\"offset\": N, \"epoch\": \"E\"}} as a message envelope or ack carried them"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(since)
+    }
+
+    async fn subscribe(
+        &mut self,
+        request: &Map<String, Value>,
+        recoveries: &mut Vec<Recovery>,
+    ) -> Result<Value, Refused> {
         let names = self.topic_list(request)?;
+        let since = self.since(request, &names)?;
         let max = self.state.control_max_topics;
-        let new = names
+        let new: Vec<&String> = names
             .iter()
             .filter(|n| !self.topics.contains_key(*n))
-            .count();
-        if self.topics.len() + new > max {
+            .collect();
+        if self.topics.len() + new.len() > max {
             return Err(refused(
                 "too_many_topics",
                 format!(
@@ -227,14 +342,74 @@ impl Session {
                 ),
             ));
         }
-        for name in &names {
-            if !self.topics.contains_key(name) {
-                let subscriber = Subscriber::with_envelope(self.sender.clone(), ENVELOPE.clone());
-                let id = self.state.broker.subscribe(name, subscriber);
-                self.topics.insert(name.clone(), id);
+        let broker = &self.state.broker;
+        let recovery_max = self.state.history.recovery_max;
+        let buffer = self.state.config.limits.send_queue_bytes;
+        let mut joined: Vec<(String, Joined)> = Vec::new();
+        for name in new {
+            let subscriber = Subscriber::with_envelope(self.sender.clone(), ENVELOPE.clone());
+            match broker
+                .join(name, subscriber, since.get(name), recovery_max, buffer)
+                .await
+            {
+                Ok(join) => joined.push((name.clone(), join)),
+                Err(err) => {
+                    // All or nothing: undo what this request joined.
+                    for (topic, join) in joined {
+                        broker.unsubscribe(&topic, join.id);
+                    }
+                    self.state
+                        .metrics
+                        .broker_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(reason = %err, "subscribe refused: the broker is unavailable");
+                    return Err(refused(
+                        "broker_unavailable",
+                        "the message broker is unavailable; nothing was subscribed, try again later",
+                    ));
+                }
             }
         }
-        Ok(json!({"op": "subscribe", "topics": names, "subscribed": self.subscribed()}))
+        let mut positions = Map::new();
+        let mut recovered = Map::new();
+        for name in &names {
+            if let Some((_, join)) = joined.iter().find(|(t, _)| t == name) {
+                let top = &join.history.top;
+                positions.insert(
+                    name.clone(),
+                    json!({"offset": top.offset, "epoch": &*top.epoch}),
+                );
+            }
+        }
+        for (name, join) in joined {
+            let top = join.history.top.offset;
+            let missed = match (since.contains_key(&name), join.history.messages) {
+                (true, Some(missed)) => {
+                    recovered.insert(name.clone(), true.into());
+                    missed
+                }
+                (true, None) => {
+                    recovered.insert(name.clone(), false.into());
+                    Vec::new()
+                }
+                (false, _) => Vec::new(),
+            };
+            self.topics.insert(name.clone(), join.id);
+            recoveries.push(Recovery {
+                topic: name,
+                id: join.id,
+                top,
+                missed,
+            });
+        }
+        let mut ack = json!({"op": "subscribe", "topics": names, "subscribed": self.subscribed()});
+        if let Value::Object(fields) = &mut ack {
+            fields.insert("positions".into(), Value::Object(positions));
+            if !recovered.is_empty() {
+                fields.insert("recovered".into(), Value::Object(recovered));
+            }
+        }
+        Ok(ack)
     }
 
     fn unsubscribe(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
@@ -253,7 +428,7 @@ impl Session {
         names
     }
 
-    fn publish(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
+    async fn publish(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
         let topic = match request.get("topic") {
             None => {
                 return Err(refused(
@@ -297,10 +472,33 @@ impl Session {
             }
         };
         let len = message.len() as u64;
-        let delivered = self.state.broker.publish(topic, message);
-        self.state
-            .metrics
-            .sent(Route::Control, delivered as u64, delivered as u64 * len);
-        Ok(json!({"op": "publish", "topic": topic, "delivered": delivered}))
+        let published = match self.state.broker.publish(topic, message).await {
+            Ok(published) => published,
+            Err(err) => {
+                self.state
+                    .metrics
+                    .broker_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %topic, reason = %err, "publish refused: the broker is unavailable");
+                return Err(refused(
+                    "broker_unavailable",
+                    "the message broker is unavailable; the message was not published, try again later",
+                ));
+            }
+        };
+        let position = &published.position;
+        let mut ack = json!({
+            "op": "publish",
+            "topic": topic,
+            "offset": position.offset,
+            "epoch": &*position.epoch,
+        });
+        if let (Some(delivered), Value::Object(fields)) = (published.delivered, &mut ack) {
+            self.state
+                .metrics
+                .sent(Route::Control, delivered as u64, delivered as u64 * len);
+            fields.insert("delivered".into(), delivered.into());
+        }
+        Ok(ack)
     }
 }

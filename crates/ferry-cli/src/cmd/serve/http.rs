@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::pubsub::Broker;
 use ferry::{
     CloseCode, CloseInfo, DeflateParams, Incoming, Initiator, Refusal, Request, Role, Sender,
 };
@@ -202,7 +201,7 @@ async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot
                     .insert("connection", HeaderValue::from_static("close"));
                 return Ok::<_, Infallible>(reply);
             }
-            Ok::<_, Infallible>(route::<S>(req, state, slot))
+            Ok::<_, Infallible>(route::<S>(req, state, slot).await)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -216,9 +215,9 @@ async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+pub type Reply = Response<Full<Bytes>>;
 
-fn text(status: StatusCode, body: &str) -> Reply {
+pub fn text(status: StatusCode, body: &str) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *reply.status_mut() = status;
     reply.headers_mut().insert(
@@ -258,7 +257,11 @@ enum Target {
     Bridge(String),
 }
 
-fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<Slot>) -> Reply {
+async fn route<S: Transport>(
+    req: hyper::Request<Body>,
+    state: Arc<State>,
+    slot: Arc<Slot>,
+) -> Reply {
     let path = req.uri().path().to_owned();
     if let Some(name) = &state.catch_all_bridge {
         // `ferry bridge`: every path but the two operational ones is the bridge.
@@ -278,15 +281,28 @@ fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<S
         "/app.js" => return asset("text/javascript; charset=utf-8", APP_JS.to_owned()),
         "/style.css" => return asset("text/css; charset=utf-8", STYLE_CSS.to_owned()),
         "/healthz" => return text(StatusCode::OK, "ok"),
+        "/readyz" => {
+            return match state.broker.readiness() {
+                Ok(()) => text(StatusCode::OK, "ready"),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {why}"),
+                ),
+            };
+        }
         "/metrics" => {
+            let hub = state.broker.hub();
             return asset(
                 "text/plain; version=0.0.4",
                 state
                     .metrics
-                    .render(&state.broker.stats(), &state.broker.totals()),
+                    .render(&hub.stats(), &hub.totals(), &state.broker.stats()),
             );
         }
         _ => {}
+    }
+    if path == "/api" || path.starts_with("/api/") {
+        return super::api::handle(req, &state).await;
     }
     let Some(rest) = path.strip_prefix(state.prefix.as_str()) else {
         return text(StatusCode::NOT_FOUND, "not found");
@@ -304,6 +320,14 @@ fn route<S: Transport>(req: hyper::Request<Body>, state: Arc<State>, slot: Arc<S
         }
         if !state.topic_allowed(name) {
             return text(StatusCode::NOT_FOUND, "no such topic");
+        }
+        if let Err(why) = state.broker.readiness() {
+            state.metrics.handshake_failed("broker_unavailable");
+            tracing::warn!(reason = %why, "topic connection refused: the broker is unavailable");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the message broker is unavailable; try again later",
+            );
         }
         Target::Topic(name.to_owned())
     } else if let Some(name) = rest.strip_prefix("/bridge/") {
@@ -480,12 +504,19 @@ async fn run_websocket<S: Transport>(
             super::control::serve(state.clone(), sender, receiver).await;
             None
         }
-        Target::Topic(name) => {
-            let subscription = state.broker.subscribe(name, sender.clone().into());
-            let closed = echo_or_publish(&state, &sender, &mut receiver, Some(name)).await;
-            state.broker.unsubscribe(name, subscription);
-            closed
-        }
+        Target::Topic(name) => match state.broker.subscribe(name, sender.clone().into()).await {
+            Ok(subscription) => {
+                let closed = echo_or_publish(&state, &sender, &mut receiver, Some(name)).await;
+                state.broker.unsubscribe(name, subscription);
+                closed
+            }
+            Err(err) => {
+                state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %name, reason = %err, "cannot subscribe: the broker is unavailable");
+                sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
+                drain(&mut receiver).await
+            }
+        },
         Target::Bridge(name) => match state.bridges.get(name) {
             Some(bridge) => {
                 bridge::relay(bridge, sender, receiver, metrics, state.idle_timeout).await
@@ -541,12 +572,35 @@ async fn echo_or_publish(
                             state.metrics.sent(route, 1, len);
                         }
                     }
-                    Some(name) => {
-                        let delivered = state.broker.publish(name, message) as u64;
-                        state.metrics.sent(route, delivered, delivered * len);
-                    }
+                    Some(name) => match state.broker.publish(name, message).await {
+                        Ok(published) => {
+                            let delivered = published.delivered.unwrap_or(0) as u64;
+                            state.metrics.sent(route, delivered, delivered * len);
+                        }
+                        Err(err) => {
+                            // The client's message was not published: tell it by closing, so
+                            // it never takes silence for delivery.
+                            state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(topic = %name, reason = %err, "publish refused: the broker is unavailable");
+                            sender.start_close(
+                                CloseCode::TRY_AGAIN_LATER,
+                                "broker unavailable; message not published",
+                            );
+                            return drain(receiver).await;
+                        }
+                    },
                 }
             }
+            Incoming::Closed(info) => return Some(info),
+        }
+    }
+}
+
+/// Reads until the close, discarding messages; returns how it closed.
+async fn drain(receiver: &mut ferry::Receiver) -> Option<CloseInfo> {
+    loop {
+        match receiver.recv().await? {
+            Incoming::Message(_) => {}
             Incoming::Closed(info) => return Some(info),
         }
     }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry::pubsub::{BrokerStats, TopicStats};
 
+use super::broker::BrokerMetrics;
+
 /// The WebSocket routes, as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -57,6 +59,8 @@ pub struct Metrics {
     closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
     bridge_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Publishes and subscribes refused because the broker was unavailable.
+    pub broker_refusals: AtomicU64,
 }
 
 impl Metrics {
@@ -97,7 +101,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, topics: &[TopicStats], totals: &BrokerStats) -> String {
+    pub fn render(
+        &self,
+        topics: &[TopicStats],
+        totals: &BrokerStats,
+        broker: &BrokerMetrics,
+    ) -> String {
         let mut out = String::with_capacity(2048);
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = write!(
@@ -244,7 +253,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(&t.name), field(t));
             }
         }
-        let broker: [(&str, &str, u64); 7] = [
+        let pubsub: [(&str, &str, u64); 7] = [
             (
                 "ferry_pubsub_published_total",
                 "Messages published, every topic.",
@@ -281,13 +290,88 @@ impl Metrics {
                 totals.topics_forgotten,
             ),
         ];
-        for (name, help, value) in broker {
+        for (name, help, value) in pubsub {
             let _ = write!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             );
         }
+        self.render_broker(&mut out, broker);
         out
+    }
+
+    fn render_broker(&self, out: &mut String, b: &BrokerMetrics) {
+        let _ = write!(
+            out,
+            "# HELP ferry_broker_info The broker in use.\n# TYPE ferry_broker_info gauge\nferry_broker_info{{kind=\"{}\"}} 1\n",
+            b.kind
+        );
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "ferry_broker_shards",
+                "Redis shards configured (0: the memory broker).",
+                b.shards as u64,
+            ),
+            (
+                "ferry_broker_shards_up",
+                "Redis shards reachable now.",
+                b.shards_up as u64,
+            ),
+            (
+                "ferry_history_topics",
+                "Topics with a history log in this process (memory broker).",
+                b.history_topics as u64,
+            ),
+            (
+                "ferry_history_bytes",
+                "Bytes of history held in this process (memory broker).",
+                b.history_bytes as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "ferry_broker_errors_total",
+                "Redis commands or subscriptions that failed.",
+                b.errors,
+            ),
+            (
+                "ferry_broker_reconnects_total",
+                "Redis pub/sub connections lost (or silent past the probe timeout) and rebuilt.",
+                b.reconnects,
+            ),
+            (
+                "ferry_broker_refusals_total",
+                "Publishes and subscribes refused with broker_unavailable.",
+                self.broker_refusals.load(Ordering::Relaxed),
+            ),
+            (
+                "ferry_broker_repaired_total",
+                "Messages this node missed on the pub/sub stream and read back from history.",
+                b.repaired,
+            ),
+            (
+                "ferry_broker_duplicates_total",
+                "Messages that reached this node twice and were skipped.",
+                b.duplicates,
+            ),
+            (
+                "ferry_broker_positions_lost_total",
+                "Times a topic's stream could not be repaired and its subscribers were closed with 4010.",
+                b.lost,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `ferry serve`: HTTP and WebSocket on one port: a web page, echo, pub/sub topics, bridges to
 //! TCP services, metrics.
 
+mod api;
 mod bridge;
+mod broker;
 pub mod config;
 mod control;
 mod http;
@@ -37,7 +39,10 @@ use crate::size::parse_duration;
 ///   PREFIX/control         JSON control protocol: many topics on one connection, with acks
 ///   /metrics               Prometheus metrics
 ///   /demo/tcp-chunks?n=N   the page's lesson: N TCP writes on loopback, and the reads seen
-///   /healthz               "ok"
+///   /healthz               "ok" while the process runs (liveness)
+///   /readyz                "ready", or 503 while the broker is unreachable (readiness)
+///   /api/publish/TOPIC     POST: publish the body (with --api-key-file)
+///   /api/history/TOPIC     GET ?since=N&epoch=E&limit=L: a topic's history (with --api-key-file)
 ///
 /// Settings come from the built-in defaults, then --config FILE, then the flags given.
 ///
@@ -46,6 +51,7 @@ use crate::size::parse_duration;
 ///   ferry serve --listen 0.0.0.0:8080 --allow-origin https://app.example.com
 ///   ferry serve --bridge vnc=tcp://127.0.0.1:5900 --bridge db=unix:/run/db.sock
 ///   ferry serve --tls-cert cert.pem --tls-key key.pem --listen 0.0.0.0:443
+///   ferry serve --broker redis://127.0.0.1:6379 --api-key-file keys.txt
 ///   ferry serve --config ferry.toml --print-config
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -107,6 +113,28 @@ pub struct ServeArgs {
     /// Most topics one PREFIX/control connection may subscribe to at once.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub control_max_topics: usize,
+    /// Where topics live: memory (this process), or redis://[user:password@]host:port[/db]
+    /// (rediss:// for TLS) shared by every node on it. Repeat with several Redis URLs to shard
+    /// topics across them.
+    #[arg(long = "broker", value_name = "URL")]
+    pub brokers: Vec<String>,
+    /// Messages of history kept per topic, for recovery (subscribe with since).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub history_size: usize,
+    /// How long a topic's history outlives its last publish.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub history_ttl: Duration,
+    /// Most messages one subscribe with since replays; more missed is "recovered": false.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub recovery_max: usize,
+    /// Memory broker: bytes of history all topics may hold together (the longest-unpublished
+    /// topic's history goes first).
+    #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "64MiB")]
+    pub history_memory: usize,
+    /// Turn on the HTTP API (/api/publish, /api/history) for the keys in FILE, one a line;
+    /// requests carry Authorization: Bearer KEY.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: ServeLimits,
     /// Keep each connection's compressor between messages (context takeover): smaller chatty
@@ -252,6 +280,25 @@ impl ServeArgs {
         if given("control_max_topics") {
             t.control_max_topics = self.control_max_topics;
         }
+        let b = &mut c.broker;
+        if !self.brokers.is_empty() {
+            b.urls.clone_from(&self.brokers);
+        }
+        if given("history_size") {
+            b.history_size = self.history_size;
+        }
+        if given("history_ttl") {
+            b.history_ttl = Dur(self.history_ttl);
+        }
+        if given("recovery_max") {
+            b.recovery_max = self.recovery_max;
+        }
+        if given("history_memory") {
+            b.history_memory = Size(self.history_memory);
+        }
+        if let Some(path) = &self.api_key_file {
+            c.api.key_file = Some(path.clone());
+        }
         c.validate().map_err(|e| anyhow!(e))?;
         Ok(c)
     }
@@ -290,7 +337,10 @@ pub struct State {
     /// `ferry bridge`: every WebSocket request, whatever its path, goes to this bridge.
     pub catch_all_bridge: Option<String>,
     pub control_max_topics: usize,
-    pub broker: LocalBroker,
+    pub broker: broker::Broker,
+    pub history: broker::HistorySettings,
+    /// Keys of the HTTP API; `None`: the API is off.
+    pub api_keys: Option<Vec<String>>,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
 }
@@ -340,31 +390,59 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         Some(tls) => Some(Arc::new(tls::Tls::load(tls).map_err(|e| anyhow!(e))?)),
         None => None,
     };
-    let state = Arc::new(State {
-        config,
-        prefix,
-        origins,
-        max_connections: l.max_connections,
-        idle_timeout: l.idle_timeout.0,
-        topics_allowed: c.topics.allowed.clone(),
-        bridges,
-        catch_all_bridge,
-        control_max_topics: c.topics.control_max_topics,
-        broker: LocalBroker::with_config(BrokerConfig {
-            slow_subscriber: match c.topics.slow_subscriber {
-                SlowSubscriberArg::Close => SlowSubscriber::Close,
-                SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
-            },
-            retained_topics: c.topics.retained,
-        }),
-        metrics: metrics::Metrics::default(),
-        connections: http::Registry::default(),
-    });
     let per_ip = per_ip::PerIp::new(l.max_connections_per_ip);
+    let (max_connections, idle_timeout) = (l.max_connections, l.idle_timeout.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let hub = Arc::new(LocalBroker::with_config(BrokerConfig {
+        slow_subscriber: match c.topics.slow_subscriber {
+            SlowSubscriberArg::Close => SlowSubscriber::Close,
+            SlowSubscriberArg::DropOldest => SlowSubscriber::DropOldest,
+        },
+        retained_topics: c.topics.retained,
+    }));
+    let b = &c.broker;
+    let history = broker::HistorySettings {
+        size: b.history_size,
+        ttl: b.history_ttl.0,
+        recovery_max: b.recovery_max,
+        memory: b.history_memory.0,
+    };
+    let api_keys = match &c.api.key_file {
+        Some(path) => Some(config::read_api_keys(path).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
     runtime.block_on(async move {
+        let broker = match broker::Broker::parse_urls(&c.broker.urls).map_err(|e| anyhow!(e))? {
+            broker::BrokerKind::Memory => {
+                broker::Broker::Memory(broker::MemoryBroker::new(hub, history))
+            }
+            broker::BrokerKind::Redis(shards) => {
+                for shard in &shards {
+                    tracing::info!(redis = %shard, "broker: Redis shard");
+                }
+                broker::Broker::Redis(
+                    broker::RedisBroker::start(&shards, hub, history).map_err(|e| anyhow!(e))?,
+                )
+            }
+        };
+        let state = Arc::new(State {
+            config,
+            prefix,
+            origins,
+            max_connections,
+            idle_timeout,
+            topics_allowed: c.topics.allowed.clone(),
+            bridges,
+            catch_all_bridge,
+            control_max_topics: c.topics.control_max_topics,
+            broker,
+            history,
+            api_keys,
+            metrics: metrics::Metrics::default(),
+            connections: http::Registry::default(),
+        });
         let listener = tokio::net::TcpListener::bind(&c.listen)
             .await
             .with_context(|| {
