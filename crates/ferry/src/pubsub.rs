@@ -433,7 +433,9 @@ impl LocalBroker {
         t.dropped.fetch_add(counts.dropped, Ordering::Relaxed);
         t.per_socket_compressions
             .fetch_add(counts.per_socket, Ordering::Relaxed);
-        topic.delivered.fetch_add(counts.delivered, Ordering::Relaxed);
+        topic
+            .delivered
+            .fetch_add(counts.delivered, Ordering::Relaxed);
         topic.dropped.fetch_add(counts.dropped, Ordering::Relaxed);
     }
 
@@ -453,7 +455,11 @@ impl LocalBroker {
             limit: buffer_bytes,
             overflowed: false,
         };
-        self.add(topic, subscriber, Some(Box::new(std::sync::Mutex::new(held))))
+        self.add(
+            topic,
+            subscriber,
+            Some(Box::new(std::sync::Mutex::new(held))),
+        )
     }
 
     /// Sends a held subscriber the buffered messages that stand after offset `after` (all of

@@ -28,9 +28,10 @@ use super::http::Reply;
 fn reply(status: StatusCode, body: &Value) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *reply.status_mut() = status;
-    reply
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     reply
 }
 
@@ -57,8 +58,9 @@ fn authorized(req: &Request<Body>, keys: &[String]) -> bool {
         return false;
     };
     // Every key is compared, so the time does not tell which one nearly matched.
-    keys.iter()
-        .fold(false, |found, key| same(presented.as_bytes(), key.as_bytes()) | found)
+    keys.iter().fold(false, |found, key| {
+        same(presented.as_bytes(), key.as_bytes()) | found
+    })
 }
 
 pub async fn handle(req: Request<Body>, state: &State) -> Reply {
@@ -179,7 +181,10 @@ async fn publish(req: Request<Body>, state: &State, topic: &str) -> Reply {
             )
         }
         Err(err) => {
-            state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .broker_refusals
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(topic, reason = %err, "API publish refused: the broker is unavailable");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -229,7 +234,10 @@ async fn history(req: &Request<Body>, state: &State, topic: &str) -> Reply {
     let history = match state.broker.history(topic, since.as_ref(), limit).await {
         Ok(history) => history,
         Err(err) => {
-            state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .broker_refusals
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(topic, reason = %err, "API history refused: the broker is unavailable");
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -511,7 +511,10 @@ async fn run_websocket<S: Transport>(
                 closed
             }
             Err(err) => {
-                state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+                state
+                    .metrics
+                    .broker_refusals
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %name, reason = %err, "cannot subscribe: the broker is unavailable");
                 sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
                 drain(&mut receiver).await
@@ -580,7 +583,10 @@ async fn echo_or_publish(
                         Err(err) => {
                             // The client's message was not published: tell it by closing, so
                             // it never takes silence for delivery.
-                            state.metrics.broker_refusals.fetch_add(1, Ordering::Relaxed);
+                            state
+                                .metrics
+                                .broker_refusals
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(topic = %name, reason = %err, "publish refused: the broker is unavailable");
                             sender.start_close(
                                 CloseCode::TRY_AGAIN_LATER,

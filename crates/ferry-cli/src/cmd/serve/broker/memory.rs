@@ -258,13 +258,36 @@ mod tests {
         }
         let since = Position::new(2, epoch.clone());
         let h = b.history("t", Some(&since), 100);
-        let got: Vec<_> = h.messages.unwrap().into_iter().map(|(p, _)| p.offset).collect();
+        let got: Vec<_> = h
+            .messages
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p.offset)
+            .collect();
         assert_eq!(got, [3, 4, 5]);
         // Offset 2 is gone: recovering from 1 would skip it.
-        assert!(b.history("t", Some(&Position::new(1, epoch.clone())), 100).messages.is_none());
-        assert!(b.history("t", Some(&Position::new(3, "other")), 100).messages.is_none());
-        assert!(b.history("t", Some(&Position::new(9, epoch.clone())), 100).messages.is_none());
-        assert_eq!(b.history("t", Some(&Position::new(5, epoch)), 100).messages.unwrap().len(), 0);
+        assert!(
+            b.history("t", Some(&Position::new(1, epoch.clone())), 100)
+                .messages
+                .is_none()
+        );
+        assert!(
+            b.history("t", Some(&Position::new(3, "other")), 100)
+                .messages
+                .is_none()
+        );
+        assert!(
+            b.history("t", Some(&Position::new(9, epoch.clone())), 100)
+                .messages
+                .is_none()
+        );
+        assert_eq!(
+            b.history("t", Some(&Position::new(5, epoch)), 100)
+                .messages
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
@@ -276,7 +299,10 @@ mod tests {
             b.publish(name, Message::text("y"));
         }
         let (topics, bytes) = b.usage();
-        assert!(topics <= 3 && bytes <= 3 * LOG_OVERHEAD + 100, "{topics} {bytes}");
+        assert!(
+            topics <= 3 && bytes <= 3 * LOG_OVERHEAD + 100,
+            "{topics} {bytes}"
+        );
         let a = b.history("a", None, 0).top;
         assert_ne!(a.epoch, a_epoch, "a's log was dropped: a new epoch");
         assert_eq!(a.offset, 0);

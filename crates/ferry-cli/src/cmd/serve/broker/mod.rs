@@ -278,7 +278,11 @@ mod tests {
         let top = Position::new(10, "e");
         let at = |o| Position::new(o, "e");
         assert_eq!(recoverable(&at(7), &top, 1, 100), Some(8));
-        assert_eq!(recoverable(&at(10), &top, 11, 100), Some(11), "nothing missed");
+        assert_eq!(
+            recoverable(&at(10), &top, 11, 100),
+            Some(11),
+            "nothing missed"
+        );
         assert_eq!(recoverable(&at(7), &top, 9, 100), None, "8 was trimmed");
         assert_eq!(recoverable(&at(7), &top, 8, 100), Some(8));
         assert_eq!(recoverable(&at(7), &top, 1, 2), None, "over the limit");

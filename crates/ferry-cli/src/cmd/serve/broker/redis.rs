@@ -110,6 +110,14 @@ fn topic_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("ferry:{")?.strip_suffix("}:ch")
 }
 
+fn commands_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(MAX_BACKOFF)
+}
+
 /// One Redis of the broker: `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
 #[derive(Clone, Debug)]
 pub struct ShardUrl {
@@ -183,7 +191,9 @@ enum Order {
 struct Shard {
     url: ShardUrl,
     client: redis::Client,
-    commands: ConnectionManager,
+    /// Publishes and history reads; replaced whenever the pub/sub connection is rebuilt, since
+    /// a connection gone silent returns no error to reconnect on, only timeouts.
+    commands: Mutex<ConnectionManager>,
     up: AtomicBool,
     down_because: Mutex<String>,
     topics: Mutex<HashMap<String, Held>>,
@@ -191,6 +201,19 @@ struct Shard {
 }
 
 impl Shard {
+    fn commands(&self) -> ConnectionManager {
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn renew_commands(&self) -> Result<(), redis::RedisError> {
+        let fresh = self.client.get_connection_manager_lazy(commands_config())?;
+        *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -228,19 +251,14 @@ impl RedisBroker {
         for url in urls {
             let client = redis::Client::open(url.url.as_str())
                 .map_err(|e| format!("broker.urls (--broker) {url}: {e}"))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(COMMAND_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(MAX_BACKOFF);
             let commands = client
-                .get_connection_manager_lazy(config)
+                .get_connection_manager_lazy(commands_config())
                 .map_err(|e| format!("broker.urls (--broker) {url}: {e}"))?;
             let (orders, orders_rx) = mpsc::unbounded_channel();
             let shard = Arc::new(Shard {
                 url: url.clone(),
                 client,
-                commands,
+                commands: Mutex::new(commands),
                 up: AtomicBool::new(false),
                 down_because: Mutex::new("not connected yet".into()),
                 topics: Mutex::new(HashMap::new()),
@@ -296,7 +314,7 @@ impl RedisBroker {
             .arg(channel(topic))
             .arg(kind)
             .arg(message.as_bytes());
-        let mut commands = shard.commands.clone();
+        let mut commands = shard.commands();
         let call = invocation.invoke_async::<(u64, String)>(&mut commands);
         match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
             Ok(Ok((offset, epoch))) => Ok(Published {
@@ -318,7 +336,7 @@ impl RedisBroker {
         if !shard.up.load(Ordering::Acquire) {
             return Err(shard.unavailable());
         }
-        read_history(&shard.commands, &self.settings, topic, since, limit)
+        read_history(&shard.commands(), &self.settings, topic, since, limit)
             .await
             .map_err(|err| self.failed(shard, "history read", err))
     }
@@ -433,7 +451,9 @@ async fn read_history(
     };
     let (top, entries) = parse_history(answer).ok_or("an answer of an unexpected shape")?;
     let messages = since.and_then(|since| {
-        let first = entries.first().map_or(top.offset + 1, |(offset, _)| *offset);
+        let first = entries
+            .first()
+            .map_or(top.offset + 1, |(offset, _)| *offset);
         let from = recoverable(since, &top, first, limit)?;
         let wanted = (top.offset + 1 - from) as usize;
         let contiguous = entries.len() >= wanted
@@ -626,6 +646,7 @@ impl Listener {
         &mut self,
         orders: &mut mpsc::UnboundedReceiver<Order>,
     ) -> Result<std::convert::Infallible, Lost> {
+        self.shard.renew_commands()?;
         let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.shard.client.get_async_pubsub())
             .await
             .map_err(|_| Lost("connect timed out".into()))??;
@@ -694,7 +715,7 @@ impl Listener {
                             PROBE_TIMEOUT.as_secs()
                         )));
                     }
-                    let mut commands = self.shard.commands.clone();
+                    let mut commands = self.shard.commands();
                     let probe_channel = self.probe_channel.clone();
                     tokio::spawn(async move {
                         let mut publish = redis::cmd("PUBLISH");
@@ -712,7 +733,7 @@ impl Listener {
         let known = self.positions.get(topic).cloned();
         let limit = self.settings.size.max(self.settings.recovery_max);
         let history = read_history(
-            &self.shard.commands,
+            &self.shard.commands(),
             &self.settings,
             topic,
             known.as_ref(),
@@ -756,7 +777,7 @@ impl Listener {
         if position.epoch == known.epoch && position.offset > known.offset + 1 {
             let missing = (position.offset - known.offset - 1) as usize;
             match read_history(
-                &self.shard.commands,
+                &self.shard.commands(),
                 &self.settings,
                 topic,
                 Some(&known),
@@ -768,8 +789,15 @@ impl Listener {
                     messages: Some(missed),
                     ..
                 }) => {
-                    tracing::info!(topic, missing, "filled a gap in the topic's stream from its history");
-                    for (p, m) in missed.into_iter().filter(|(p, _)| p.offset < position.offset) {
+                    tracing::info!(
+                        topic,
+                        missing,
+                        "filled a gap in the topic's stream from its history"
+                    );
+                    for (p, m) in missed
+                        .into_iter()
+                        .filter(|(p, _)| p.offset < position.offset)
+                    {
                         self.counters.repaired.fetch_add(1, Ordering::Relaxed);
                         self.hub.publish_at(topic, m, Some(&p));
                     }
@@ -840,9 +868,15 @@ mod tests {
         assert_eq!(m.as_text(), Some("hello world"));
         let (_, m) = parse_published(b"1 e b \x00 \xff").unwrap();
         assert_eq!(m.as_bytes(), b"\x00 \xff");
-        assert!(parse_published(b"1 e t \xff").is_none(), "text must be UTF-8");
+        assert!(
+            parse_published(b"1 e t \xff").is_none(),
+            "text must be UTF-8"
+        );
         assert!(parse_published(b"x e t a").is_none());
-        assert_eq!(topic_of_channel(&channel("chat.room-1")), Some("chat.room-1"));
+        assert_eq!(
+            topic_of_channel(&channel("chat.room-1")),
+            Some("chat.room-1")
+        );
         assert_eq!(topic_of_channel("ferry:probe:x"), None);
     }
 }
