@@ -227,7 +227,16 @@ async fn the_http_api_refuses_precisely_and_echoes_nothing() {
     let (server, _keys) = api_server(&["--max-message-size", "16"]);
     let auth = format!("Bearer {KEY}");
     let secret_path = "/api/publish/t%3Cscript%3E";
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, headers, body, status, error code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/publish/t",
