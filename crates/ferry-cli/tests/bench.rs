@@ -1,11 +1,15 @@
 //! `ferry bench` against real `ferry serve` and `ferry echo` processes: correctness of the load
-//! generator's new modes (every message arrives, checked, and is counted once), not speed.
+//! generator's new modes (every message arrives, checked, and is counted once), not speed. The
+//! fan-out over two nodes needs redis-server, and is skipped (saying so) where it is missing.
 
 mod common;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::Server;
+use common::control::http;
+use common::redis::Redis;
 use serde_json::Value;
 
 /// Runs `ferry bench ARGS --json --quiet` and returns its exit status, parsed output and stderr.
@@ -136,4 +140,111 @@ fn fanout_on_a_route_that_is_not_a_topic_fails_and_says_why() {
     ]);
     assert!(!output.status.success());
     assert!(stderr.contains("pub/sub topic"), "{stderr}");
+}
+
+/// Waits until `GET /readyz` answers 200 (a node with a broker is ready once it reaches it).
+fn wait_ready(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    loop {
+        let (status, body) = runtime.block_on(http(&server.addr, "GET", "/readyz", &[], b""));
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz of {} stayed {status}: {body}",
+            server.addr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn fanout_spreads_subscribers_over_nodes_sharing_a_topic_through_redis() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let broker = redis.url();
+    let nodes = [
+        Server::serve(&["--broker", &broker]),
+        Server::serve(&["--broker", &broker]),
+    ];
+    for node in &nodes {
+        wait_ready(node);
+    }
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("ws://{}/ws/topics/spread", n.addr))
+        .collect();
+    let (output, json, stderr) = bench(&[
+        "fanout",
+        "--url",
+        &urls[0],
+        "--url",
+        &urls[1],
+        "--connections",
+        "10",
+        "--messages",
+        "200",
+        "--threads",
+        "2",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    let json = json.expect("one JSON object on stdout");
+    assert_eq!(json["mode"], "fanout");
+    assert_eq!(json["urls"], serde_json::json!(urls), "{json}");
+    assert_eq!(json["url"], urls.join(", "), "{json}");
+    let fanout = &json["fanout"];
+    // Subscriber i on URL i mod 2; the publisher on the first.
+    assert_eq!(
+        fanout["subscribers_per_url"],
+        serde_json::json!([5, 5]),
+        "{json}"
+    );
+    // Every subscriber, on either node, got every message, checked and in order.
+    assert_eq!(json["messages"], 10 * 200, "{json}");
+    assert_eq!(fanout["published"], 200, "{json}");
+    assert_eq!(fanout["publisher_copies"], 200, "{json}");
+    assert_eq!(fanout["deliveries_total"], 11 * 200, "{json}");
+    assert_eq!(json["warnings"], serde_json::json!([]), "{json}");
+    // Node 0's messages reached node 1's subscribers through Redis.
+    let scripts = redis.calls("evalsha") + redis.calls("eval");
+    assert!(scripts >= 200, "{scripts} publish scripts in Redis: {json}");
+}
+
+#[test]
+fn fanout_urls_must_share_one_path_and_only_fanout_takes_several() {
+    let (output, _, stderr) = bench(&[
+        "fanout",
+        "--url",
+        "ws://127.0.0.1:1/ws/topics/a",
+        "--url",
+        "ws://127.0.0.1:2/ws/topics/b",
+        "--messages",
+        "10",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--url") && stderr.contains("path"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let (output, _, stderr) = bench(&[
+        "--url",
+        "ws://127.0.0.1:1/",
+        "--url",
+        "ws://127.0.0.1:2/",
+        "--messages",
+        "10",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--url") && stderr.contains("fanout"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }

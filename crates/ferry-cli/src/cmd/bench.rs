@@ -68,6 +68,12 @@ use crate::size::{parse_duration, parse_size};
 /// under the server's --send-queue so its slow-subscriber policy never fires. Latency is from
 /// the publisher's write to each delivery; server CPU is per delivery.
 ///
+/// fanout over several nodes: give --url once per `ferry serve` node sharing topics through
+/// --broker redis://... (same scheme and path). Subscriber i connects to URL i mod n and the
+/// publisher to the first, so what the other nodes' subscribers get went through the broker;
+/// the report names every URL and its subscribers. --server-pid reads one process: its CPU
+/// time is divided by the deliveries of all nodes.
+///
 /// --deflate offers permessage-deflate, sends a JSON-like payload compressed once at start-up,
 /// and inflates and checks what comes back; the run fails if the server declines.
 ///
@@ -78,6 +84,7 @@ use crate::size::{parse_duration, parse_size};
 ///   ferry bench idle --connections 50000 --source-ips 127.0.0.2-127.0.0.9 --server-pid PID
 ///   ferry bench --protocol tcp --url tcp://127.0.0.1:9004
 ///   ferry bench fanout --url ws://127.0.0.1:8080/ws/topics/bench --connections 1000 --size 1KiB
+///   ferry bench fanout --url ws://10.0.0.1:8080/ws/topics/b --url ws://10.0.0.2:8080/ws/topics/b
 ///   ferry bench --deflate --size 16KiB --server-pid "$(pgrep -f 'ferry echo')"
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -85,9 +92,11 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
-    /// The server: ws://HOST:PORT/PATH, or tcp://HOST:PORT with --protocol tcp.
+    /// The server: ws://HOST:PORT/PATH, or tcp://HOST:PORT with --protocol tcp. fanout: may
+    /// repeat, one per node (same scheme and path): subscriber i goes to URL i mod n, the
+    /// publisher to the first.
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9001/")]
-    pub url: String,
+    pub url: Vec<String>,
     /// ws: WebSocket. tcp: length-prefixed plain TCP echo (the floor).
     #[arg(long, value_enum, default_value_t = Protocol::Ws)]
     pub protocol: Protocol,
@@ -253,9 +262,9 @@ struct Settings {
     mode: Mode,
     protocol: Protocol,
     kind: Kind,
-    url: String,
-    addr: SocketAddr,
-    host: String,
+    /// The servers, in --url order: one, or in fanout one or more nodes sharing the topic.
+    targets: Vec<Target>,
+    /// The request path, the same on every target.
     path: String,
     connections: usize,
     size: usize,
@@ -395,18 +404,30 @@ impl Settings {
                 )
             })?;
         }
-        let (addr, host, path) = parse_url(&args.url, args.protocol)?;
+        let (targets, path) = parse_urls(&args.url, mode, args.protocol)?;
+        if targets.len() > connections {
+            bail!(
+                "--connections {connections} with {} --url values: every URL needs a subscriber; \
+                 use --connections {} or more",
+                targets.len(),
+                targets.len()
+            );
+        }
         let sources = match &args.source_ips {
-            Some(text) => parse_source_ips(text, addr)?,
+            Some(text) => {
+                let mut sources = Vec::new();
+                for target in &targets {
+                    sources = parse_source_ips(text, target.addr)?;
+                }
+                sources
+            }
             None => Vec::new(),
         };
         Ok(Settings {
             mode,
             protocol: args.protocol,
             kind: args.kind,
-            url: args.url,
-            addr,
-            host,
+            targets,
             path,
             connections,
             size,
@@ -427,6 +448,57 @@ impl Settings {
             payload,
         })
     }
+}
+
+/// One server to connect to: a --url, resolved.
+#[derive(Clone, Debug)]
+struct Target {
+    url: String,
+    addr: SocketAddr,
+    /// The Host header: the URL's authority.
+    host: String,
+}
+
+/// The --url values, resolved, and their common path: one URL, or in fanout one or more (nodes
+/// sharing the topic) with the same scheme and path.
+fn parse_urls(urls: &[String], mode: Mode, protocol: Protocol) -> Result<(Vec<Target>, String)> {
+    if urls.len() > 1 && mode != Mode::Fanout {
+        bail!(
+            "--url given {} times: only fanout mode spreads over several servers; give one --url \
+             for {} mode",
+            urls.len(),
+            mode.name()
+        );
+    }
+    let scheme = |url: &str| url.find("://").map_or("", |i| &url[..i]).to_owned();
+    let mut targets: Vec<Target> = Vec::with_capacity(urls.len());
+    let mut common_path = String::new();
+    for url in urls {
+        let (addr, host, path) = parse_url(url, protocol)?;
+        match targets.first() {
+            None => common_path = path,
+            Some(first) if scheme(url) != scheme(&first.url) => bail!(
+                "--url {url}: its scheme differs from --url {}; every --url must have the same \
+                 scheme and path (one topic on several nodes)",
+                first.url
+            ),
+            Some(first) if path != common_path => bail!(
+                "--url {url}: path {path} differs from {common_path} in --url {}; every --url \
+                 must have the same scheme and path (one topic on several nodes)",
+                first.url
+            ),
+            Some(_) => {}
+        }
+        targets.push(Target {
+            url: url.clone(),
+            addr,
+            host,
+        });
+    }
+    if targets.is_empty() {
+        bail!("--url: no server given; use e.g. --url ws://127.0.0.1:9001/");
+    }
+    Ok((targets, common_path))
 }
 
 /// Splits `ws://host:port/path` (or `tcp://host:port`, or `host:port`) and resolves the address.
@@ -517,8 +589,8 @@ struct Plan {
     /// Connections (fanout: subscribers).
     connections: usize,
     protocol: Protocol,
-    addr: SocketAddr,
-    host: String,
+    /// The servers: fanout spreads subscribers over them ([`Plan::target`]).
+    targets: Vec<Target>,
     path: String,
     sources: Vec<IpAddr>,
     size: usize,
@@ -633,8 +705,7 @@ impl Plan {
             mode: s.mode,
             connections: s.connections,
             protocol: s.protocol,
-            addr: s.addr,
-            host: s.host.clone(),
+            targets: s.targets.clone(),
             path: s.path.clone(),
             sources: s.sources.clone(),
             size: s.size,
@@ -663,6 +734,17 @@ impl Plan {
             Mode::Fanout => "delivery",
             _ => "echo",
         }
+    }
+
+    /// Where connection `id` goes: subscriber `id` to the URLs in turn, the publisher (id
+    /// `connections`) and every connection outside fanout (one URL) to the first.
+    fn target(&self, id: usize) -> &Target {
+        let index = if id < self.connections {
+            id % self.targets.len().max(1)
+        } else {
+            0
+        };
+        &self.targets[index]
     }
 
     fn source(&self, n: usize) -> Option<IpAddr> {
@@ -1312,7 +1394,7 @@ fn write_zero() -> anyhow::Error {
 }
 
 /// Connects (from `source`, when given) with TCP_NODELAY on.
-async fn connect(plan: &Plan, source: Option<IpAddr>) -> Result<TcpStream> {
+async fn connect(target: &Target, source: Option<IpAddr>) -> Result<TcpStream> {
     let hint = |e: io::Error| {
         let fix = match (e.raw_os_error(), e.kind()) {
             (Some(24), _) => {
@@ -1332,9 +1414,9 @@ async fn connect(plan: &Plan, source: Option<IpAddr>) -> Result<TcpStream> {
             }
             _ => "check --url and that the server is up",
         };
-        anyhow!("connect to {}: {e}; {fix}", plan.addr)
+        anyhow!("connect to {}: {e}; {fix}", target.addr)
     };
-    let socket = if plan.addr.is_ipv4() {
+    let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
@@ -1343,15 +1425,15 @@ async fn connect(plan: &Plan, source: Option<IpAddr>) -> Result<TcpStream> {
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0)).map_err(hint)?;
     }
-    let stream = socket.connect(plan.addr).await.map_err(hint)?;
+    let stream = socket.connect(target.addr).await.map_err(hint)?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
 
 /// The opening handshake, over the connection's own read buffer (bytes after the response stay
 /// in it, for the frame parser).
-async fn upgrade(stream: &mut TcpStream, rx: &mut Rx, plan: &Plan) -> Result<()> {
-    let mut request = ClientRequest::new(plan.host.clone(), plan.path.clone());
+async fn upgrade(stream: &mut TcpStream, rx: &mut Rx, plan: &Plan, target: &Target) -> Result<()> {
+    let mut request = ClientRequest::new(target.host.clone(), plan.path.clone());
     request.deflate = plan.deflate.as_ref().map(|d| d.offer.clone());
     let (mut handshake, bytes) = ClientHandshake::new(&request, &Limits::default())
         .map_err(|e| anyhow!("--url: cannot build the handshake request: {e}"))?;
@@ -1406,26 +1488,32 @@ async fn upgrade(stream: &mut TcpStream, rx: &mut Rx, plan: &Plan) -> Result<()>
     }
 }
 
-/// Connect, and upgrade for WebSocket.
+/// Connect to connection `id`'s server ([`Plan::target`]), and upgrade for WebSocket.
 async fn open(plan: &Plan, id: usize, source_index: usize, rx: Rx) -> Result<Conn> {
+    let target = plan.target(id);
     let opening = async {
-        let mut stream = connect(plan, plan.source(source_index)).await?;
+        let mut stream = connect(target, plan.source(source_index)).await?;
         let mut rx = rx;
         if plan.protocol == Protocol::Ws {
-            upgrade(&mut stream, &mut rx, plan).await?;
+            upgrade(&mut stream, &mut rx, plan, target).await?;
         }
         if plan.mode == Mode::Fanout {
             rx.seq = Some(fanout::SeqState::new());
         }
         Ok::<_, anyhow::Error>(Conn::new(id, stream, rx, plan.pipeline))
     };
-    match tokio::time::timeout(plan.timeout, opening).await {
+    let result = match tokio::time::timeout(plan.timeout, opening).await {
         Ok(result) => result,
-        Err(_) => bail!(
+        Err(_) => Err(anyhow!(
             "connect and upgrade took longer than --timeout {:?}; is the server overloaded?",
             plan.timeout
-        ),
+        )),
+    };
+    if plan.targets.len() > 1 {
+        // Several servers: say which one failed.
+        return result.with_context(|| format!("--url {}", target.url));
     }
+    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1898,6 +1986,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Subscribers on the `k`th of `urls` URLs when subscriber i goes to URL i mod `urls`.
+fn subscribers_on(subscribers: usize, urls: usize, k: usize) -> usize {
+    subscribers / urls + usize::from(k < subscribers % urls)
+}
+
 /// The `index`th of `parts` near-equal shares of `0..total`.
 fn share(total: usize, parts: usize, index: usize) -> Range<usize> {
     let base = total / parts;
@@ -2279,7 +2372,8 @@ struct Report {
     mode: Mode,
     protocol: Protocol,
     kind: Kind,
-    url: String,
+    /// Every --url, in order.
+    urls: Vec<String>,
     connections: usize,
     size: usize,
     pipeline: usize,
@@ -2307,6 +2401,8 @@ struct FanoutFigures {
     /// The publisher's copies of its own messages: deliveries the server made too.
     copies: u64,
     rate: Option<f64>,
+    /// Subscribers connected to each URL, in --url order (the publisher is on the first).
+    subscribers_per_url: Vec<usize>,
 }
 
 /// --deflate: what was negotiated and how small the payload went on the wire.
@@ -2383,7 +2479,7 @@ impl Report {
             mode: s.mode,
             protocol: s.protocol,
             kind: s.kind,
-            url: s.url.clone(),
+            urls: s.targets.iter().map(|t| t.url.clone()).collect(),
             connections: s.connections,
             size: s.size,
             pipeline: s.pipeline,
@@ -2409,6 +2505,9 @@ impl Report {
                     published_per_s: per_s(published as f64),
                     copies: end.copies - start.copies,
                     rate: s.rate,
+                    subscribers_per_url: (0..s.targets.len())
+                        .map(|k| subscribers_on(s.connections, s.targets.len(), k))
+                        .collect(),
                 }
             }),
             deflate: plan.deflate.as_ref().map(|d| DeflateFigures {
@@ -2467,7 +2566,7 @@ impl Report {
             Protocol::Ws => self.kind.name(),
             Protocol::Tcp => "length-prefixed tcp",
         };
-        let _ = writeln!(t, ": {}", self.url);
+        let _ = writeln!(t, ": {}", self.urls.join(", "));
         let content = match self.payload {
             PayloadKind::Json => " (JSON-like text)",
             PayloadKind::Pattern => "",
@@ -2507,6 +2606,19 @@ impl Report {
         let row = |t: &mut String, name: &str, value: String| {
             let _ = writeln!(t, "  {name:<13} {value}");
         };
+        if let Some(f) = self.fanout.as_ref().filter(|_| self.urls.len() > 1) {
+            let spread: Vec<String> = self
+                .urls
+                .iter()
+                .zip(&f.subscribers_per_url)
+                .enumerate()
+                .map(|(k, (url, n))| {
+                    let publisher = if k == 0 { " (and the publisher)" } else { "" };
+                    format!("{} on {url}{publisher}", group(*n as u64))
+                })
+                .collect();
+            row(&mut t, "subscribers", spread.join(", "));
+        }
         if let Some(d) = &self.deflate {
             let wire = match d.compressed_len {
                 Some(len) => format!(
@@ -2709,7 +2821,9 @@ impl Report {
         field(&mut j, "mode", json_string(self.mode.name()));
         field(&mut j, "protocol", json_string(self.protocol.name()));
         field(&mut j, "kind", json_string(self.kind.name()));
-        field(&mut j, "url", json_string(&self.url));
+        field(&mut j, "url", json_string(&self.urls.join(", ")));
+        let urls: Vec<String> = self.urls.iter().map(|u| json_string(u)).collect();
+        field(&mut j, "urls", format!("[{}]", urls.join(",")));
         field(&mut j, "connections", self.connections.to_string());
         field(&mut j, "size", self.size.to_string());
         field(&mut j, "pipeline", self.pipeline.to_string());
@@ -2778,12 +2892,17 @@ impl Report {
             match &self.fanout {
                 Some(f) => format!(
                     "{{\"published\":{},\"published_per_s\":{},\"publisher_copies\":{},\
-                     \"deliveries_total\":{},\"rate\":{}}}",
+                     \"deliveries_total\":{},\"rate\":{},\"subscribers_per_url\":[{}]}}",
                     f.published,
                     num(f.published_per_s),
                     f.copies,
                     self.server_ops(),
-                    opt(f.rate)
+                    opt(f.rate),
+                    f.subscribers_per_url
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
                 None => "null".into(),
             },
@@ -2922,6 +3041,67 @@ mod tests {
         assert!(parse_source_ips("127.0.0.9-127.0.0.2", addr).is_err());
     }
 
+    #[test]
+    fn fanout_spreads_subscribers_over_urls_of_one_path() {
+        let urls = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let two = urls(&[
+            "ws://127.0.0.1:1/ws/topics/t",
+            "ws://127.0.0.1:2/ws/topics/t",
+        ]);
+        let (targets, path) = parse_urls(&two, Mode::Fanout, Protocol::Ws).unwrap();
+        assert_eq!(path, "/ws/topics/t");
+        assert_eq!(
+            targets.iter().map(|t| t.addr.port()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let err = |list: &[&str], mode| {
+            parse_urls(&urls(list), mode, Protocol::Ws)
+                .unwrap_err()
+                .to_string()
+        };
+        for (list, mode, says) in [
+            (
+                &["ws://127.0.0.1:1/", "ws://127.0.0.1:2/"],
+                Mode::Echo,
+                "fanout",
+            ),
+            (
+                &["ws://127.0.0.1:1/a", "ws://127.0.0.1:2/b"],
+                Mode::Fanout,
+                "path",
+            ),
+            (
+                &["ws://127.0.0.1:1/a", "127.0.0.1:2/a"],
+                Mode::Fanout,
+                "scheme",
+            ),
+        ] {
+            let e = err(list, mode);
+            assert!(e.starts_with("--url") && e.contains(says), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+
+        let mut a = args(Protocol::Ws, Kind::Binary, 20);
+        a.mode = Mode::Fanout;
+        a.pipeline = None;
+        a.connections = Some(5);
+        a.url = two.clone();
+        let plan = Plan::new(&Settings::resolve(a).unwrap());
+        let ports: Vec<u16> = (0..=5).map(|id| plan.target(id).addr.port()).collect();
+        // Subscribers 0..5 alternate; the publisher (id 5) is on the first.
+        assert_eq!(ports, [1, 2, 1, 2, 1, 1]);
+        assert_eq!(
+            (0..2).map(|k| subscribers_on(5, 2, k)).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        let mut few = args(Protocol::Ws, Kind::Binary, 20);
+        few.mode = Mode::Fanout;
+        few.pipeline = None;
+        few.url = two;
+        let e = Settings::resolve(few).err().unwrap().to_string();
+        assert!(e.contains("--connections 2"), "{e}");
+    }
+
     fn plan(protocol: Protocol, kind: Kind, size: usize) -> Plan {
         Plan::new(&Settings::resolve(args(protocol, kind, size)).unwrap())
     }
@@ -2929,10 +3109,10 @@ mod tests {
     fn args(protocol: Protocol, kind: Kind, size: usize) -> BenchArgs {
         BenchArgs {
             mode: Mode::Echo,
-            url: match protocol {
+            url: vec![match protocol {
                 Protocol::Ws => "ws://127.0.0.1:1/".into(),
                 Protocol::Tcp => "tcp://127.0.0.1:1".into(),
-            },
+            }],
             protocol,
             connections: Some(1),
             size: Some(size),

@@ -22,6 +22,10 @@
 //! gets to it. Before the first numbered message the publisher sends empty "sync" messages
 //! every [`SYNC_EVERY`] until every receiver has seen one: from then on, every receiver is
 //! subscribed and will get every numbered message.
+//!
+//! **Several nodes.** With several `--url`s the subscribers are spread over them in turn and
+//! the publisher is on the first ([`super::Plan::target`]); nothing here changes, since a node
+//! delivers what another node's publisher sent (through the broker) like its own, in order.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
