@@ -415,3 +415,48 @@ async fn a_silent_pubsub_connection_is_rebuilt_and_what_it_missed_is_delivered()
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn rediss_connects_over_tls_and_checks_the_certificate() {
+    let dir = std::env::temp_dir().join(format!("ferry-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let Some(redis) = Redis::start_tls(&cert_path, &key_path) else {
+        return;
+    };
+    let url = format!("rediss://localhost:{}", redis.tls_port.unwrap());
+    // The node trusts the test certificate through the system roots' override.
+    let trusted = Server::start_with_env(
+        "serve",
+        "127.0.0.1:0",
+        "http://",
+        &["--broker", &url],
+        &[("SSL_CERT_FILE", cert_path.to_str().unwrap())],
+    );
+    readyz(&trusted, 200).await;
+    let mut c = Ctl::connect(&trusted.addr).await;
+    c.subscribe(&["secure"]).await;
+    assert_eq!(c.publish("secure", "over TLS").await["offset"], 1);
+    assert_eq!(c.take(1).await[0].data, "over TLS");
+    // A node that does not trust the certificate never becomes ready, and says why.
+    let empty = dir.join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let untrusting = Server::start_with_env(
+        "serve",
+        "127.0.0.1:0",
+        "http://",
+        &["--broker", &url],
+        &[("SSL_CERT_FILE", empty.to_str().unwrap())],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let why = readyz(&untrusting, 503).await;
+    assert!(why.contains("rediss://localhost"), "{why}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

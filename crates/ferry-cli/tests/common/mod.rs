@@ -42,9 +42,21 @@ impl Server {
     /// Like [`start`](Self::start) on a given address (to bring a killed server back on its
     /// port).
     pub fn start_at(command: &str, listen: &str, scheme: &str, flags: &[&str]) -> Server {
+        Server::start_with_env(command, listen, scheme, flags, &[])
+    }
+
+    /// Like [`start_at`](Self::start_at) with extra environment variables.
+    pub fn start_with_env(
+        command: &str,
+        listen: &str,
+        scheme: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([command, "--listen", listen])
             .args(flags)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())

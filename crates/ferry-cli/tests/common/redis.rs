@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// With [`Redis::start_tls`]: the TLS port, beside the plain one.
+    pub tls_port: Option<u16>,
 }
 
 /// A loopback port nobody listens on (free when this returns).
@@ -40,9 +42,36 @@ impl Redis {
 
     /// Starts `redis-server` on `port` and waits until it answers.
     pub fn start_on(port: u16) -> Redis {
+        Redis::spawn(port, &[], None)
+    }
+
+    /// Also serves TLS (`rediss://`) with this certificate and key (PEM files), on a port of
+    /// its own; `None` where redis-server is not installed (see [`Redis::start`]).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Redis> {
+        Redis::start()?;
+        let tls_port = free_port();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let tls = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            cert,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned);
+        Some(Redis::spawn(free_port(), &tls, Some(tls_port)))
+    }
+
+    fn spawn(port: u16, extra: &[String], tls_port: Option<u16>) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,6 +79,7 @@ impl Redis {
         let redis = Redis {
             child: Some(child),
             port,
+            tls_port,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.try_command(&["PING"]).is_err() {
