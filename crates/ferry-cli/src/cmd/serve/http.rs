@@ -11,6 +11,8 @@ use bytes::Bytes;
 use ferry::{
     CloseCode, CloseInfo, DeflateParams, Incoming, Initiator, Refusal, Request, Role, Sender,
 };
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::header::{HeaderName, HeaderValue};
@@ -538,6 +540,29 @@ async fn run_websocket<S: Transport>(
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Publishes a topic connection may have under way at once: its messages are submitted in
+/// order without waiting for each outcome, so one fast publisher is not held to one Redis
+/// round trip per message.
+const PUBLISH_WINDOW: usize = 256;
+
+/// The next message or close, closing with 1001 once `idle` passes without one (0: never).
+async fn next_item(
+    receiver: &mut ferry::Receiver,
+    sender: &Sender,
+    idle: Duration,
+) -> Option<Incoming> {
+    if idle.is_zero() {
+        return receiver.recv().await;
+    }
+    match tokio::time::timeout(idle, receiver.recv()).await {
+        Ok(item) => item,
+        Err(_) => {
+            sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
+            receiver.recv().await
+        }
+    }
+}
+
 /// The echo route (`topic` None) and the topic route: every message received is sent back, or
 /// published. Returns how the connection closed.
 async fn echo_or_publish(
@@ -546,60 +571,79 @@ async fn echo_or_publish(
     receiver: &mut ferry::Receiver,
     topic: Option<&String>,
 ) -> Option<CloseInfo> {
-    let route = if topic.is_some() {
-        Route::Topics
-    } else {
-        Route::Echo
+    let Some(name) = topic else {
+        loop {
+            match next_item(receiver, sender, state.idle_timeout).await? {
+                Incoming::Message(message) => {
+                    state.metrics.received(Route::Echo, message.len());
+                    let len = message.len() as u64;
+                    // Fails only once the connection is closing; the loop then sees Closed.
+                    if sender.send(message).await.is_ok() {
+                        state.metrics.sent(Route::Echo, 1, len);
+                    }
+                }
+                Incoming::Closed(info) => return Some(info),
+            }
+        }
     };
-    let idle = state.idle_timeout;
+    type Outcome = (
+        Result<super::broker::Published, super::broker::Unavailable>,
+        u64,
+    );
+    let mut pending: FuturesOrdered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>,
+    > = FuturesOrdered::new();
     loop {
-        let item = if idle.is_zero() {
-            receiver.recv().await
-        } else {
-            match tokio::time::timeout(idle, receiver.recv()).await {
-                Ok(item) => item,
-                Err(_) => {
-                    sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
-                    receiver.recv().await
+        let item = tokio::select! {
+            biased;
+            Some((outcome, len)) = pending.next(), if !pending.is_empty() => {
+                match outcome {
+                    Ok(published) => {
+                        let delivered = published.delivered.unwrap_or(0) as u64;
+                        state.metrics.sent(Route::Topics, delivered, delivered * len);
+                        continue;
+                    }
+                    Err(err) => return refuse_publish(state, sender, receiver, name, &err).await,
                 }
             }
+            item = next_item(receiver, sender, state.idle_timeout), if pending.len() < PUBLISH_WINDOW => item,
         };
         match item? {
             Incoming::Message(message) => {
-                state.metrics.received(route, message.len());
+                state.metrics.received(Route::Topics, message.len());
                 let len = message.len() as u64;
-                match topic {
-                    None => {
-                        // Fails only once the connection is closing; the loop then sees Closed.
-                        if sender.send(message).await.is_ok() {
-                            state.metrics.sent(route, 1, len);
-                        }
+                match state.broker.submit(name, message).await {
+                    Ok(publishing) => {
+                        pending
+                            .push_back(Box::pin(async move { (publishing.outcome().await, len) }));
                     }
-                    Some(name) => match state.broker.publish(name, message).await {
-                        Ok(published) => {
-                            let delivered = published.delivered.unwrap_or(0) as u64;
-                            state.metrics.sent(route, delivered, delivered * len);
-                        }
-                        Err(err) => {
-                            // The client's message was not published: tell it by closing, so
-                            // it never takes silence for delivery.
-                            state
-                                .metrics
-                                .broker_refusals
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(topic = %name, reason = %err, "publish refused: the broker is unavailable");
-                            sender.start_close(
-                                CloseCode::TRY_AGAIN_LATER,
-                                "broker unavailable; message not published",
-                            );
-                            return drain(receiver).await;
-                        }
-                    },
+                    Err(err) => return refuse_publish(state, sender, receiver, name, &err).await,
                 }
             }
             Incoming::Closed(info) => return Some(info),
         }
     }
+}
+
+/// A topic connection's message was not published: tell the client by closing (1013), so it
+/// never takes silence for delivery.
+async fn refuse_publish(
+    state: &State,
+    sender: &Sender,
+    receiver: &mut ferry::Receiver,
+    topic: &str,
+    err: &super::broker::Unavailable,
+) -> Option<CloseInfo> {
+    state
+        .metrics
+        .broker_refusals
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(topic, reason = %err, "publish refused: the broker is unavailable");
+    sender.start_close(
+        CloseCode::TRY_AGAIN_LATER,
+        "broker unavailable; message not published",
+    );
+    drain(receiver).await
 }
 
 /// Reads until the close, discarding messages; returns how it closed.

@@ -52,6 +52,29 @@ pub struct Published {
     pub delivered: Option<usize>,
 }
 
+/// A publish under way ([`Broker::submit`]).
+pub enum Publishing {
+    Done(Published),
+    Sent(tokio::sync::oneshot::Receiver<Result<Position, Unavailable>>),
+}
+
+impl Publishing {
+    /// The message's place, or why it was not published.
+    pub async fn outcome(self) -> Result<Published, Unavailable> {
+        match self {
+            Publishing::Done(published) => Ok(published),
+            Publishing::Sent(answer) => match answer.await {
+                Ok(Ok(position)) => Ok(Published {
+                    position,
+                    delivered: None,
+                }),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(Unavailable("the broker stopped".into())),
+            },
+        }
+    }
+}
+
 /// A topic's top position (the last message's, offset 0 before the first) and, when a
 /// `since` was asked for, every message after it, or `None` when they cannot all be given.
 pub struct History {
@@ -110,9 +133,17 @@ impl Broker {
 
     /// Numbers `message` in its topic and delivers it to every subscriber (on every node).
     pub async fn publish(&self, topic: &str, message: Message) -> Result<Published, Unavailable> {
+        self.submit(topic, message).await?.outcome().await
+    }
+
+    /// Starts a publish: once this returns, the message's place in its topic is fixed after
+    /// every message submitted before it, so a connection may submit several before their
+    /// outcomes arrive (Redis then carries many in one round trip). Waits only for room in
+    /// the broker's queue.
+    pub async fn submit(&self, topic: &str, message: Message) -> Result<Publishing, Unavailable> {
         match self {
-            Broker::Memory(b) => Ok(b.publish(topic, message)),
-            Broker::Redis(b) => b.publish(topic, message).await,
+            Broker::Memory(b) => Ok(Publishing::Done(b.publish(topic, message))),
+            Broker::Redis(b) => Ok(Publishing::Sent(b.submit(topic, message).await?)),
         }
     }
 

@@ -30,8 +30,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BrokerMetrics, CLOSE_POSITION_LOST, History, HistorySettings, Published, Unavailable,
-    new_epoch, recoverable, shard::shard_of,
+    BrokerMetrics, CLOSE_POSITION_LOST, History, HistorySettings, Unavailable, new_epoch,
+    recoverable, shard::shard_of,
 };
 
 /// Time allowed to open a connection to Redis.
@@ -46,6 +46,10 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between two attempts to reach a Redis that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Publishes waiting for a shard's pipeline; a publisher waits for room beyond it.
+const PUBLISH_QUEUE: usize = 8192;
+/// Most publishes sent to Redis in one pipeline.
+const MAX_PIPELINE: usize = 512;
 /// Channels named in one SUBSCRIBE when a connection is rebuilt.
 const RESUBSCRIBE_BATCH: usize = 256;
 
@@ -183,6 +187,13 @@ struct Held {
     subscribed: bool,
 }
 
+/// A publish waiting for its shard's next pipeline.
+struct PublishJob {
+    topic: String,
+    message: Message,
+    reply: oneshot::Sender<Result<Position, Unavailable>>,
+}
+
 enum Order {
     Subscribe(String, oneshot::Sender<Result<(), Unavailable>>),
     Unsubscribe(String),
@@ -198,6 +209,7 @@ struct Shard {
     down_because: Mutex<String>,
     topics: Mutex<HashMap<String, Held>>,
     orders: mpsc::UnboundedSender<Order>,
+    publishes: mpsc::Sender<PublishJob>,
 }
 
 impl Shard {
@@ -255,6 +267,7 @@ impl RedisBroker {
                 .get_connection_manager_lazy(commands_config())
                 .map_err(|e| format!("broker.urls (--broker) {url}: {e}"))?;
             let (orders, orders_rx) = mpsc::unbounded_channel();
+            let (publishes, publishes_rx) = mpsc::channel(PUBLISH_QUEUE);
             let shard = Arc::new(Shard {
                 url: url.clone(),
                 client,
@@ -263,7 +276,14 @@ impl RedisBroker {
                 down_because: Mutex::new("not connected yet".into()),
                 topics: Mutex::new(HashMap::new()),
                 orders,
+                publishes,
             });
+            tokio::spawn(publisher(
+                shard.clone(),
+                settings,
+                counters.clone(),
+                publishes_rx,
+            ));
             let listener = Listener {
                 shard: shard.clone(),
                 hub: hub.clone(),
@@ -298,31 +318,27 @@ impl RedisBroker {
         Unavailable(format!("Redis {}: {what} failed: {err}", shard.url))
     }
 
-    pub async fn publish(&self, topic: &str, message: Message) -> Result<Published, Unavailable> {
+    /// Queues `message` for its shard's next pipeline of publishes, waiting for room in the
+    /// queue. Messages submitted one after another reach Redis in that order; the returned
+    /// receiver gets the message's position (or why it was not published).
+    pub async fn submit(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<oneshot::Receiver<Result<Position, Unavailable>>, Unavailable> {
         let shard = self.shard(topic);
         if !shard.up.load(Ordering::Acquire) {
             return Err(shard.unavailable());
         }
-        let kind = if message.is_text() { "t" } else { "b" };
-        let mut invocation = PUBLISH.prepare_invoke();
-        invocation
-            .key(log_key(topic))
-            .key(meta_key(topic))
-            .arg(&*new_epoch())
-            .arg(self.settings.size)
-            .arg(self.settings.ttl.as_millis() as u64)
-            .arg(channel(topic))
-            .arg(kind)
-            .arg(message.as_bytes());
-        let mut commands = shard.commands();
-        let call = invocation.invoke_async::<(u64, String)>(&mut commands);
-        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
-            Ok(Ok((offset, epoch))) => Ok(Published {
-                position: Position::new(offset, epoch),
-                delivered: None,
-            }),
-            Ok(Err(err)) => Err(self.failed(shard, "publish", err)),
-            Err(_) => Err(self.failed(shard, "publish", "timed out")),
+        let (reply, answer) = oneshot::channel();
+        let job = PublishJob {
+            topic: topic.to_owned(),
+            message,
+            reply,
+        };
+        match shard.publishes.send(job).await {
+            Ok(()) => Ok(answer),
+            Err(_) => Err(shard.unavailable()),
         }
     }
 
@@ -419,6 +435,100 @@ impl RedisBroker {
             ..BrokerMetrics::default()
         }
     }
+}
+
+/// Sends a shard's publishes to Redis: whatever is queued goes in one pipeline of [`PUBLISH`]
+/// calls, in queue order, and the next pipeline waits for its answers. Under load the
+/// pipelines grow, so one round trip carries many messages; alone, a publish costs one.
+async fn publisher(
+    shard: Arc<Shard>,
+    settings: HistorySettings,
+    counters: Arc<Counters>,
+    mut jobs: mpsc::Receiver<PublishJob>,
+) {
+    let mut batch = Vec::with_capacity(MAX_PIPELINE);
+    while jobs.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
+        let outcome = if shard.up.load(Ordering::Acquire) {
+            publish_batch(&shard, &settings, &batch).await
+        } else {
+            Err(shard.unavailable())
+        };
+        match outcome {
+            Ok(positions) => {
+                for (job, position) in batch.drain(..).zip(positions) {
+                    let _ = job.reply.send(Ok(position));
+                }
+            }
+            Err(err) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(redis = %shard.url, error = %err, messages = batch.len(), "publish failed; nothing acknowledged");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One pipeline of publishes; when Redis lost the script (a restart), it is loaded and the
+/// pipeline sent again: none of it ran, since every call was refused alike.
+async fn publish_batch(
+    shard: &Shard,
+    settings: &HistorySettings,
+    batch: &[PublishJob],
+) -> Result<Vec<Position>, Unavailable> {
+    let mut pipe = redis::pipe();
+    let ttl = settings.ttl.as_millis() as u64;
+    for job in batch {
+        let kind = if job.message.is_text() { "t" } else { "b" };
+        pipe.cmd("EVALSHA")
+            .arg(PUBLISH.get_hash())
+            .arg(2)
+            .arg(log_key(&job.topic))
+            .arg(meta_key(&job.topic))
+            .arg(&*new_epoch())
+            .arg(settings.size)
+            .arg(ttl)
+            .arg(channel(&job.topic))
+            .arg(kind)
+            .arg(job.message.as_bytes());
+    }
+    let failed =
+        |err: &dyn fmt::Display| Unavailable(format!("Redis {}: publish failed: {err}", shard.url));
+    for attempt in 0..2 {
+        let mut commands = shard.commands();
+        let call = pipe.query_async::<Vec<(u64, String)>>(&mut commands);
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+            Ok(Ok(answers)) if answers.len() == batch.len() => {
+                return Ok(answers
+                    .into_iter()
+                    .map(|(offset, epoch)| Position::new(offset, epoch))
+                    .collect());
+            }
+            Ok(Ok(answers)) => {
+                return Err(failed(&format!(
+                    "{} answers to {} publishes",
+                    answers.len(),
+                    batch.len()
+                )));
+            }
+            Ok(Err(err))
+                if attempt == 0
+                    && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut commands = shard.commands();
+                let load = PUBLISH.load_async(&mut commands);
+                match tokio::time::timeout(COMMAND_TIMEOUT, load).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(err)) => return Err(failed(&err)),
+                    Err(_) => return Err(failed(&"loading the script timed out")),
+                }
+            }
+            Ok(Err(err)) => return Err(failed(&err)),
+            Err(_) => return Err(failed(&"timed out")),
+        }
+    }
+    Err(failed(&"the script could not be loaded"))
 }
 
 /// What [`HISTORY`] answered, checked: the top, and the messages after `since` when they are
