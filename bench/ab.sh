@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Interleaved A/B of two `ferry echo` servers on one `ferry bench` workload: a before/after of a
+# Interleaved A/B of two `ferry echo` servers (for `fanout`: two `ferry serve`, on a topic) on
+# one `ferry bench` workload: a before/after of a
 # change (two binaries), or of a server flag (one binary, two sets of arguments). The two run
 # alternately (A B A B ...), each alone on SERVER_CPU with the load generator on CLIENT_CPU, so
 # drift on a shared machine hits both alike; it prints every run, then the medians.
 #
 #   bench/ab.sh OLD_FERRY NEW_FERRY bulk --size 1MiB --pipeline 4
 #   A_ARGS="--send-queue 16MiB" bench/ab.sh target/release/ferry target/release/ferry bulk --size 16MiB --pipeline 4
+#   CONNECTIONS=1000 bench/ab.sh OLD_FERRY NEW_FERRY fanout --size 20
 #
 # After the two binaries: the `ferry bench` mode and its arguments (--url, --server-pid, --json
 # and --quiet are added). Knobs (environment): RUNS (10), DURATION and WARMUP in seconds (2,
@@ -38,16 +40,23 @@ trap '[[ -z $SERVER_PID ]] || kill "$SERVER_PID" 2>/dev/null || true; rm -f "$RE
 rate_key=per_s
 [[ $MODE == bulk ]] && rate_key=payload_mb_per_s
 
+if [[ $MODE == fanout ]]; then
+    server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0)
+    url=ws://127.0.0.1:$PORT/ws/topics/ab
+else
+    server=(echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate --max-message-size 64MiB
+        --max-frame-size 64MiB)
+    url=ws://127.0.0.1:$PORT/
+fi
 for run in $(seq 1 "$RUNS"); do
     for side in A B; do
         if [[ $side == A ]]; then bin=$A args=("${A_ARGS[@]}"); else bin=$B args=("${B_ARGS[@]}"); fi
-        taskset -c "$SERVER_CPU" "$bin" echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate \
-            --max-message-size 64MiB --max-frame-size 64MiB "${args[@]}" </dev/null >/dev/null 2>&1 &
+        taskset -c "$SERVER_CPU" "$bin" "${server[@]}" "${args[@]}" </dev/null >/dev/null 2>&1 &
         SERVER_PID=$!
         for _ in $(seq 1 100); do listening "$PORT" && break; sleep 0.05; done
         listening "$PORT" || die "$side ($bin) did not listen on $PORT"
         faults=$(minor_faults "$SERVER_PID")
-        out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench "$MODE" --url "ws://127.0.0.1:$PORT/" \
+        out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench "$MODE" --url "$url" \
             --connections "$CONNECTIONS" --duration "${DURATION}s" --warmup "${WARMUP}s" \
             --server-pid "$SERVER_PID" --json --quiet "$@")
         faults=$(($(minor_faults "$SERVER_PID") - faults))

@@ -460,3 +460,57 @@ async fn rediss_connects_over_tls_and_checks_the_certificate() {
     assert!(why.contains("rediss://localhost"), "{why}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_topic_route_publishes_in_order_without_waiting_and_closes_when_refused() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&[redis.url()], &[]);
+    let b = node(&[redis.url()], &[]);
+    readyz(&a, 200).await;
+    readyz(&b, 200).await;
+    let mut reader = Ctl::connect(&b.addr).await;
+    reader.subscribe(&["burst"]).await;
+    let url = format!("ws://{}/ws/topics/burst", a.addr);
+    let (writer, mut writer_rx, _) = ferry::connect(&url).await.unwrap();
+    // Sent back to back: many are under way to Redis at once, yet they keep their order.
+    for i in 0..1000 {
+        writer.send(format!("m{i}")).await.unwrap();
+    }
+    let got = reader.take(1000).await;
+    assert_contiguous(&got, 1);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.data, format!("m{i}"));
+    }
+    redis.kill();
+    readyz(&a, 503).await;
+    writer.send("not stored").await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), writer_rx.recv())
+            .await
+            .expect("closed in time")
+        {
+            Some(ferry::Incoming::Closed(info)) => break info,
+            Some(_) => {}
+            None => panic!("ended without a close frame"),
+        }
+    };
+    assert_eq!(close.code.as_u16(), 1013, "{close:?}");
+    assert!(close.reason.contains("not published"), "{close:?}");
+    // A new topic connection is refused before the upgrade while the broker is down.
+    let (status, body) = http(
+        &a.addr,
+        "GET",
+        "/ws/topics/burst",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+}
