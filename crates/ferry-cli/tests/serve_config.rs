@@ -190,3 +190,54 @@ fn json_logs() {
     assert!(line.contains("\"level\":\"INFO\""), "{line}");
     assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
 }
+
+#[test]
+fn broker_settings_print_without_passwords_and_bad_ones_name_the_flag() {
+    let (ok, out, err) = ferry(&[
+        "serve",
+        "--print-config",
+        "--broker",
+        "redis://app:s3cret-pw@127.0.0.1:6379/2",
+        "--broker",
+        "rediss://127.0.0.1:6380",
+        "--history-size",
+        "50",
+        "--history-ttl",
+        "90s",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("s3cret-pw"), "{out}");
+    assert!(
+        out.contains(r#"urls = ["redis://app:***@127.0.0.1:6379/2", "rediss://127.0.0.1:6380"]"#),
+        "{out}"
+    );
+    assert!(out.contains("history_size = 50"), "{out}");
+    assert!(out.contains(r#"history_ttl = "90s""#), "{out}");
+    for (flags, names) in [
+        (vec!["--broker", "http://h:1"], "--broker"),
+        (
+            vec!["--broker", "memory", "--broker", "redis://h:1"],
+            "--broker",
+        ),
+        (vec!["--history-ttl", "0s"], "--history-ttl"),
+        (
+            vec!["--api-key-file", "/nonexistent/keys"],
+            "--api-key-file",
+        ),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(flags.iter().copied());
+        let (ok, _, err) = ferry(&args);
+        assert!(!ok, "{flags:?} must be refused");
+        assert!(err.contains(names), "{flags:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // A key file with a short key is refused: it would be easy to guess.
+    let keys = write_config("short-keys", "abc\n");
+    let (ok, _, err) = ferry(&["serve", "--api-key-file", keys.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("--api-key-file") && err.contains("16"),
+        "{err}"
+    );
+}
