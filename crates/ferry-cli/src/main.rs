@@ -27,7 +27,7 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Serve(cmd::serve::ServeArgs),
+    Serve(Box<cmd::serve::ServeArgs>),
     Connect(Box<cmd::connect::ConnectArgs>),
     Demo(cmd::demo::DemoArgs),
     Bridge(cmd::bridge::BridgeArgs),
@@ -35,6 +35,7 @@ enum Command {
     Forward(Box<cmd::forward::ForwardArgs>),
     Listen(cmd::listen::ListenArgs),
     Bench(cmd::bench::BenchArgs),
+    Token(cmd::token::TokenArgs),
     #[command(hide = true)]
     AutobahnClient(cmd::autobahn::AutobahnArgs),
 }
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => return cmd::connect::run(*args),
         Command::Serve(args) => {
             let serve = matches.subcommand_matches("serve").unwrap_or(&matches);
-            cmd::serve::run(args, serve)
+            cmd::serve::run(*args, serve)
         }
         Command::Bridge(args) => cmd::bridge::run(args),
         Command::Demo(args) => cmd::demo::run(args),
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => cmd::forward::run(*args),
         Command::Listen(args) => cmd::listen::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Token(args) => cmd::token::run(args),
         Command::AutobahnClient(args) => cmd::autobahn::run(args),
     };
     match result {

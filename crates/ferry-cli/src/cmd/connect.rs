@@ -99,6 +99,9 @@ pub struct ClientArgs {
     /// Extra request header, 'Name: value'; repeat for more.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// A bearer token (e.g. from ferry token): sent as Authorization: Bearer TOKEN.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Subprotocol to offer (Sec-WebSocket-Protocol); repeat to offer several, in order.
     #[arg(long = "protocol", value_name = "NAME")]
     pub protocols: Vec<String>,
@@ -267,6 +270,20 @@ impl ClientArgs {
                 )));
             }
             headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        if let Some(token) = &args.token {
+            if headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            {
+                return Err(Failure::usage(
+                    "--token and -H 'Authorization: ...' both set the Authorization header; give one",
+                ));
+            }
+            headers.push((
+                "Authorization".to_owned(),
+                format!("Bearer {}", token.trim()),
+            ));
         }
         let tls = if args.ca.is_some()
             || args.client_cert.is_some()

@@ -10,3 +10,4 @@ pub mod forward;
 pub mod limits;
 pub mod listen;
 pub mod serve;
+pub mod token;

@@ -38,8 +38,16 @@ impl Got {
 
 impl Ctl {
     pub async fn connect(addr: &str) -> Ctl {
-        let url = format!("ws://{addr}/ws/control");
-        let (sender, receiver, _) = ferry::connect(&url).await.expect("connect");
+        Ctl::connect_url(&format!("ws://{addr}/ws/control")).await
+    }
+
+    /// With a token in the URL, as a browser sends it.
+    pub async fn connect_with_token(addr: &str, token: &str) -> Ctl {
+        Ctl::connect_url(&format!("ws://{addr}/ws/control?token={token}")).await
+    }
+
+    pub async fn connect_url(url: &str) -> Ctl {
+        let (sender, receiver, _) = ferry::connect(url).await.expect("connect");
         Ctl {
             sender,
             receiver,

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Everything the server wrote to stderr so far (its logs).
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -56,9 +58,9 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([command, "--listen", listen])
             .args(flags)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -74,9 +76,22 @@ impl Server {
                 break line[at + scheme.len()..].trim().to_owned();
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        // Keep draining stderr so the child never blocks on a full pipe, and keep the lines.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        Server { child, addr, logs }
+    }
+
+    /// The server's logs so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn url(&self) -> String {

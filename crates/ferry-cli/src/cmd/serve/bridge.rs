@@ -71,6 +71,11 @@ impl Bridge {
         })
     }
 
+    /// Whether the bridge takes any client (no token of its own configured).
+    pub fn is_open(&self) -> bool {
+        matches!(self.tokens, Tokens::Open)
+    }
+
     /// Checks the token a request presents, in constant time per candidate.
     pub fn check_token(&self, presented: Option<&str>) -> TokenCheck {
         let file;

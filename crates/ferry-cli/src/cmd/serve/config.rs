@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub topics: TopicsConfig,
     pub broker: BrokerSection,
     pub api: ApiConfig,
+    /// Signed tokens (docs/auth.md); off unless a key is given.
+    pub auth: super::auth::AuthConfig,
     /// Bridges by name: `PREFIX/bridge/NAME`.
     pub bridges: BTreeMap<String, BridgeConfig>,
 }
@@ -46,6 +48,7 @@ impl Default for ServeConfig {
             topics: TopicsConfig::default(),
             broker: BrokerSection::default(),
             api: ApiConfig::default(),
+            auth: super::auth::AuthConfig::default(),
             bridges: BTreeMap::new(),
         }
     }
@@ -68,6 +71,10 @@ pub struct LimitsConfig {
     /// 0 turns keepalive pings off.
     pub ping_interval: Dur,
     pub ping_timeout: Dur,
+    /// Publishes per connection: `"N/s"` (a second's worth as a burst); `"0"`: no limit.
+    pub publish_rate: String,
+    /// WebSocket handshakes per client address: `"N/s"`; `"0"`: no limit.
+    pub handshake_rate: String,
 }
 
 impl Default for LimitsConfig {
@@ -82,6 +89,8 @@ impl Default for LimitsConfig {
             idle_timeout: Dur(Duration::ZERO),
             ping_interval: Dur(Duration::from_secs(30)),
             ping_timeout: Dur(Duration::from_secs(30)),
+            publish_rate: "0".into(),
+            handshake_rate: "0".into(),
         }
     }
 }
@@ -148,6 +157,10 @@ pub struct TopicsConfig {
     pub retained: usize,
     /// Most topics one control connection may subscribe to.
     pub control_max_topics: usize,
+    /// Who may subscribe and publish to topics matching each pattern: `[[topics.rule]]`, the
+    /// first match wins.
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<super::access::RuleConfig>,
 }
 
 impl Default for TopicsConfig {
@@ -157,6 +170,7 @@ impl Default for TopicsConfig {
             slow_subscriber: super::SlowSubscriberArg::Close,
             retained: 1024,
             control_max_topics: 100,
+            rules: Vec::new(),
         }
     }
 }
@@ -377,6 +391,12 @@ impl ServeConfig {
         if let Some(path) = &self.api.key_file {
             read_api_keys(path)?;
         }
+        super::rate::Rate::parse(&limits.publish_rate)
+            .map_err(|e| format!("limits.publish_rate (--publish-rate) {e}"))?;
+        super::rate::Rate::parse(&limits.handshake_rate)
+            .map_err(|e| format!("limits.handshake_rate (--handshake-rate) {e}"))?;
+        let verifier = super::auth::Verifier::load(&self.auth)?;
+        super::access::Access::new(&self.topics.rules, verifier.is_some())?;
         for (name, bridge) in &self.bridges {
             if !valid_name(name) {
                 return Err(format!(

@@ -21,8 +21,11 @@ use ferry::{CloseCode, Incoming, Initiator, Message, Receiver, Sender};
 use serde_json::{Map, Value, json};
 
 use super::State;
+use super::auth::Grant;
 use super::broker::Joined;
+use super::http::CLOSE_TOKEN_EXPIRED;
 use super::metrics::Route;
+use super::rate::Bucket;
 
 /// Longest `id` string echoed back.
 const MAX_ID_LEN: usize = 128;
@@ -73,21 +76,43 @@ fn refused(code: &'static str, message: impl Into<String>) -> Refused {
     }
 }
 
-/// One control connection's subscriptions.
+/// One control connection's subscriptions and rights.
 struct Session {
     state: Arc<State>,
     sender: Sender,
     topics: HashMap<String, SubscriptionId>,
+    /// The connection's token's permissions (`None` without one).
+    grant: Option<Grant>,
+    /// Publishes left under --publish-rate.
+    bucket: Bucket,
 }
 
 /// Serves a control connection until it closes, then drops its subscriptions.
-pub async fn serve(state: Arc<State>, sender: Sender, mut receiver: Receiver) {
+pub async fn serve(
+    state: Arc<State>,
+    sender: Sender,
+    mut receiver: Receiver,
+    grant: Option<Grant>,
+) {
     let mut session = Session {
         state: state.clone(),
         sender: sender.clone(),
         topics: HashMap::new(),
+        bucket: Bucket::full(state.publish_rate),
+        grant,
     };
-    while let Some(item) = receiver.recv().await {
+    loop {
+        // A token's connection lives until its token expires, unless a refresh extends it.
+        let expires = session.grant.as_ref().map(Grant::remaining);
+        let item = tokio::select! {
+            item = receiver.recv() => item,
+            () = sleep_or_never(expires) => {
+                sender.start_close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired");
+                session.grant = None;
+                receiver.recv().await
+            }
+        };
+        let Some(item) = item else { break };
         match item {
             Incoming::Message(message) => {
                 state.metrics.received(Route::Control, message.len());
@@ -122,6 +147,13 @@ pub async fn serve(state: Arc<State>, sender: Sender, mut receiver: Receiver) {
     }
     for (topic, id) in session.topics.drain() {
         state.broker.unsubscribe(&topic, id);
+    }
+}
+
+async fn sleep_or_never(duration: Option<std::time::Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -212,13 +244,14 @@ impl Session {
             Some("subscribe") => self.subscribe(&request, recoveries).await,
             Some("unsubscribe") => self.unsubscribe(&request),
             Some("publish") => self.publish(&request).await,
+            Some("refresh") => self.refresh(&request),
             Some(_) => Err(refused(
                 "unknown_op",
-                "unknown \"op\"; use subscribe, unsubscribe or publish",
+                "unknown \"op\"; use subscribe, unsubscribe, publish or refresh",
             )),
             None => Err(refused(
                 "missing_field",
-                "\"op\" is missing or not a string; use subscribe, unsubscribe or publish",
+                "\"op\" is missing or not a string; use subscribe, unsubscribe, publish or refresh",
             )),
         };
         match result {
@@ -329,6 +362,18 @@ impl Session {
     ) -> Result<Value, Refused> {
         let names = self.topic_list(request)?;
         let since = self.since(request, &names)?;
+        if let Some(index) = names
+            .iter()
+            .position(|n| !self.state.access.may_subscribe(n, self.grant.as_ref()))
+        {
+            self.state.metrics.forbidden("subscribe");
+            return Err(refused(
+                "forbidden",
+                format!(
+                    "topics[{index}]: this connection may not subscribe to it; nothing was subscribed"
+                ),
+            ));
+        }
         let max = self.state.control_max_topics;
         let new: Vec<&String> = names
             .iter()
@@ -422,6 +467,59 @@ impl Session {
         Ok(json!({"op": "unsubscribe", "topics": names, "subscribed": self.subscribed()}))
     }
 
+    /// `{"op":"refresh","token":T}`: a newer token for the same user replaces the connection's
+    /// token, moving its expiry; topics the new token no longer covers are unsubscribed, and
+    /// the ack names them.
+    fn refresh(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
+        let Some(verifier) = &self.state.verifier else {
+            return Err(refused("forbidden", "this server does not use tokens"));
+        };
+        let Some(current) = &self.grant else {
+            return Err(refused(
+                "forbidden",
+                "this connection has no token to refresh; connect with one",
+            ));
+        };
+        let Some(token) = request.get("token").and_then(Value::as_str) else {
+            return Err(refused(
+                "missing_field",
+                "\"token\" is missing; give the new token as a string",
+            ));
+        };
+        let grant = verifier.verify(token).map_err(|rejected| {
+            self.state.metrics.auth_failed(rejected.reason());
+            refused("bad_token", rejected.message())
+        })?;
+        if grant.sub != current.sub {
+            self.state.metrics.forbidden("refresh");
+            return Err(refused(
+                "forbidden",
+                "the new token is for another user (sub); nothing changed",
+            ));
+        }
+        let mut ended: Vec<String> = self
+            .topics
+            .keys()
+            .filter(|t| !self.state.access.may_subscribe(t, Some(&grant)))
+            .cloned()
+            .collect();
+        ended.sort_unstable();
+        for topic in &ended {
+            if let Some(id) = self.topics.remove(topic) {
+                self.state.broker.unsubscribe(topic, id);
+            }
+        }
+        let expires = grant
+            .expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.grant = Some(grant);
+        Ok(
+            json!({"op": "refresh", "expires": expires, "unsubscribed": ended,
+                  "subscribed": self.subscribed()}),
+        )
+    }
+
     fn subscribed(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.topics.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -471,6 +569,27 @@ impl Session {
                 return Err(refused("bad_field", "\"data\" and \"binary\" are strings"));
             }
         };
+        if !self.state.access.may_publish(topic, self.grant.as_ref()) {
+            self.state.metrics.forbidden("publish");
+            return Err(refused(
+                "forbidden",
+                "this connection may not publish to this topic; nothing was published",
+            ));
+        }
+        if self
+            .bucket
+            .take(self.state.publish_rate, std::time::Instant::now())
+            .is_err()
+        {
+            self.state.metrics.rate_limited("publish");
+            return Err(refused(
+                "rate_limited",
+                format!(
+                    "over --publish-rate ({}); nothing was published, try again shortly",
+                    self.state.publish_rate
+                ),
+            ));
+        }
         let len = message.len() as u64;
         let published = match self.state.broker.publish(topic, message).await {
             Ok(published) => published,

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::State;
+use super::auth::{Grant, Rejected};
 use super::bridge::{self, TokenCheck};
 use super::metrics::Route;
 use super::per_ip::{PerIp, Slot};
@@ -360,6 +361,30 @@ fn upgrade<S: Transport>(
     target: Target,
     slot: Arc<Slot>,
 ) -> Reply {
+    if let Err(wait) = state.handshake_rate.take(slot.ip()) {
+        state.metrics.rate_limited("handshake");
+        let mut reply = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many handshakes from your address; try again after Retry-After seconds",
+        );
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(value) = HeaderValue::try_from(seconds.to_string()) {
+            reply.headers_mut().insert("retry-after", value);
+        }
+        return reply;
+    }
+    tracing::debug!(
+        peer = %slot.ip(),
+        path = req.uri().path(),
+        query = %super::auth::strip_token(req.uri().query().unwrap_or("")),
+        "WebSocket request"
+    );
+    // Before the handshake is even parsed: a plain GET with a token learns why it would be
+    // refused (the page asks that way, since a browser's WebSocket hides the status).
+    let authorized = match authorize(&state, &req, &target) {
+        Ok(authorized) => authorized,
+        Err(reply) => return *reply,
+    };
     let minor = match req.version() {
         hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => 0,
         _ => 1,
@@ -405,7 +430,12 @@ fn upgrade<S: Transport>(
         };
         let query = req.uri().query();
         let token = bridge::presented_token(request.header_str("authorization"), query);
-        match bridge.check_token(token) {
+        let check = if authorized.bridge_checked {
+            TokenCheck::Accepted
+        } else {
+            bridge.check_token(token)
+        };
+        match check {
             TokenCheck::Accepted => {}
             TokenCheck::Missing | TokenCheck::Refused => {
                 state.metrics.handshake_failed("token");
@@ -448,13 +478,122 @@ fn upgrade<S: Transport>(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let params = deflate.map(|(params, _)| params);
+    let grant = authorized.grant;
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run_websocket::<S>(upgraded, state, target, params, slot).await,
+            Ok(upgraded) => run_websocket::<S>(upgraded, state, target, params, slot, grant).await,
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
     });
     reply
+}
+
+/// Who is connecting, as far as the route needs to know.
+struct Authorized {
+    /// The verified token's permissions; `None` without tokens, or without one presented
+    /// where none is needed.
+    grant: Option<Grant>,
+    /// A bridge already let in by a token (its own, or a JWT naming it).
+    bridge_checked: bool,
+}
+
+fn unauthorized(state: &State, rejected: Rejected) -> Reply {
+    tracing::debug!(reason = rejected.reason(), "token refused");
+    state.metrics.auth_failed(rejected.reason());
+    state.metrics.handshake_failed("token");
+    let mut reply = text(StatusCode::UNAUTHORIZED, rejected.message());
+    reply
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    reply
+}
+
+fn forbidden(state: &State, op: &'static str, why: &str) -> Reply {
+    state.metrics.forbidden(op);
+    state.metrics.handshake_failed("forbidden");
+    text(StatusCode::FORBIDDEN, why)
+}
+
+/// Checks the token a request presents against the route (docs/auth.md): 401 for a token
+/// missing where one is needed, or one that does not verify; 403 for a valid one (or none)
+/// that does not cover the topic or bridge.
+fn authorize(
+    state: &State,
+    req: &hyper::Request<Body>,
+    target: &Target,
+) -> Result<Authorized, Box<Reply>> {
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let presented = bridge::presented_token(authorization, req.uri().query());
+    let Some(verifier) = &state.verifier else {
+        // Tokens are off: anyone may subscribe (rules can only restrict publishing then).
+        return Ok(Authorized {
+            grant: None,
+            bridge_checked: false,
+        });
+    };
+    if let Target::Bridge(name) = target
+        && let Some(bridge) = state.bridges.get(name)
+        && !bridge.is_open()
+        && bridge.check_token(presented) == TokenCheck::Accepted
+    {
+        // The bridge's own token opens it, as without signed tokens.
+        return Ok(Authorized {
+            grant: None,
+            bridge_checked: true,
+        });
+    }
+    let grant = match presented {
+        Some(token) => Some(
+            verifier
+                .verify(token)
+                .map_err(|r| Box::new(unauthorized(state, r)))?,
+        ),
+        None => None,
+    };
+    let missing = || Err(Box::new(unauthorized(state, Rejected::Missing)));
+    match target {
+        Target::Echo if grant.is_none() => return missing(),
+        Target::Control if grant.is_none() && !state.access.anything_for_anyone() => {
+            return missing();
+        }
+        Target::Topic(name) if !state.access.may_subscribe(name, grant.as_ref()) => {
+            if grant.is_none() {
+                return missing();
+            }
+            return Err(Box::new(forbidden(
+                state,
+                "subscribe",
+                "this token does not allow subscribing to this topic",
+            )));
+        }
+        Target::Bridge(name) => match &grant {
+            None => return missing(),
+            Some(g) if !g.may_bridge(name) => {
+                return Err(Box::new(forbidden(
+                    state,
+                    "bridge",
+                    "this token does not allow this bridge",
+                )));
+            }
+            Some(_) => {
+                return Ok(Authorized {
+                    grant,
+                    bridge_checked: true,
+                });
+            }
+        },
+        _ => {}
+    }
+    if let Some(g) = &grant {
+        tracing::debug!(sub = g.sub.as_deref().unwrap_or("-"), "token accepted");
+    }
+    Ok(Authorized {
+        grant,
+        bridge_checked: false,
+    })
 }
 
 fn failure_reason(err: &ferry::proto::handshake::HandshakeError) -> &'static str {
@@ -476,6 +615,7 @@ async fn run_websocket<S: Transport>(
     deflate: Option<DeflateParams>,
     // Held for the connection's life: the per-IP count covers the WebSocket too.
     _slot: Arc<Slot>,
+    grant: Option<Grant>,
 ) {
     // Take the stream back from hyper (and whatever it read past the request), so the
     // WebSocket runs on the socket itself rather than through hyper's boxed IO.
@@ -499,16 +639,29 @@ async fn run_websocket<S: Transport>(
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let id = state.connections.add(sender.clone());
+    // A token's connection ends when the token does (the control route can refresh its own).
+    let expiry = match (&grant, &target) {
+        (Some(g), Target::Echo | Target::Topic(_) | Target::Bridge(_)) => {
+            let (sender, remaining) = (sender.clone(), g.remaining());
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(remaining).await;
+                sender.start_close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired");
+            }))
+        }
+        _ => None,
+    };
     let closed = match &target {
-        Target::Echo => echo_or_publish(&state, &sender, &mut receiver, None).await,
+        Target::Echo => echo_or_publish(&state, &sender, &mut receiver, None, None).await,
         Target::Control => {
             // Records its own close in the metrics.
-            super::control::serve(state.clone(), sender, receiver).await;
+            super::control::serve(state.clone(), sender, receiver, grant).await;
             None
         }
         Target::Topic(name) => match state.broker.subscribe(name, sender.clone().into()).await {
             Ok(subscription) => {
-                let closed = echo_or_publish(&state, &sender, &mut receiver, Some(name)).await;
+                let closed =
+                    echo_or_publish(&state, &sender, &mut receiver, Some(name), grant.as_ref())
+                        .await;
                 state.broker.unsubscribe(name, subscription);
                 closed
             }
@@ -536,9 +689,16 @@ async fn run_websocket<S: Transport>(
         };
         metrics.closed(info.code.as_u16(), initiator);
     }
+    if let Some(expiry) = expiry {
+        expiry.abort();
+    }
     state.connections.remove(id);
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
+
+/// The close code of a connection whose token expired (docs/auth.md), in the range RFC 6455
+/// §7.4.2 leaves to applications.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 /// Publishes a topic connection may have under way at once: its messages are submitted in
 /// order without waiting for each outcome, so one fast publisher is not held to one Redis
@@ -570,6 +730,7 @@ async fn echo_or_publish(
     sender: &Sender,
     receiver: &mut ferry::Receiver,
     topic: Option<&String>,
+    grant: Option<&Grant>,
 ) -> Option<CloseInfo> {
     let Some(name) = topic else {
         loop {
@@ -593,6 +754,8 @@ async fn echo_or_publish(
     let mut pending: FuturesOrdered<
         std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>,
     > = FuturesOrdered::new();
+    let may_publish = state.access.may_publish(name, grant);
+    let mut bucket = super::rate::Bucket::full(state.publish_rate);
     loop {
         let item = tokio::select! {
             biased;
@@ -611,6 +774,22 @@ async fn echo_or_publish(
         match item? {
             Incoming::Message(message) => {
                 state.metrics.received(Route::Topics, message.len());
+                if !may_publish {
+                    state.metrics.forbidden("publish");
+                    sender.start_close(
+                        CloseCode::POLICY_VIOLATION,
+                        "this connection may not publish to this topic",
+                    );
+                    return drain(receiver).await;
+                }
+                if bucket
+                    .take(state.publish_rate, std::time::Instant::now())
+                    .is_err()
+                {
+                    state.metrics.rate_limited("publish");
+                    sender.start_close(CloseCode::POLICY_VIOLATION, "publish rate exceeded");
+                    return drain(receiver).await;
+                }
                 let len = message.len() as u64;
                 match state.broker.submit(name, message).await {
                     Ok(publishing) => {

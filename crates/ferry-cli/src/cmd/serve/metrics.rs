@@ -61,6 +61,9 @@ pub struct Metrics {
     bridge_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Publishes and subscribes refused because the broker was unavailable.
     pub broker_refusals: AtomicU64,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    forbidden: Mutex<BTreeMap<&'static str, u64>>,
+    rate_limited: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -92,6 +95,21 @@ impl Metrics {
     }
 
     /// A bridge's target could not be reached, or failed mid-stream.
+    /// A token refused (`reason` is `auth::Rejected::reason`).
+    pub fn auth_failed(&self, reason: &'static str) {
+        bump(&self.auth_failures, reason);
+    }
+
+    /// A valid token (or none) that does not allow `op`: subscribe, publish, bridge, connect.
+    pub fn forbidden(&self, op: &'static str) {
+        bump(&self.forbidden, op);
+    }
+
+    /// A publish or handshake over its rate.
+    pub fn rate_limited(&self, what: &'static str) {
+        bump(&self.rate_limited, what);
+    }
+
     pub fn bridge_failed(&self, reason: &'static str) {
         let mut failures = self
             .bridge_failures
@@ -296,6 +314,32 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             );
         }
+        let keyed: [(&str, &str, &str, &Keyed); 3] = [
+            (
+                "ferry_auth_failures_total",
+                "Tokens refused, by reason.",
+                "reason",
+                &self.auth_failures,
+            ),
+            (
+                "ferry_forbidden_total",
+                "Requests a token (or its absence) does not allow, by operation.",
+                "op",
+                &self.forbidden,
+            ),
+            (
+                "ferry_rate_limited_total",
+                "Publishes and handshakes over their rate, by what.",
+                "what",
+                &self.rate_limited,
+            ),
+        ];
+        for (name, help, label, map) in keyed {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for (key, n) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
+            }
+        }
         self.render_broker(&mut out, broker);
         out
     }
@@ -373,6 +417,16 @@ impl Metrics {
             );
         }
     }
+}
+
+/// Counts keyed by a label value known at compile time.
+type Keyed = Mutex<BTreeMap<&'static str, u64>>;
+
+fn bump(map: &Keyed, key: &'static str) {
+    *map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
 }
 
 /// Label values are client-chosen topic names: escape what the format gives meaning to.

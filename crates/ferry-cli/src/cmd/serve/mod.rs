@@ -1,7 +1,9 @@
 //! `ferry serve`: HTTP and WebSocket on one port: a web page, echo, pub/sub topics, bridges to
 //! TCP services, metrics.
 
+mod access;
 mod api;
+mod auth;
 mod bridge;
 mod broker;
 pub mod config;
@@ -11,6 +13,7 @@ mod lesson;
 mod metrics;
 mod origin;
 mod per_ip;
+mod rate;
 mod tls;
 
 use std::collections::HashMap;
@@ -135,6 +138,31 @@ pub struct ServeArgs {
     /// requests carry Authorization: Bearer KEY.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Require signed tokens (JWT, HS256/384/512) made with the secret in FILE (its bytes, a
+    /// trailing newline trimmed; 32 at least). Repeat during a key rollover.
+    #[arg(long = "jwt-hmac-secret-file", value_name = "FILE")]
+    pub jwt_hmac_secret_files: Vec<PathBuf>,
+    /// Require signed tokens (JWT, RS256/384/512, ES256/384, EdDSA) verified with the PEM public
+    /// key in FILE. Repeatable.
+    #[arg(long = "jwt-public-key", value_name = "FILE")]
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// A token's aud must name this.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// A token's iss must be this.
+    #[arg(long, value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed on a token's exp, nbf and iat.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub jwt_leeway: Duration,
+    /// Publishes per connection, e.g. 20/s (a second's worth may come at once); over it a
+    /// control request gets rate_limited, a topic connection is closed (1008). 0: no limit.
+    #[arg(long, value_name = "N/s", default_value = "0")]
+    pub publish_rate: String,
+    /// WebSocket handshakes per client address, e.g. 10/s; over it: HTTP 429 with Retry-After.
+    /// 0: no limit.
+    #[arg(long, value_name = "N/s", default_value = "0")]
+    pub handshake_rate: String,
     #[command(flatten)]
     pub limits: ServeLimits,
     /// Keep each connection's compressor between messages (context takeover): smaller chatty
@@ -299,6 +327,25 @@ impl ServeArgs {
         if let Some(path) = &self.api_key_file {
             c.api.key_file = Some(path.clone());
         }
+        let a = &mut c.auth;
+        a.hmac_secret_files
+            .extend(self.jwt_hmac_secret_files.iter().cloned());
+        a.public_keys.extend(self.jwt_public_keys.iter().cloned());
+        if let Some(audience) = &self.jwt_audience {
+            a.audience = Some(audience.clone());
+        }
+        if let Some(issuer) = &self.jwt_issuer {
+            a.issuer = Some(issuer.clone());
+        }
+        if given("jwt_leeway") {
+            a.leeway = Dur(self.jwt_leeway);
+        }
+        if given("publish_rate") {
+            c.limits.publish_rate.clone_from(&self.publish_rate);
+        }
+        if given("handshake_rate") {
+            c.limits.handshake_rate.clone_from(&self.handshake_rate);
+        }
         c.validate().map_err(|e| anyhow!(e))?;
         Ok(c)
     }
@@ -314,6 +361,11 @@ pub enum SlowSubscriberArg {
     Close,
     /// Drop the oldest topic messages not yet being written.
     DropOldest,
+}
+
+/// Checks a topic pattern as tokens carry them (for `ferry token`).
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    auth::Pattern::parse(pattern).map(|_| ())
 }
 
 impl State {
@@ -341,6 +393,11 @@ pub struct State {
     pub history: broker::HistorySettings,
     /// Keys of the HTTP API; `None`: the API is off.
     pub api_keys: Option<Vec<String>>,
+    /// Checks tokens; `None`: tokens are off.
+    pub verifier: Option<auth::Verifier>,
+    pub access: access::Access,
+    pub publish_rate: rate::Rate,
+    pub handshake_rate: rate::PerAddress,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
 }
@@ -409,6 +466,12 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         recovery_max: b.recovery_max,
         memory: b.history_memory.0,
     };
+    let verifier = auth::Verifier::load(&c.auth).map_err(|e| anyhow!(e))?;
+    let access =
+        access::Access::new(&c.topics.rules, verifier.is_some()).map_err(|e| anyhow!(e))?;
+    let publish_rate = rate::Rate::parse(&l.publish_rate).map_err(|e| anyhow!(e))?;
+    let handshake_rate =
+        rate::PerAddress::new(rate::Rate::parse(&l.handshake_rate).map_err(|e| anyhow!(e))?);
     let api_keys = match &c.api.key_file {
         Some(path) => Some(config::read_api_keys(path).map_err(|e| anyhow!(e))?),
         None => None,
@@ -440,6 +503,10 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
             broker,
             history,
             api_keys,
+            verifier,
+            access,
+            publish_rate,
+            handshake_rate,
             metrics: metrics::Metrics::default(),
             connections: http::Registry::default(),
         });

@@ -30,6 +30,11 @@ impl Slot {
     pub fn admitted(&self) -> bool {
         self.admitted
     }
+
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
 }
 
 impl PerIp {
