@@ -17,6 +17,11 @@
 //                 total grows while messages flow
 //   lesson        the lesson panel: 20 WebSocket messages arrive as exactly 20, whole; the
 //                 server's 20 TCP writes are reported with the reads that carried them
+//   tokens        (with --tokens URL WRITER READER) a second server that wants signed tokens:
+//                 a page opened with ?token=WRITER joins a topic, a page with READER (which
+//                 may only subscribe) hears it and is closed (1008) when it sends; a page with
+//                 no token, or with READER on a topic it does not cover, is refused and says
+//                 why (HTTP 401, 403)
 // With --docs-image, a screenshot of the whole page after the steps is also written to PATH.
 //
 // Prints one "ok   ..." line per check and "FAIL ..." per failure; exits 1 if anything failed.
@@ -51,13 +56,14 @@ const fail = (what) => {
 const check = (condition, what, details = '') => (condition ? ok(what) : fail(`${what}${details ? `: ${details}` : ''}`));
 
 function parseArgs(argv) {
-  const options = { url: null, screenshots: null, bridge: null, docsImage: null, chromium: '/usr/bin/chromium' };
+  const options = { url: null, screenshots: null, bridge: null, docsImage: null, chromium: '/usr/bin/chromium', tokens: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--screenshots') options.screenshots = argv[++i];
     else if (arg === '--bridge') options.bridge = argv[++i];
     else if (arg === '--docs-image') options.docsImage = argv[++i];
     else if (arg === '--chromium') options.chromium = argv[++i];
+    else if (arg === '--tokens') options.tokens = { url: argv[++i], writer: argv[++i], reader: argv[++i] };
     else if (!arg.startsWith('--') && options.url === null) options.url = arg;
     else throw new Error(`unexpected argument ${arg}`);
   }
@@ -180,6 +186,50 @@ async function bridge(page, name) {
   ok('bridge: the TCP echo answered with every byte');
 }
 
+/** Connects and waits for the page to settle on open or failed; returns which. */
+async function tryConnect(page, kind, name) {
+  await page.selectOption('#target', kind);
+  if (kind === 'topic') await page.fill('#topic-name', name);
+  await page.click('#connect');
+  await page.waitForSelector('#state:is([data-state="open"], [data-state="failed"])', { timeout: WAIT_MS });
+  return page.getAttribute('#state', 'data-state');
+}
+
+async function tokens(context, options, dir) {
+  const { url, writer, reader } = options.tokens;
+  const open = async (token) => {
+    const page = await context.newPage();
+    await page.goto(token ? `${url}?token=${encodeURIComponent(token)}` : url);
+    return page;
+  };
+  const carol = await open(writer);
+  const dave = await open(reader);
+  check((await carol.inputValue('#token')) === writer, 'tokens: ?token= in the address fills the token field');
+  check(!(await carol.textContent('#url')).includes(writer), 'tokens: the URL shown does not repeat the token');
+  const topic = 'chat.browser';
+  check((await tryConnect(carol, 'topic', topic)) === 'open', 'tokens: the writer joins chat.browser with its token');
+  check((await tryConnect(dave, 'topic', topic)) === 'open', 'tokens: the reader joins chat.browser too');
+  await sendText(carol, 'from the writer');
+  await dave.locator('#log li.msg', { hasText: 'from the writer' }).waitFor({ timeout: WAIT_MS });
+  ok("tokens: the reader hears the writer's message");
+  await sendText(dave, 'the reader tries to write');
+  await dave.waitForSelector('#state[data-state="failed"]', { timeout: WAIT_MS });
+  const closed = await dave.textContent('#state-detail');
+  check(closed.includes('may not publish'), 'tokens: the reader is closed when it publishes, and the page says why', closed);
+  await screenshot(dave, dir, 'tokens-reader');
+  const nobody = await open(null);
+  check((await tryConnect(nobody, 'topic', topic)) === 'failed', 'tokens: a page without a token is refused');
+  await nobody.waitForFunction(() => document.getElementById('state-detail').textContent.includes('HTTP 401'), null, { timeout: WAIT_MS });
+  const why = await nobody.textContent('#state-detail');
+  check(why.includes('a token is needed'), 'tokens: the page shows why (HTTP 401, a token is needed)', why);
+  await screenshot(nobody, dir, 'tokens-refused');
+  const outside = await open(reader);
+  check((await tryConnect(outside, 'topic', 'secret.room')) === 'failed', 'tokens: the reader is refused a topic its token does not cover');
+  await outside.waitForFunction(() => document.getElementById('state-detail').textContent.includes('HTTP 403'), null, { timeout: WAIT_MS });
+  ok(`tokens: the page says the token does not allow it (${await outside.textContent('#state-detail')})`);
+  for (const page of [carol, dave, nobody, outside]) await page.close();
+}
+
 async function stats(page, other) {
   await page.waitForSelector('#stat-status[data-state="open"]', { timeout: WAIT_MS });
   ok('stats: the page reads /metrics');
@@ -270,6 +320,15 @@ async function run(options) {
       await screenshot(bob, dir, 'bridge');
     } else {
       console.log('skipped: bridge (no --bridge NAME given)');
+    }
+    if (options.tokens) {
+      try {
+        await tokens(context, options, dir);
+      } catch (err) {
+        fail(`tokens: ${err.message.split('\n')[0]}`);
+      }
+    } else {
+      console.log('skipped: tokens (no --tokens URL WRITER READER given)');
     }
     check(errors.length === 0, 'no JavaScript errors on the page', errors.join('; '));
   } finally {

@@ -6,7 +6,8 @@
 #
 #   ferry serve (release build)  <- Chromium, two tabs (page_check.mjs)
 #   echo of text and of a 100,000-byte file, a two-tab chat through a topic, the stats panel,
-#   the lesson panel, and a bridge to a TCP echo this script starts.
+#   the lesson panel, and a bridge to a TCP echo this script starts; then a second ferry serve
+#   that wants signed tokens (--jwt-hmac-secret-file), with tokens from `ferry token`.
 #
 # Screenshots of every step go to reports/browser/. With --update-docs-image the whole page
 # after the steps is also written to docs/images/serve-page.png (the README's screenshot).
@@ -69,10 +70,23 @@ start_server ferry-serve "$port" env NO_COLOR=1 RUST_LOG=debug "$FERRY_BIN" serv
     --listen "127.0.0.1:$port" "${SERVE_FLAGS[@]}" \
     || fatal ferry-serve "ferry serve did not start"
 
+# A protected server: the page's token field, ?token= on the address, and what a refused page says.
+secret_file=$LOGDIR/jwt-secret
+printf 'browser-test-secret-%s-%s-0123456789abcdef' "$RANDOM$RANDOM" "$(date +%s%N)" >"$secret_file"
+auth_port=$(free_port)
+start_server ferry-serve-tokens "$auth_port" env NO_COLOR=1 RUST_LOG=debug "$FERRY_BIN" serve \
+    --listen "127.0.0.1:$auth_port" --jwt-hmac-secret-file "$secret_file" \
+    || fatal ferry-serve-tokens "ferry serve with --jwt-hmac-secret-file did not start"
+writer=$("$FERRY_BIN" token --secret-file "$secret_file" --sub carol --subscribe 'chat.*' --publish 'chat.*') \
+    || fatal ferry-token "ferry token failed"
+reader=$("$FERRY_BIN" token --secret-file "$secret_file" --sub dave --subscribe 'chat.*') \
+    || fatal ferry-token "ferry token failed"
+TOKENS=(--tokens "http://127.0.0.1:$auth_port/" "$writer" "$reader")
+
 SCREENSHOTS=$REPO_ROOT/reports/browser
 rm -rf "$SCREENSHOTS"
 run_step page ferry-serve "$NODE" "$SCRIPT_DIR/page_check.mjs" "http://127.0.0.1:$port/" \
-    --chromium "$CHROMIUM" --screenshots "$SCREENSHOTS" "${BRIDGE[@]}" "${DOCS_IMAGE[@]}"
+    --chromium "$CHROMIUM" --screenshots "$SCREENSHOTS" "${BRIDGE[@]}" "${TOKENS[@]}" "${DOCS_IMAGE[@]}"
 
 summary
 [ "$FAILED" -eq 0 ]

@@ -12,6 +12,7 @@
 #       c-ferry-no-deflate: `interop_client --no-deflate` offers none
 #   (d) websockets echo server                   <- `ferry connect` (../connect_check.py, 1,000 lines)
 #       d-connect, d-connect-no-deflate: compression on and off
+#   (e) `ferry serve --jwt-hmac-secret-file`     <- websockets client with PyJWT tokens (token_check.py)
 #
 # Every step with a handshake asserts the negotiated Sec-WebSocket-Extensions on both sides.
 #
@@ -41,6 +42,7 @@ case ${1:-} in
 esac
 
 WEBSOCKETS_VERSION=${WEBSOCKETS_VERSION:-17.4}
+PYJWT_VERSION=${PYJWT_VERSION:-2.15.1}
 PYTHON=${PYTHON:-python3}
 VENV=${FERRY_VENV:-target/interop-venv}
 case $VENV in /*) ;; *) VENV=$REPO_ROOT/$VENV ;; esac
@@ -53,15 +55,16 @@ SUITE=interop
 
 command -v "$PYTHON" >/dev/null 2>&1 || skip "$PYTHON not found; the interop tests need Python 3"
 PY=$VENV/bin/python
-if "$PY" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" 2>/dev/null; then
-    log "reusing $VENV (websockets $WEBSOCKETS_VERSION)"
+if "$PY" -c "import sys, websockets, jwt; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION' or jwt.__version__ != '$PYJWT_VERSION')" 2>/dev/null; then
+    log "reusing $VENV (websockets $WEBSOCKETS_VERSION, PyJWT $PYJWT_VERSION)"
 else
     log "creating $VENV with websockets==$WEBSOCKETS_VERSION"
     if ! bounded 300 "$PYTHON" -m venv "$VENV" >"$LOGDIR/venv.log" 2>&1; then
         skip "cannot create a virtualenv with '$PYTHON -m venv' (Debian/Ubuntu: apt-get install python3-venv): $(tail -n 1 "$LOGDIR/venv.log")"
     fi
-    if ! bounded 300 "$PY" -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" >"$LOGDIR/pip.log" 2>&1; then
-        skip "pip could not install websockets==$WEBSOCKETS_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
+    if ! bounded 300 "$PY" -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" \
+        "pyjwt==$PYJWT_VERSION" >"$LOGDIR/pip.log" 2>&1; then
+        skip "pip could not install websockets==$WEBSOCKETS_VERSION and pyjwt==$PYJWT_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
     fi
 fi
 
@@ -153,6 +156,18 @@ if start_server python-echo-connect "$port" "$PY" "$SCRIPT_DIR/echo_server.py" "
     run_step d-connect-no-deflate python-echo-connect "$PY" "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/" --no-deflate
 else
     step_broken d-connect python-echo-connect
+fi
+
+# --- (e) ferry serve with signed tokens <- websockets client, tokens from PyJWT --------------
+
+secret_file=$LOGDIR/jwt-secret
+"$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$secret_file"
+port=$(free_port)
+if start_server ferry-serve-tokens "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port" \
+    --jwt-hmac-secret-file "$secret_file"; then
+    run_step e-tokens ferry-serve-tokens "$PY" "$SCRIPT_DIR/token_check.py" "ws://127.0.0.1:$port" "$secret_file"
+else
+    step_broken e-tokens ferry-serve-tokens
 fi
 
 summary

@@ -34,6 +34,8 @@ const CLOSE_MEANINGS = {
   1012: 'the server is restarting',
   1013: 'the server is overloaded; try again later',
   1014: 'the bridge target is unreachable',
+  4001: 'the token expired',
+  4010: "the topic's history was lost; reconnect",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -86,6 +88,17 @@ function wsUrl(path) {
   return `${scheme}//${location.host}${path}`;
 }
 
+/** The path with the token field as `?token=`, if there is one. */
+function withToken(path) {
+  const token = $('token').value.trim();
+  return token ? `${path}?token=${encodeURIComponent(token)}` : path;
+}
+
+/** The URL as shown on the page: the token itself is not repeated there. */
+function shownUrl(path) {
+  return $('token').value.trim() ? `${wsUrl(path)}?token=…` : wsUrl(path);
+}
+
 /** Shows only the fields of the chosen route, and the URL it will connect to. */
 function showRouteFields() {
   const kind = $('target').value;
@@ -93,7 +106,7 @@ function showRouteFields() {
     el.hidden = el.dataset.for !== kind;
   }
   const route = chosenRoute();
-  $('url').textContent = route.error ? route.error : wsUrl(route.path);
+  $('url').textContent = route.error ? route.error : shownUrl(route.path);
   const topic = $('topic-name').value.trim() || 'lobby';
   $('topic-tab').href = `#topic=${encodeURIComponent(topic)}`;
 }
@@ -128,9 +141,9 @@ function connect() {
   const id = conn.id;
   let ws;
   try {
-    ws = new WebSocket(wsUrl(route.path));
+    ws = new WebSocket(wsUrl(withToken(route.path)));
   } catch (err) {
-    setState('failed', `Could not open ${wsUrl(route.path)}: ${err.message}`);
+    setState('failed', `Could not open ${shownUrl(route.path)}: ${err.message}`);
     return;
   }
   // ArrayBuffer, not Blob: sizes and previews are then synchronous.
@@ -202,9 +215,11 @@ function onClose(event) {
  */
 async function explainRefusal(route, id) {
   let status;
+  let body = '';
   try {
-    const response = await fetch(route.path, { cache: 'no-store' });
+    const response = await fetch(withToken(route.path), { cache: 'no-store' });
     status = response.status;
+    if (status === 401 || status === 403 || status === 429) body = (await response.text()).trim();
   } catch {
     status = 0;
   }
@@ -216,8 +231,14 @@ async function explainRefusal(route, id) {
     text = `No bridge named "${route.name}" here (HTTP 404). Bridges are named in the server's config; this server may have none yet.`;
   } else if (status === 404) {
     text = `Nothing at ${route.path} (HTTP 404). Is the WebSocket prefix "${WS_PREFIX}" right?`;
+  } else if (status === 401) {
+    text = `The server wants a valid token (HTTP 401): ${body}.`;
+  } else if (status === 403 && body.includes('token')) {
+    text = `The token does not allow this (HTTP 403): ${body}.`;
   } else if (status === 403) {
     text = "The server refused this page's origin (HTTP 403).";
+  } else if (status === 429) {
+    text = `Too many connection attempts (HTTP 429): ${body}.`;
   } else if (status === 426) {
     text = 'The route exists, but the server turned the handshake down: it may be at its connection limit, or want a token.';
   } else {
@@ -786,11 +807,14 @@ function initNick() {
 function init() {
   initNick();
   applyHash();
+  // ?token=... in the page's own address fills the token field (a link an application hands out).
+  const token = new URLSearchParams(location.search).get('token');
+  if (token) $('token').value = token;
   showRouteFields();
   $('routes').textContent =
     `${WS_PREFIX}/echo · ${WS_PREFIX}/topics/{name} · ${WS_PREFIX}/control · ${WS_PREFIX}/bridge/{name}`;
 
-  for (const id of ['target', 'topic-name', 'bridge-name']) {
+  for (const id of ['target', 'topic-name', 'bridge-name', 'token']) {
     $(id).addEventListener('input', showRouteFields);
   }
   $('connect-form').addEventListener('submit', (event) => {
