@@ -339,3 +339,30 @@ async fn readyz_is_ready_with_the_memory_broker() {
     let (status, body) = http(&server.addr, "GET", "/readyz", &[], b"").await;
     assert_eq!((status, body.trim()), (200, "ready"));
 }
+
+#[tokio::test]
+async fn a_topic_rule_sets_its_topics_history() {
+    let config =
+        std::env::temp_dir().join(format!("ferry-history-rule-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[topics.rule]]\npattern = \"ticks.*\"\nhistory_size = 2\n",
+    )
+    .unwrap();
+    let server = Server::serve(&["--config", config.to_str().unwrap()]);
+    let mut publisher = Ctl::connect(&server.addr).await;
+    let short = six(&mut publisher, "ticks.a").await;
+    let long = six(&mut publisher, "orders.a").await;
+    let mut c = Ctl::connect(&server.addr).await;
+    let ack = c
+        .request(json!({"op": "subscribe", "topics": ["ticks.a", "orders.a"],
+                        "since": {"ticks.a": {"offset": 3, "epoch": short},
+                                  "orders.a": {"offset": 3, "epoch": long}}}))
+        .await;
+    assert_eq!(
+        ack["recovered"],
+        json!({"ticks.a": false, "orders.a": true}),
+        "ticks.* keep 2 messages, others the default 1000: {ack}"
+    );
+    let _ = std::fs::remove_file(config);
+}

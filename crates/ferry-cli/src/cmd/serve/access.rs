@@ -38,6 +38,12 @@ pub struct RuleConfig {
     pub subscribe: Option<Subscribers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<Publishers>,
+    /// Messages of history kept for these topics (default: --history-size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_size: Option<usize>,
+    /// How long their history outlives the last publish (default: --history-ttl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_ttl: Option<super::config::Dur>,
 }
 
 #[derive(Debug)]
@@ -66,6 +72,11 @@ impl Access {
         for (i, rule) in rules.iter().enumerate() {
             let pattern = Pattern::parse(&rule.pattern)
                 .map_err(|e| format!("topics.rule[{i}].pattern: {e}"))?;
+            if rule.history_ttl.is_some_and(|t| t.0.is_zero()) {
+                return Err(format!(
+                    "topics.rule[{i}].history_ttl is 0; remove it for --history-ttl, or try 5m"
+                ));
+            }
             let subscribe = rule.subscribe.unwrap_or(default.0);
             let publish = rule.publish.unwrap_or(default.1);
             if !tokens && (subscribe == Subscribers::Token || publish == Publishers::Token) {
@@ -131,6 +142,8 @@ mod tests {
             pattern: pattern.into(),
             subscribe: s,
             publish: p,
+            history_size: None,
+            history_ttl: None,
         }
     }
 

@@ -460,11 +460,20 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         retained_topics: c.topics.retained,
     }));
     let b = &c.broker;
+    let mut history_rules = Vec::new();
+    for rule in &c.topics.rules {
+        history_rules.push(broker::HistoryRule {
+            pattern: auth::Pattern::parse(&rule.pattern).map_err(|e| anyhow!(e))?,
+            size: rule.history_size,
+            ttl: rule.history_ttl.map(|t| t.0),
+        });
+    }
     let history = broker::HistorySettings {
         size: b.history_size,
         ttl: b.history_ttl.0,
         recovery_max: b.recovery_max,
         memory: b.history_memory.0,
+        rules: history_rules.into(),
     };
     let verifier = auth::Verifier::load(&c.auth).map_err(|e| anyhow!(e))?;
     let access =
@@ -479,14 +488,15 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
     runtime.block_on(async move {
         let broker = match broker::Broker::parse_urls(&c.broker.urls).map_err(|e| anyhow!(e))? {
             broker::BrokerKind::Memory => {
-                broker::Broker::Memory(broker::MemoryBroker::new(hub, history))
+                broker::Broker::Memory(broker::MemoryBroker::new(hub, history.clone()))
             }
             broker::BrokerKind::Redis(shards) => {
                 for shard in &shards {
                     tracing::info!(redis = %shard, "broker: Redis shard");
                 }
                 broker::Broker::Redis(
-                    broker::RedisBroker::start(&shards, hub, history).map_err(|e| anyhow!(e))?,
+                    broker::RedisBroker::start(&shards, hub, history.clone())
+                        .map_err(|e| anyhow!(e))?,
                 )
             }
         };

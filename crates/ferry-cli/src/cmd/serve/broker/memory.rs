@@ -35,6 +35,9 @@ struct Logs {
 }
 
 struct Log {
+    /// This topic's history settings (its rule's, or the defaults).
+    size: usize,
+    ttl: std::time::Duration,
     epoch: Arc<str>,
     top: u64,
     /// The kept messages, offsets `top - entries.len() + 1 ..= top`.
@@ -89,7 +92,7 @@ impl MemoryBroker {
     /// Numbers the message and keeps it, if `turn` is still the topic's log's.
     fn append(&self, topic: &str, message: &Message, turn: &Arc<Mutex<()>>) -> Option<Position> {
         let mut logs = self.logs();
-        logs.expire(&self.settings);
+        logs.expire();
         let touch = logs.next_touch;
         logs.next_touch += 1;
         let log = logs.log(topic, &self.settings);
@@ -99,11 +102,11 @@ impl MemoryBroker {
         log.top += 1;
         let position = Position::new(log.top, log.epoch.clone());
         let mut added = 0isize;
-        if self.settings.size > 0 {
+        if log.size > 0 {
             added += message.len() as isize;
             log.bytes += message.len();
             log.entries.push_back(message.clone());
-            while log.entries.len() > self.settings.size {
+            while log.entries.len() > log.size {
                 if let Some(old) = log.entries.pop_front() {
                     log.bytes -= old.len();
                     added -= old.len() as isize;
@@ -123,7 +126,7 @@ impl MemoryBroker {
     /// them are still here (at most `limit`).
     pub fn history(&self, topic: &str, since: Option<&Position>, limit: usize) -> History {
         let mut logs = self.logs();
-        logs.expire(&self.settings);
+        logs.expire();
         let log = logs.log(topic, &self.settings);
         let top = Position::new(log.top, log.epoch.clone());
         let first = log.top + 1 - log.entries.len() as u64;
@@ -152,7 +155,20 @@ impl MemoryBroker {
 impl Logs {
     /// The topic's log, created (with a new epoch) when it has none.
     fn log(&mut self, topic: &str, settings: &HistorySettings) -> &mut Log {
+        // A log past its own TTL (which the sweep by age may not have reached) is lost history.
+        if self
+            .by_topic
+            .get(topic)
+            .is_some_and(|log| log.published_at.elapsed() >= log.ttl)
+        {
+            if let Some(log) = self.by_topic.get(topic) {
+                let touched = log.touched;
+                self.by_age.remove(&touched);
+            }
+            self.drop_log(topic);
+        }
         if !self.by_topic.contains_key(topic) {
+            let (size, ttl) = settings.for_topic(topic);
             let touch = self.next_touch;
             self.next_touch += 1;
             self.by_age.insert(touch, topic.to_owned());
@@ -160,6 +176,8 @@ impl Logs {
             self.by_topic.insert(
                 topic.to_owned(),
                 Log {
+                    size,
+                    ttl,
                     epoch: new_epoch(),
                     top: 0,
                     entries: VecDeque::new(),
@@ -177,13 +195,14 @@ impl Logs {
             .expect("the log was inserted above")
     }
 
-    /// Drops the logs of topics that saw no publish for the history TTL.
-    fn expire(&mut self, settings: &HistorySettings) {
+    /// Drops the logs of topics that saw no publish for their history TTL, oldest first (a log
+    /// with a shorter TTL of its own behind a live one waits for its next use).
+    fn expire(&mut self) {
         while let Some((&touch, name)) = self.by_age.first_key_value() {
             let expired = self
                 .by_topic
                 .get(name)
-                .is_none_or(|log| log.published_at.elapsed() >= settings.ttl);
+                .is_none_or(|log| log.published_at.elapsed() >= log.ttl);
             if !expired {
                 break;
             }
@@ -244,6 +263,7 @@ mod tests {
                 ttl,
                 recovery_max: 1000,
                 memory,
+                rules: Arc::from(Vec::new()),
             },
         )
     }

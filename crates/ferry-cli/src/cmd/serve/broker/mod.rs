@@ -23,7 +23,7 @@ pub use self::memory::MemoryBroker;
 pub use self::redis::{RedisBroker, redact};
 
 /// How much history is kept, and how much of it one subscribe may replay.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HistorySettings {
     /// Messages kept per topic (0: none; offsets are still given).
     pub size: usize,
@@ -33,6 +33,27 @@ pub struct HistorySettings {
     pub recovery_max: usize,
     /// The memory broker's bound on all topics' history together, in bytes.
     pub memory: usize,
+    /// Topics with history settings of their own (`[[topics.rule]]`); the first rule whose
+    /// pattern matches a topic decides, its unset fields taken from the defaults above.
+    pub rules: Arc<[HistoryRule]>,
+}
+
+/// A `[[topics.rule]]`'s history settings.
+#[derive(Clone, Debug)]
+pub struct HistoryRule {
+    pub pattern: super::auth::Pattern,
+    pub size: Option<usize>,
+    pub ttl: Option<Duration>,
+}
+
+impl HistorySettings {
+    /// (messages kept, TTL) for `topic`.
+    pub fn for_topic(&self, topic: &str) -> (usize, Duration) {
+        match self.rules.iter().find(|r| r.pattern.matches(topic)) {
+            Some(rule) => (rule.size.unwrap_or(self.size), rule.ttl.unwrap_or(self.ttl)),
+            None => (self.size, self.ttl),
+        }
+    }
 }
 
 /// The broker cannot do what was asked now (Redis unreachable or too slow): the caller gets

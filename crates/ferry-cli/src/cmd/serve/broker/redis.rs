@@ -280,14 +280,14 @@ impl RedisBroker {
             });
             tokio::spawn(publisher(
                 shard.clone(),
-                settings,
+                settings.clone(),
                 counters.clone(),
                 publishes_rx,
             ));
             let listener = Listener {
                 shard: shard.clone(),
                 hub: hub.clone(),
-                settings,
+                settings: settings.clone(),
                 counters: counters.clone(),
                 probe_channel: format!("ferry:probe:{node}"),
                 positions: HashMap::new(),
@@ -478,17 +478,17 @@ async fn publish_batch(
     batch: &[PublishJob],
 ) -> Result<Vec<Position>, Unavailable> {
     let mut pipe = redis::pipe();
-    let ttl = settings.ttl.as_millis() as u64;
     for job in batch {
         let kind = if job.message.is_text() { "t" } else { "b" };
+        let (size, ttl) = settings.for_topic(&job.topic);
         pipe.cmd("EVALSHA")
             .arg(PUBLISH.get_hash())
             .arg(2)
             .arg(log_key(&job.topic))
             .arg(meta_key(&job.topic))
             .arg(&*new_epoch())
-            .arg(settings.size)
-            .arg(ttl)
+            .arg(size)
+            .arg(ttl.as_millis() as u64)
             .arg(channel(&job.topic))
             .arg(kind)
             .arg(job.message.as_bytes());
@@ -549,7 +549,7 @@ async fn read_history(
         .key(log_key(topic))
         .key(meta_key(topic))
         .arg(&*new_epoch())
-        .arg(settings.ttl.as_millis() as u64)
+        .arg(settings.for_topic(topic).1.as_millis() as u64)
         .arg(from)
         .arg(count);
     let mut commands = commands.clone();
@@ -841,7 +841,11 @@ impl Listener {
     /// is delivered from history; what it cannot get means its subscribers lost their place.
     async fn resync(&mut self, topic: &str) -> Result<(), Lost> {
         let known = self.positions.get(topic).cloned();
-        let limit = self.settings.size.max(self.settings.recovery_max);
+        let limit = self
+            .settings
+            .for_topic(topic)
+            .0
+            .max(self.settings.recovery_max);
         let history = read_history(
             &self.shard.commands(),
             &self.settings,
