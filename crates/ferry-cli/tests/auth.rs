@@ -189,88 +189,89 @@ async fn no_token_gets_401_with_www_authenticate() {
     );
 }
 
-#[tokio::test]
-async fn each_bad_token_is_refused_with_its_reason() {
-    let audience = ["--jwt-audience", "chat-app", "--jwt-issuer", "backend"];
-    let (server, _secret) = protected(&audience);
-    let good = |extra: Value| {
-        let mut c = claims("alice", &["*"], &["*"]);
-        c["aud"] = json!("chat-app");
-        c["iss"] = json!("backend");
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
-    };
+/// Claims that pass on the server of [`refused_with`] (audience and issuer set), changed by
+/// `extra`'s fields.
+fn good(extra: Value) -> Value {
+    let mut c = claims("alice", &["*"], &["*"]);
+    c["aud"] = json!("chat-app");
+    c["iss"] = json!("backend");
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// A server with an audience and an issuer refuses `token` before the upgrade with 401, a body
+/// saying `says`, and counts it under `reason`.
+async fn refused_with(token: String, reason: &str, says: &str) {
+    let checks = ["--jwt-audience", "chat-app", "--jwt-issuer", "backend"];
+    let (server, _secret) = protected(&checks);
     let (status, body) = handshake(&server, "/ws/echo", Some(&hs256(&good(json!({}))))).await;
-    assert_eq!(status, 101, "the control case passes: {body}");
-    let other_secret =
-        EncodingKey::from_secret(b"another-secret-of-more-than-32-bytes!!!!").unwrap();
-    let cases: Vec<(&str, String, &str)> = vec![
-        ("malformed", "not-a-jwt".into(), "the token is not a JWT"),
-        (
-            "signature",
-            sign(Algorithm::HS256, &other_secret, &good(json!({}))),
-            "signature does not verify",
-        ),
-        (
-            "expired",
-            hs256(&good(json!({"exp": now() - 5}))),
-            "has expired",
-        ),
-        (
-            "not_yet_valid",
-            hs256(&good(json!({"nbf": now() + 600}))),
-            "not valid yet",
-        ),
-        (
-            "not_yet_valid",
-            hs256(&good(json!({"iat": now() + 600}))),
-            "not valid yet",
-        ),
-        (
-            "audience",
-            hs256(&good(json!({"aud": "another-app"}))),
-            "another audience",
-        ),
-        (
-            "issuer",
-            hs256(&good(json!({"iss": "someone-else"}))),
-            "another issuer",
-        ),
-        (
-            "claims",
-            hs256(&json!({"sub": "alice", "aud": "chat-app", "iss": "backend"})),
-            "exp is required",
-        ),
-        (
-            "claims",
-            hs256(&good(json!({"ferry": {"subscribe": ["bad pattern"]}}))),
-            "claims are not valid",
-        ),
-    ];
-    for (reason, token, says) in &cases {
-        let (status, body) = handshake(&server, "/ws/echo", Some(token)).await;
-        assert_eq!(status, 401, "{reason}: {body}");
-        assert!(body.contains(says), "{reason}: {body}");
-    }
+    assert_eq!(status, 101, "the unchanged claims pass: {body}");
+    let (status, body) = handshake(&server, "/ws/echo", Some(&token)).await;
+    assert_eq!(status, 401, "{reason}: {body}");
+    assert!(body.contains(says), "{reason}: {body}");
     let text = metrics(&server).await;
-    for reason in [
-        "malformed",
-        "signature",
-        "expired",
-        "not_yet_valid",
-        "audience",
-        "issuer",
-        "claims",
-    ] {
-        assert!(
-            text.contains(&format!(
-                r#"ferry_auth_failures_total{{reason="{reason}"}}"#
-            )),
-            "{reason}: {text}"
-        );
-    }
+    assert!(
+        text.contains(&format!(
+            r#"ferry_auth_failures_total{{reason="{reason}"}} 1"#
+        )),
+        "{reason}: {text}"
+    );
+}
+
+#[tokio::test]
+async fn refused_not_a_jwt() {
+    refused_with("not-a-jwt".into(), "malformed", "the token is not a JWT").await;
+}
+
+#[tokio::test]
+async fn refused_signed_with_another_secret() {
+    let other = EncodingKey::from_secret(b"another-secret-of-more-than-32-bytes!!!!").unwrap();
+    let token = sign(Algorithm::HS256, &other, &good(json!({})));
+    refused_with(token, "signature", "signature does not verify").await;
+}
+
+#[tokio::test]
+async fn refused_expired() {
+    let token = hs256(&good(json!({"exp": now() - 5})));
+    refused_with(token, "expired", "has expired").await;
+}
+
+#[tokio::test]
+async fn refused_before_nbf() {
+    let token = hs256(&good(json!({"nbf": now() + 600})));
+    refused_with(token, "not_yet_valid", "not valid yet").await;
+}
+
+#[tokio::test]
+async fn refused_issued_in_the_future() {
+    let token = hs256(&good(json!({"iat": now() + 600})));
+    refused_with(token, "not_yet_valid", "not valid yet").await;
+}
+
+#[tokio::test]
+async fn refused_for_another_audience() {
+    let token = hs256(&good(json!({"aud": "another-app"})));
+    refused_with(token, "audience", "another audience").await;
+}
+
+#[tokio::test]
+async fn refused_from_another_issuer() {
+    let token = hs256(&good(json!({"iss": "someone-else"})));
+    refused_with(token, "issuer", "another issuer").await;
+}
+
+#[tokio::test]
+async fn refused_without_exp() {
+    let token = hs256(&json!({"sub": "alice", "aud": "chat-app", "iss": "backend"}));
+    refused_with(token, "claims", "exp is required").await;
+}
+
+#[tokio::test]
+async fn refused_with_a_bad_pattern() {
+    let token = hs256(&good(json!({"ferry": {"subscribe": ["bad pattern"]}})));
+    refused_with(token, "claims", "claims are not valid").await;
 }
 
 #[tokio::test]
@@ -810,4 +811,20 @@ fn ferry_connect_sends_its_token() {
     let out = run(None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[tokio::test]
+async fn a_topic_connection_over_the_publish_rate_is_closed() {
+    let (server, _secret) = protected(&["--publish-rate", "3/s"]);
+    let token = hs256(&claims("lena", &["t"], &["t"]));
+    let url = format!("ws://{}/ws/topics/t?token={token}", server.addr);
+    let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
+    for i in 0..6 {
+        if sender.send(format!("m{i}")).await.is_err() {
+            break;
+        }
+    }
+    let close = closed(&mut receiver).await;
+    assert_eq!(close.code.as_u16(), 1008);
+    assert_eq!(&*close.reason, "publish rate exceeded");
 }
