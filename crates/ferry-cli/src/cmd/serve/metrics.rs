@@ -309,10 +309,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in pubsub {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            );
+            single(&mut out, "counter", name, help, value);
         }
         let keyed: [(&str, &str, &str, &Keyed); 3] = [
             (
@@ -373,10 +370,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            );
+            single(out, "gauge", name, help, value);
         }
         let counters: [(&str, &str, u64); 6] = [
             (
@@ -411,12 +405,17 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            );
+            single(out, "counter", name, help, value);
         }
     }
+}
+
+/// One series without labels, with its HELP and TYPE lines.
+fn single(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }
 
 /// Counts keyed by a label value known at compile time.
