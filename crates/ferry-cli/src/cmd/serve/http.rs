@@ -416,13 +416,14 @@ fn upgrade<S: Transport>(
             "origin not allowed; the server's --allow-origin list decides",
         );
     }
-    if state.metrics.connections_open.load(Ordering::Relaxed) as usize >= state.max_connections {
+    // Checked and counted in one step, so a burst of handshakes never gets past the limit.
+    let Some(admission) = Admission::new(&state) else {
         state.metrics.handshake_failed("too_many_connections");
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections; try again later",
         );
-    }
+    };
     let mut protocol = None;
     if let Target::Bridge(name) = &target {
         let Some(bridge) = state.bridges.get(name) else {
@@ -481,7 +482,9 @@ fn upgrade<S: Transport>(
     let grant = authorized.grant;
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run_websocket::<S>(upgraded, state, target, params, slot, grant).await,
+            Ok(upgraded) => {
+                run_websocket::<S>(upgraded, state, target, params, slot, grant, admission).await
+            }
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
     });
@@ -616,6 +619,8 @@ async fn run_websocket<S: Transport>(
     // Held for the connection's life: the per-IP count covers the WebSocket too.
     _slot: Arc<Slot>,
     grant: Option<Grant>,
+    // Holds this connection's place under --max-connections until it ends.
+    _admission: Admission,
 ) {
     // Take the stream back from hyper (and whatever it read past the request), so the
     // WebSocket runs on the socket itself rather than through hyper's boxed IO.
@@ -636,7 +641,6 @@ async fn run_websocket<S: Transport>(
         ),
     };
     let metrics = &state.metrics;
-    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
@@ -693,7 +697,34 @@ async fn run_websocket<S: Transport>(
         expiry.abort();
     }
     state.connections.remove(id);
-    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A place under `--max-connections`, taken when a handshake is accepted and given back when
+/// the connection ends (or its upgrade fails): `ferry_connections_open` counts these.
+struct Admission(Arc<State>);
+
+impl Admission {
+    /// Takes a place if one is free.
+    fn new(state: &Arc<State>) -> Option<Admission> {
+        let max = state.max_connections as u64;
+        state
+            .metrics
+            .connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Admission(state.clone()))
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The close code of a connection whose token expired (docs/auth.md), in the range RFC 6455
