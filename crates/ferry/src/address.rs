@@ -59,7 +59,12 @@ impl Address {
         if url.contains('#') {
             return Err(invalid("a WebSocket URL cannot have a #fragment"));
         }
-        if let Some(rest) = url.strip_prefix("ws+unix://") {
+        // RFC 3986 §3.1: schemes are case-insensitive (`WS://` is `ws://`).
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("the scheme must be ws://, wss:// or ws+unix://"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "ws+unix" {
             let (socket, path) = match rest.split_once(':') {
                 Some((socket, path)) => (socket, path),
                 None => (rest, "/"),
@@ -79,12 +84,10 @@ impl Address {
                 secure: false,
             });
         }
-        let (rest, secure) = if let Some(rest) = url.strip_prefix("ws://") {
-            (rest, false)
-        } else if let Some(rest) = url.strip_prefix("wss://") {
-            (rest, true)
-        } else {
-            return Err(invalid("the scheme must be ws://, wss:// or ws+unix://"));
+        let secure = match scheme.as_str() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(invalid("the scheme must be ws://, wss:// or ws+unix://")),
         };
         let default_port = if secure { 443 } else { 80 };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -153,6 +156,11 @@ mod tests {
 
     #[test]
     fn forms() {
+        // Regression: `WS://` was refused; RFC 3986 §3.1 schemes are case-insensitive.
+        for upper in ["WS://example.com/x", "Wss://example.com/x", "WS+UNIX:///tmp/s:/x"] {
+            assert!(Address::parse(upper).is_ok(), "{upper}");
+        }
+        assert!(Address::parse("WSS://example.com").unwrap().secure);
         let a = Address::parse("ws://example.com").unwrap();
         assert_eq!(
             a.transport,
