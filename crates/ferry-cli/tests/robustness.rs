@@ -412,3 +412,90 @@ async fn a_burst_of_handshakes_never_exceeds_max_connections() {
     assert_eq!(upgraded, 50, "upgraded {upgraded}, refused {refused}");
     assert_eq!(upgraded + refused, 200);
 }
+
+/// Regression: out of file descriptors, `ferry serve` logged "accept failed" about twenty times
+/// a second for as long as it lasted. Now: one line when it starts, one when it ends (with the
+/// count), a growing pause between attempts, and a metric.
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged_once_per_episode() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 40 && exec \"$0\" serve --listen 127.0.0.1:0 --max-connections 10")
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut startup = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("ferry exited").unwrap();
+        startup.push(line.clone());
+        if let Some(at) = line.find("http://") {
+            break line[at + 7..].trim().to_owned();
+        }
+    };
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("needs about 74 file descriptors")),
+        "a warning that --max-connections cannot fit: {startup:?}"
+    );
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    // Far more connections than descriptors, held for two seconds.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            held.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Accepting again: /metrics answers and counts the failures.
+    let mut metrics = String::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        metrics.clear();
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body)).await;
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        if metrics.contains("ferry_accept_errors_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // An accept well after the last failure ends the episode.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let _ = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = logs.lock().unwrap().clone();
+    let failures = logs.matches("accept failed").count();
+    assert_eq!(failures, 1, "one line for the episode: {logs}");
+    assert!(logs.contains("accepting again"), "{logs}");
+    assert!(
+        metrics.contains(r#"ferry_accept_errors_total{kind="no_file_descriptors"}"#),
+        "{metrics}"
+    );
+}

@@ -157,7 +157,11 @@ mod tests {
     #[test]
     fn forms() {
         // Regression: `WS://` was refused; RFC 3986 §3.1 schemes are case-insensitive.
-        for upper in ["WS://example.com/x", "Wss://example.com/x", "WS+UNIX:///tmp/s:/x"] {
+        for upper in [
+            "WS://example.com/x",
+            "Wss://example.com/x",
+            "WS+UNIX:///tmp/s:/x",
+        ] {
             assert!(Address::parse(upper).is_ok(), "{upper}");
         }
         assert!(Address::parse("WSS://example.com").unwrap().secure);

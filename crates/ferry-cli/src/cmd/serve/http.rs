@@ -81,10 +81,12 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tokio::spawn(reload_on_sighup(tls.clone()));
     }
+    let mut failing = AcceptFailures::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    failing.recovered();
                     let _ = stream.set_nodelay(true);
                     let slot = per_ip.acquire(peer.ip());
                     if !slot.admitted() {
@@ -115,8 +117,11 @@ pub async fn serve(
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let pause = failing.failed(&err, &state.metrics);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -138,6 +143,60 @@ pub async fn serve(
         tracing::warn!("grace period over: dropping the connections still open");
     }
     Ok(())
+}
+
+/// An episode of failing accepts (out of file descriptors, most often): logged once when it
+/// starts and once when it ends, with the count; counted in `ferry_accept_errors_total`; and
+/// each failure waits longer (10 ms doubling to 1 s), since retrying at once only fails again.
+/// The episode ends at the first accept 3 s (three of the longest pauses) after the last
+/// failure: right after one, the backlog of waiting connections often fails again at once.
+#[derive(Default)]
+struct AcceptFailures {
+    since: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+    count: u64,
+    pause: Duration,
+}
+
+/// How long accepts must stay free of failures for an episode to end.
+const ACCEPT_QUIET: Duration = Duration::from_secs(3);
+
+impl AcceptFailures {
+    fn failed(&mut self, err: &std::io::Error, metrics: &super::metrics::Metrics) -> Duration {
+        let out_of_files = [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE]
+            .iter()
+            .any(|e| err.raw_os_error() == Some(e.raw_os_error()));
+        let kind = if out_of_files {
+            "no_file_descriptors"
+        } else {
+            "other"
+        };
+        metrics.accept_failed(kind);
+        self.count += 1;
+        self.last = Some(std::time::Instant::now());
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            self.pause = Duration::from_millis(10);
+            tracing::error!(error = %err, "accept failed; retrying with a growing pause, and counting further failures until an accept succeeds (ferry_accept_errors_total)");
+        } else {
+            self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        }
+        self.pause
+    }
+
+    fn recovered(&mut self) {
+        if self.last.is_some_and(|last| last.elapsed() < ACCEPT_QUIET) {
+            return;
+        }
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                failures = self.count,
+                lasted_ms = since.elapsed().as_millis() as u64,
+                "accepting again"
+            );
+            self.count = 0;
+        }
+    }
 }
 
 /// Waits for every future, without pulling in a futures combinator crate.

@@ -64,6 +64,7 @@ pub struct Metrics {
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     forbidden: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
+    accept_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -103,6 +104,11 @@ impl Metrics {
     /// A valid token (or none) that does not allow `op`: subscribe, publish, bridge, connect.
     pub fn forbidden(&self, op: &'static str) {
         bump(&self.forbidden, op);
+    }
+
+    /// An accept that failed: `no_file_descriptors` (EMFILE, ENFILE) or `other`.
+    pub fn accept_failed(&self, kind: &'static str) {
+        bump(&self.accept_errors, kind);
     }
 
     /// A publish or handshake over its rate.
@@ -311,7 +317,13 @@ impl Metrics {
         for (name, help, value) in pubsub {
             single(&mut out, "counter", name, help, value);
         }
-        let keyed: [(&str, &str, &str, &Keyed); 3] = [
+        let keyed: [(&str, &str, &str, &Keyed); 4] = [
+            (
+                "ferry_accept_errors_total",
+                "Accepts that failed, by kind (no_file_descriptors: EMFILE or ENFILE).",
+                "kind",
+                &self.accept_errors,
+            ),
             (
                 "ferry_auth_failures_total",
                 "Tokens refused, by reason.",

@@ -363,6 +363,37 @@ pub enum SlowSubscriberArg {
     DropOldest,
 }
 
+/// Raises the soft open-file limit to the hard one (a WebSocket is a file descriptor; the
+/// usual soft limit of 1,024 would cap the server far below --max-connections), and warns
+/// when --max-connections still cannot fit.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(soft, hard, error = %err, "cannot raise the open-file limit");
+        }
+    }
+    // A connection is one descriptor; the listener, logs, Redis and bridges take some more.
+    const SPARE: u64 = 64;
+    if let Some(soft) = getrlimit(Resource::Nofile).current {
+        let needed = max_connections as u64 + SPARE;
+        if soft < needed {
+            tracing::warn!(
+                open_files = soft,
+                max_connections,
+                "--max-connections {max_connections} needs about {needed} file descriptors but the open-file limit is {soft}: accepts will fail before the limit; raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
+            );
+        }
+    }
+}
+
 /// Checks a topic pattern as tokens carry them (for `ferry token`).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
     auth::Pattern::parse(pattern).map(|_| ())
@@ -447,6 +478,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         Some(tls) => Some(Arc::new(tls::Tls::load(tls).map_err(|e| anyhow!(e))?)),
         None => None,
     };
+    raise_open_file_limit(l.max_connections);
     let per_ip = per_ip::PerIp::new(l.max_connections_per_ip);
     let (max_connections, idle_timeout) = (l.max_connections, l.idle_timeout.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
