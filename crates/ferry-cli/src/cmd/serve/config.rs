@@ -61,6 +61,8 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// 0 turns the per-IP limit off (behind a proxy every client has the proxy's address).
     pub max_connections_per_ip: usize,
+    /// IPv6 clients count per network of this many leading bits.
+    pub ipv6_prefix: u8,
     pub max_message_size: Size,
     /// Most frames in one message (bounds the CPU spent on floods of tiny fragments).
     pub max_fragments: usize,
@@ -82,6 +84,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            ipv6_prefix: 64,
             max_message_size: Size(1 << 20),
             max_fragments: ferry::Limits::default().max_fragments,
             send_queue: Size(1 << 20),
@@ -334,6 +337,12 @@ impl ServeConfig {
                  be allowed; try 10000"
                     .into(),
             );
+        }
+        if !(1..=128).contains(&limits.ipv6_prefix) {
+            return Err(format!(
+                "limits.ipv6_prefix (--ipv6-prefix) {}: give 1 to 128 bits; 64 counts one host's /64 as one client",
+                limits.ipv6_prefix
+            ));
         }
         if limits.max_message_size.0 == 0 {
             return Err("limits.max_message_size (--max-message-size) is 0; try 1MiB".into());

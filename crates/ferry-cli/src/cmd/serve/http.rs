@@ -420,7 +420,7 @@ fn upgrade<S: Transport>(
     target: Target,
     slot: Arc<Slot>,
 ) -> Reply {
-    if let Err(wait) = state.handshake_rate.take(slot.ip()) {
+    if let Err(wait) = state.handshake_rate.take(slot.key()) {
         state.metrics.rate_limited("handshake");
         let mut reply = text(
             StatusCode::TOO_MANY_REQUESTS,

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Most connections open at once from one IP address (0: no limit; use 0 behind a proxy).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per network of this many leading bits (for
+    /// --max-connections-per-ip and --handshake-rate): one host usually has a whole /64.
+    #[arg(long, value_name = "BITS", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
     /// Ping every connection this often (0 turns pings off); close it (1011) if the pong is
     /// later than --ping-timeout. This is what finds dead peers.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
@@ -251,6 +255,9 @@ impl ServeArgs {
         }
         if given("max_connections_per_ip") {
             l.max_connections_per_ip = self.max_connections_per_ip;
+        }
+        if given("ipv6_prefix") {
+            l.ipv6_prefix = self.ipv6_prefix;
         }
         if given("ping_interval") {
             l.ping_interval = Dur(self.ping_interval);
@@ -479,7 +486,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         None => None,
     };
     raise_open_file_limit(l.max_connections);
-    let per_ip = per_ip::PerIp::new(l.max_connections_per_ip);
+    let per_ip = per_ip::PerIp::new(l.max_connections_per_ip, l.ipv6_prefix);
     let (max_connections, idle_timeout) = (l.max_connections, l.idle_timeout.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
