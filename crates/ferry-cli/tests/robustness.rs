@@ -499,3 +499,61 @@ async fn running_out_of_file_descriptors_is_logged_once_per_episode() {
         "{metrics}"
     );
 }
+
+/// Sends a WebSocket handshake to /ws/echo with extra header lines; the status and the open
+/// stream (kept, so the connection counts).
+async fn handshake_with(addr: &str, extra: &str) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = stream.read(&mut head).await.unwrap();
+    let status = String::from_utf8_lossy(&head[..n])
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    (status, stream)
+}
+
+/// Regression: behind a reverse proxy every client had the proxy's address. With
+/// --trusted-proxy, the per-IP limit counts the client the proxy names; from anyone else the
+/// forwarding headers are ignored.
+#[tokio::test]
+async fn clients_behind_a_trusted_proxy_are_counted_by_their_own_address() {
+    let behind = Server::serve(&[
+        "--trusted-proxy",
+        "127.0.0.0/8",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    let a = "X-Forwarded-For: 198.51.100.1\r\n";
+    let (first, _held_a) = handshake_with(&behind.addr, a).await;
+    let (second, _) = handshake_with(&behind.addr, a).await;
+    let (other, _held_b) = handshake_with(&behind.addr, "Forwarded: for=198.51.100.2\r\n").await;
+    assert_eq!(
+        (first.as_str(), second.as_str(), other.as_str()),
+        ("101", "503", "101")
+    );
+    // Without trust the header means nothing: one connection from 127.0.0.1 is the limit.
+    let direct = Server::serve(&["--max-connections-per-ip", "1"]);
+    let (first, _held) = handshake_with(&direct.addr, a).await;
+    let (second, _) = handshake_with(&direct.addr, "X-Forwarded-For: 198.51.100.9\r\n").await;
+    assert_eq!((first.as_str(), second.as_str()), ("101", "503"));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/99",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--trusted-proxy"));
+}

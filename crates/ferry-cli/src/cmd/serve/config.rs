@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub allow_origins: Vec<String>,
     /// How long shutdown waits for closing handshakes.
     pub grace: Dur,
+    /// Address ranges of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
     pub tls: Option<TlsConfig>,
     pub deflate: DeflateSection,
@@ -42,6 +44,7 @@ impl Default for ServeConfig {
             ws_prefix: "/ws".into(),
             allow_origins: Vec::new(),
             grace: Dur(Duration::from_secs(10)),
+            trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             tls: None,
             deflate: DeflateSection::default(),
@@ -362,6 +365,10 @@ impl ServeConfig {
         }
         super::origin::Policy::new(&self.allow_origins)
             .map_err(|e| format!("allow_origins (--allow-origin) {e}"))?;
+        for proxy in &self.trusted_proxies {
+            super::forwarded::Cidr::parse(proxy)
+                .map_err(|e| format!("trusted_proxies (--trusted-proxy) {e}"))?;
+        }
         if let Some(tls) = &self.tls {
             for (key, path) in [
                 ("tls.cert (--tls-cert)", &tls.cert),

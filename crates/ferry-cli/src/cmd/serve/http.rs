@@ -88,7 +88,13 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     failing.recovered();
                     let _ = stream.set_nodelay(true);
-                    let slot = per_ip.acquire(peer.ip());
+                    let slot = if state.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
+                        // A reverse proxy: its clients are counted per request, by the address
+                        // it forwards.
+                        per_ip.exempt(peer.ip())
+                    } else {
+                        per_ip.acquire(peer.ip())
+                    };
                     if !slot.admitted() {
                         state.metrics.handshake_failed("too_many_from_ip");
                     }
@@ -420,6 +426,27 @@ fn upgrade<S: Transport>(
     target: Target,
     slot: Arc<Slot>,
 ) -> Reply {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let client = super::forwarded::client_address(
+        slot.ip(),
+        &state.trusted_proxies,
+        header("forwarded"),
+        header("x-forwarded-for"),
+    );
+    // Behind a trusted proxy the connection is the proxy's; this WebSocket is the client's.
+    let slot = if client == slot.ip() {
+        slot
+    } else {
+        let client_slot = state.per_ip.acquire(client);
+        if !client_slot.admitted() {
+            state.metrics.handshake_failed("too_many_from_ip");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections from your address; try again later",
+            );
+        }
+        Arc::new(client_slot)
+    };
     if let Err(wait) = state.handshake_rate.take(slot.key()) {
         state.metrics.rate_limited("handshake");
         let mut reply = text(

@@ -8,6 +8,7 @@ mod bridge;
 mod broker;
 pub mod config;
 mod control;
+mod forwarded;
 mod http;
 mod lesson;
 mod metrics;
@@ -75,6 +76,11 @@ pub struct ServeArgs {
     /// only pages from the server's own origin, and non-browser clients (no Origin), may connect.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Believe Forwarded / X-Forwarded-For from connections out of this address range (a
+    /// reverse proxy; repeatable, e.g. 10.0.0.0/8): their clients are counted, rate-limited and
+    /// logged by the address the proxy names. Others' forwarding headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
     /// A bridge: PREFIX/bridge/NAME connects to TARGET, tcp://HOST:PORT or unix:/PATH
     /// (repeatable). Tokens are set in the --config file.
     #[arg(long = "bridge", value_name = "NAME=TARGET", value_parser = parse_bridge)]
@@ -224,6 +230,8 @@ impl ServeArgs {
             c.ws_prefix.clone_from(&self.ws_prefix);
         }
         c.allow_origins.extend(self.allow_origins.iter().cloned());
+        c.trusted_proxies
+            .extend(self.trusted_proxies.iter().cloned());
         for (name, target) in &self.bridges {
             match c.bridges.get_mut(name) {
                 Some(bridge) => bridge.to.clone_from(target),
@@ -427,6 +435,10 @@ pub struct State {
     /// `ferry bridge`: every WebSocket request, whatever its path, goes to this bridge.
     pub catch_all_bridge: Option<String>,
     pub control_max_topics: usize,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<forwarded::Cidr>,
+    /// Connections per client, counted at accept (or, behind a trusted proxy, per request).
+    pub per_ip: Arc<per_ip::PerIp>,
     pub broker: broker::Broker,
     pub history: broker::HistorySettings,
     /// Keys of the HTTP API; `None`: the API is off.
@@ -487,6 +499,12 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
     };
     raise_open_file_limit(l.max_connections);
     let per_ip = per_ip::PerIp::new(l.max_connections_per_ip, l.ipv6_prefix);
+    let trusted_proxies = c
+        .trusted_proxies
+        .iter()
+        .map(|t| forwarded::Cidr::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("trusted_proxies (--trusted-proxy) {e}"))?;
     let (max_connections, idle_timeout) = (l.max_connections, l.idle_timeout.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -549,6 +567,8 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
             bridges,
             catch_all_bridge,
             control_max_topics: c.topics.control_max_topics,
+            trusted_proxies,
+            per_ip: per_ip.clone(),
             broker,
             history,
             api_keys,

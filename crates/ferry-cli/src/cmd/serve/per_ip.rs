@@ -79,6 +79,18 @@ impl PerIp {
         })
     }
 
+    /// A connection not counted here: a trusted proxy's, whose clients are counted per request
+    /// once their address is known.
+    pub fn exempt(self: &Arc<Self>, ip: IpAddr) -> Slot {
+        Slot {
+            owner: self.clone(),
+            ip,
+            key: client_key(ip, self.ipv6_prefix),
+            held: false,
+            admitted: true,
+        }
+    }
+
     /// Counts a new connection from `ip`, unless that address is at the limit already.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Slot {
         let key = client_key(ip, self.ipv6_prefix);
@@ -164,8 +176,15 @@ mod tests {
             .collect();
         let slots: Vec<Slot> = hosts.iter().map(|ip| limiter.acquire(*ip)).collect();
         assert!(slots[0].admitted() && slots[1].admitted());
-        assert!(!slots[2].admitted(), "the third address of one /64 is over the limit");
-        assert!(limiter.acquire("2001:db8:1:3::1".parse().unwrap()).admitted());
+        assert!(
+            !slots[2].admitted(),
+            "the third address of one /64 is over the limit"
+        );
+        assert!(
+            limiter
+                .acquire("2001:db8:1:3::1".parse().unwrap())
+                .admitted()
+        );
         assert_eq!(
             client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap(), 48),
             "2001:db8:1::".parse::<IpAddr>().unwrap()
