@@ -10,6 +10,7 @@ use ferry_proto::{CloseInfo, Message};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::origin::OriginPolicy;
 use crate::server::accept_with_request;
 use crate::socket::{Incoming, Sender};
 
@@ -53,12 +54,46 @@ pub trait Handler: Send + 'static {
 
 /// Accepts WebSocket connections on `listener` forever, each driven by a handler from
 /// `make_handler`. Handshake failures are answered and logged; they never stop the loop.
+///
+/// Browser pages from other origins are refused (403): only the server's own origin and
+/// non-browser clients may connect, as [`OriginPolicy::same_origin`] says. Use [`serve_with`]
+/// for another policy.
 pub async fn serve<F, H>(listener: TcpListener, config: Config, make_handler: F) -> io::Result<()>
 where
     F: Fn() -> H + Send + Sync + 'static,
     H: Handler,
 {
+    serve_with(listener, config, OriginPolicy::same_origin(), make_handler).await
+}
+
+/// [`serve`] with an origin policy of your own.
+///
+/// ```no_run
+/// # use ferry::{Handler, Message, Sender, OriginPolicy};
+/// # struct Echo;
+/// # impl Handler for Echo {
+/// #     async fn on_message(&mut self, message: Message, sender: &Sender) {
+/// #         let _ = sender.send(message).await;
+/// #     }
+/// # }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// let origins = OriginPolicy::allow(["https://app.example.com"])?;
+/// ferry::serve_with(listener, ferry::Config::default(), origins, || Echo).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve_with<F, H>(
+    listener: TcpListener,
+    config: Config,
+    origins: OriginPolicy,
+    make_handler: F,
+) -> io::Result<()>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: Handler,
+{
     let config = Arc::new(config);
+    let origins = Arc::new(origins);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -71,9 +106,10 @@ where
         };
         let _ = stream.set_nodelay(true);
         let config = config.clone();
+        let origins = origins.clone();
         let handler = make_handler();
         tokio::spawn(async move {
-            match accept_with_request(stream, &config, |_| Ok(())).await {
+            match accept_with_request(stream, &config, |request| origins.check(request)).await {
                 Ok((sender, mut receiver, request)) => {
                     let mut handler = handler;
                     handler.on_open(&sender, &request).await;

@@ -55,6 +55,7 @@ mod client;
 mod config;
 mod error;
 mod handler;
+mod origin;
 pub mod proxy;
 pub mod pubsub;
 pub mod reconnect;
@@ -66,7 +67,8 @@ pub use address::Address;
 pub use client::{connect, connect_stream, connect_with, tls_handshake};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
-pub use handler::{Handler, serve};
+pub use handler::{Handler, serve, serve_with};
+pub use origin::{InvalidOrigin, OriginPolicy};
 pub use server::{accept, accept_with, accept_with_request, from_raw};
 pub use socket::{Incoming, Overflow, Receiver, SendMessage, Sender, WebSocket};
 

@@ -154,3 +154,55 @@ async fn handler_sees_open_message_and_close_in_order() {
     assert_eq!(rx.recv().await.unwrap(), "message hi");
     assert_eq!(rx.recv().await.unwrap(), "close 1001");
 }
+
+/// Regression: `ferry::serve` never looked at the request, so a library user got no Origin
+/// policy: any web page could open a connection with its visitors' cookies. Now a page from
+/// another origin gets 403; the server's own origin and non-browser clients get in.
+#[tokio::test]
+async fn the_handler_server_refuses_pages_from_other_origins() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(ferry::serve(listener, Config::default(), move || Chat {
+        events: tx.clone(),
+    }));
+    assert_eq!(
+        status(addr, "Origin: https://evil.example\r\n").await,
+        "403"
+    );
+    assert_eq!(status(addr, "").await, "101", "no Origin: not a browser");
+    let own = format!("Origin: http://{addr}\r\n");
+    assert_eq!(status(addr, &own).await, "101", "the server's own origin");
+    // serve_with takes a policy of its own.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let origins = ferry::OriginPolicy::allow(["https://evil.example:443"]).unwrap();
+    tokio::spawn(ferry::serve_with(
+        listener,
+        Config::default(),
+        origins,
+        move || Chat { events: tx.clone() },
+    ));
+    assert_eq!(
+        status(open, "Origin: https://evil.example\r\n").await,
+        "101"
+    );
+}
+
+/// The status a handshake to `addr` gets, with `extra` header lines.
+async fn status(addr: std::net::SocketAddr, extra: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 256];
+    let n = stream.read(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[..n])
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_owned()
+}

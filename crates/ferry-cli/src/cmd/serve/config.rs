@@ -363,7 +363,7 @@ impl ServeConfig {
                     .into(),
             );
         }
-        super::origin::Policy::new(&self.allow_origins)
+        super::origin::Policy::allow(&self.allow_origins)
             .map_err(|e| format!("allow_origins (--allow-origin) {e}"))?;
         for proxy in &self.trusted_proxies {
             super::forwarded::Cidr::parse(proxy)

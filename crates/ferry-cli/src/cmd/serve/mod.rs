@@ -463,7 +463,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<()> {
 
 /// Runs the server with a validated configuration until SIGINT or SIGTERM.
 pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
-    let origins = origin::Policy::new(&c.allow_origins)
+    let origins = origin::Policy::allow(&c.allow_origins)
         .map_err(|e| anyhow!("allow_origins (--allow-origin) {e}"))?;
     let l = &c.limits;
     let limits = ferry::Limits {
