@@ -11,6 +11,9 @@
 //! - `message_assembly`: a program of one-byte opcodes with operands, see [`message_assembly`].
 //! - `server_handshake`, `client_handshake`: `[ctl] bytes...`. `ctl` bit 7: small limits;
 //!   bits 0-6: the read-size seed.
+//! - `deflate_inflate`: `[ctl] stream...` into a server with permessage-deflate negotiated.
+//!   `ctl` bit 7: small limits (a 512-byte message cap, so bombs hit it); bit 6: the client
+//!   keeps no context; bit 5: a 9-bit client window; bits 0-4: the read-size seed.
 
 use std::time::{Duration, Instant};
 
@@ -334,6 +337,59 @@ fn run_server(
     }
     let sent = conn.take_transmit().to_vec();
     (events, sent, conn)
+}
+
+/// A server with permessage-deflate negotiated, fed arbitrary bytes (compressed frames with
+/// RSV1, decompression bombs, broken deflate streams), in one read and in many: the same
+/// events and bytes either way, a consistent outcome, and no message over the size cap however
+/// much its payload inflates.
+pub fn deflate_inflate(data: &[u8]) {
+    use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
+    let Some((&ctl, stream)) = data.split_first() else {
+        return;
+    };
+    let limits = if ctl & 0x80 != 0 {
+        small_limits()
+    } else {
+        Limits::default()
+    };
+    let params = DeflateParams {
+        server_no_context_takeover: true,
+        client_no_context_takeover: ctl & 0x40 != 0,
+        server_max_window_bits: None,
+        client_max_window_bits: (ctl & 0x20 != 0).then_some(9),
+    };
+    let run = |chunks: &[&[u8]]| {
+        let now = Instant::now();
+        let config = Config {
+            limits: limits.clone(),
+            ..Config::default()
+        };
+        let deflate = PerMessageDeflate::new(Role::Server, params, &DeflateConfig::default());
+        let mut conn = Connection::new(Role::Server, config, now).with_extension(Box::new(deflate));
+        let mut events = Vec::new();
+        for chunk in chunks {
+            conn.receive_data(chunk, now);
+            settle(&mut conn, now, &mut events);
+        }
+        let sent = conn.take_transmit().to_vec();
+        (events, sent, conn)
+    };
+    let (whole_events, whole_sent, _) = run(&[stream]);
+    let (events, sent, conn) = run(&reads(stream, ctl & 0x1f));
+    assert_eq!(whole_events, events, "events depend on the reads");
+    assert_eq!(whole_sent, sent, "sent bytes depend on the reads");
+    for event in &events {
+        if let Event::Message(message) = event {
+            assert!(
+                message.len() <= limits.max_message_size,
+                "a message of {} bytes passed a cap of {}",
+                message.len(),
+                limits.max_message_size
+            );
+        }
+    }
+    check_outcome(&conn, &events, &sent, &AppActions::default());
 }
 
 /// A server connection fed arbitrary bytes, in one read and in many: the same events and
