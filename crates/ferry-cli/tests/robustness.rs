@@ -378,6 +378,40 @@ async fn decompression_bomb_is_stopped_with_1009_and_memory_stays_bounded() {
     );
 }
 
+/// Frames announced at the size limit and never sent hold no memory: 100 connections each
+/// announce a 16 MiB frame (ferry echo's limit) and send nothing more. The buffer for each
+/// frame is reserved, not written, so the server's resident memory hardly moves (1.6 GB if
+/// it were filled); the announced frames count against nothing else.
+#[tokio::test]
+async fn frames_announced_but_never_sent_hold_no_memory() {
+    let server = Server::echo(&[]);
+    let rss_before = server.rss_kib();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(&server.addr).await.unwrap();
+        stream.write_all(REQUEST).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        // FIN binary, masked, 64-bit length of 16 MiB, the mask key, and no payload.
+        let mut header = vec![0x82, 0xFF];
+        header.extend_from_slice(&(16u64 << 20).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        stream.write_all(&header).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB for 100 announced frames"
+    );
+    assert!(server.fds() >= 100, "the connections are still open");
+}
+
 /// Regression: with --max-connections 50, a burst of 200 handshakes let 51 through, because the
 /// limit was checked at the handshake and counted only once the upgrade completed.
 #[tokio::test]
