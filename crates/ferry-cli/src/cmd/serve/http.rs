@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::State;
+use super::admission::{AcceptFailures, Admission};
 use super::auth::{Grant, Rejected};
 use super::bridge::{self, TokenCheck};
 use super::metrics::Route;
@@ -149,60 +150,6 @@ pub async fn serve(
         tracing::warn!("grace period over: dropping the connections still open");
     }
     Ok(())
-}
-
-/// An episode of failing accepts (out of file descriptors, most often): logged once when it
-/// starts and once when it ends, with the count; counted in `ferry_accept_errors_total`; and
-/// each failure waits longer (10 ms doubling to 1 s), since retrying at once only fails again.
-/// The episode ends at the first accept 3 s (three of the longest pauses) after the last
-/// failure: right after one, the backlog of waiting connections often fails again at once.
-#[derive(Default)]
-struct AcceptFailures {
-    since: Option<std::time::Instant>,
-    last: Option<std::time::Instant>,
-    count: u64,
-    pause: Duration,
-}
-
-/// How long accepts must stay free of failures for an episode to end.
-const ACCEPT_QUIET: Duration = Duration::from_secs(3);
-
-impl AcceptFailures {
-    fn failed(&mut self, err: &std::io::Error, metrics: &super::metrics::Metrics) -> Duration {
-        let out_of_files = [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE]
-            .iter()
-            .any(|e| err.raw_os_error() == Some(e.raw_os_error()));
-        let kind = if out_of_files {
-            "no_file_descriptors"
-        } else {
-            "other"
-        };
-        metrics.accept_failed(kind);
-        self.count += 1;
-        self.last = Some(std::time::Instant::now());
-        if self.since.is_none() {
-            self.since = Some(std::time::Instant::now());
-            self.pause = Duration::from_millis(10);
-            tracing::error!(error = %err, "accept failed; retrying with a growing pause, and counting further failures until an accept succeeds (ferry_accept_errors_total)");
-        } else {
-            self.pause = (self.pause * 2).min(Duration::from_secs(1));
-        }
-        self.pause
-    }
-
-    fn recovered(&mut self) {
-        if self.last.is_some_and(|last| last.elapsed() < ACCEPT_QUIET) {
-            return;
-        }
-        if let Some(since) = self.since.take() {
-            tracing::warn!(
-                failures = self.count,
-                lasted_ms = since.elapsed().as_millis() as u64,
-                "accepting again"
-            );
-            self.count = 0;
-        }
-    }
 }
 
 /// Waits for every future, without pulling in a futures combinator crate.
@@ -783,34 +730,6 @@ async fn run_websocket<S: Transport>(
         expiry.abort();
     }
     state.connections.remove(id);
-}
-
-/// A place under `--max-connections`, taken when a handshake is accepted and given back when
-/// the connection ends (or its upgrade fails): `ferry_connections_open` counts these.
-struct Admission(Arc<State>);
-
-impl Admission {
-    /// Takes a place if one is free.
-    fn new(state: &Arc<State>) -> Option<Admission> {
-        let max = state.max_connections as u64;
-        state
-            .metrics
-            .connections_open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()?;
-        Some(Admission(state.clone()))
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0
-            .metrics
-            .connections_open
-            .fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The close code of a connection whose token expired (docs/auth.md), in the range RFC 6455

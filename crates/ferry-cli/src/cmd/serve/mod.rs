@@ -2,6 +2,7 @@
 //! TCP services, metrics.
 
 mod access;
+mod admission;
 mod api;
 mod auth;
 mod bridge;
