@@ -220,6 +220,8 @@ fn broker_settings_print_without_passwords_and_bad_ones_name_the_flag() {
             "--broker",
         ),
         (vec!["--history-ttl", "0s"], "--history-ttl"),
+        (vec!["--broker-timeout", "0s"], "--broker-timeout"),
+        (vec!["--broker-probe", "0s"], "--broker-probe"),
         (
             vec!["--api-key-file", "/nonexistent/keys"],
             "--api-key-file",

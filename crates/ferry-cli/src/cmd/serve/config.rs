@@ -196,6 +196,12 @@ pub struct BrokerSection {
     pub recovery_max: usize,
     /// The memory broker's bound on all history together.
     pub history_memory: Size,
+    /// Redis: time allowed to connect and for one command; past it the call fails
+    /// (`broker_unavailable`) and the connection is rebuilt.
+    pub timeout: Dur,
+    /// Redis: how often each node checks its pub/sub connection with a probe; one that
+    /// delivers none for three of these is rebuilt.
+    pub probe: Dur,
 }
 
 impl Default for BrokerSection {
@@ -206,6 +212,8 @@ impl Default for BrokerSection {
             history_ttl: Dur(Duration::from_secs(300)),
             recovery_max: 1000,
             history_memory: Size(64 << 20),
+            timeout: Dur(Duration::from_secs(2)),
+            probe: Dur(Duration::from_secs(1)),
         }
     }
 }
@@ -400,6 +408,12 @@ impl ServeConfig {
         super::broker::Broker::parse_urls(&broker.urls)?;
         if broker.history_ttl.0.is_zero() {
             return Err("broker.history_ttl (--history-ttl) is 0; try 5m".into());
+        }
+        if broker.timeout.0.is_zero() {
+            return Err("broker.timeout (--broker-timeout) is 0; try 2s".into());
+        }
+        if broker.probe.0.is_zero() {
+            return Err("broker.probe (--broker-probe) is 0; try 1s".into());
         }
         if broker.history_memory.0 == 0 {
             return Err("broker.history_memory (--history-memory) is 0; try 64MiB".into());

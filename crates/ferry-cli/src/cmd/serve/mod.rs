@@ -141,6 +141,14 @@ pub struct ServeArgs {
     /// Most messages one subscribe with since replays; more missed is "recovered": false.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub recovery_max: usize,
+    /// Redis: time allowed to connect and for one command; past it the call fails with
+    /// broker_unavailable and the connection is rebuilt.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
+    pub broker_timeout: Duration,
+    /// Redis: how often each node probes its pub/sub connection; one silent for three probes
+    /// is rebuilt (and what it missed read back from history).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub broker_probe: Duration,
     /// Memory broker: bytes of history all topics may hold together (the longest-unpublished
     /// topic's history goes first).
     #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "64MiB")]
@@ -336,6 +344,12 @@ impl ServeArgs {
         }
         if given("recovery_max") {
             b.recovery_max = self.recovery_max;
+        }
+        if given("broker_timeout") {
+            b.timeout = Dur(self.broker_timeout);
+        }
+        if given("broker_probe") {
+            b.probe = Dur(self.broker_probe);
         }
         if given("history_memory") {
             b.history_memory = Size(self.history_memory);
@@ -539,6 +553,10 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
     let publish_rate = rate::Rate::parse(&l.publish_rate).map_err(|e| anyhow!(e))?;
     let handshake_rate =
         rate::PerAddress::new(rate::Rate::parse(&l.handshake_rate).map_err(|e| anyhow!(e))?);
+    let timeouts = broker::Timeouts {
+        command: b.timeout.0,
+        probe: b.probe.0,
+    };
     let api_keys = match &c.api.key_file {
         Some(path) => Some(config::read_api_keys(path).map_err(|e| anyhow!(e))?),
         None => None,
@@ -553,7 +571,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
                     tracing::info!(redis = %shard, "broker: Redis shard");
                 }
                 broker::Broker::Redis(
-                    broker::RedisBroker::start(&shards, hub, history.clone())
+                    broker::RedisBroker::start(&shards, hub, history.clone(), timeouts)
                         .map_err(|e| anyhow!(e))?,
                 )
             }

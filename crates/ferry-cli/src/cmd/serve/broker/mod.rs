@@ -20,7 +20,7 @@ use ferry::Message;
 use ferry::pubsub::{HeldOverflow, LocalBroker, Position, Subscriber, SubscriptionId};
 
 pub use self::memory::MemoryBroker;
-pub use self::redis::{RedisBroker, redact};
+pub use self::redis::{RedisBroker, Timeouts, redact};
 
 /// How much history is kept, and how much of it one subscribe may replay.
 #[derive(Clone, Debug)]

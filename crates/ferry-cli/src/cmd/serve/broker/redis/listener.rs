@@ -107,11 +107,12 @@ impl Listener {
         orders: &mut mpsc::UnboundedReceiver<Order>,
     ) -> Result<std::convert::Infallible, Lost> {
         self.shard.renew_commands()?;
-        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.shard.client.get_async_pubsub())
+        let limit = self.shard.timeouts.command;
+        let pubsub = tokio::time::timeout(limit, self.shard.client.get_async_pubsub())
             .await
             .map_err(|_| Lost("connect timed out".into()))??;
         let (mut sink, mut stream) = pubsub.split();
-        within(sink.subscribe(&self.probe_channel)).await?;
+        within(sink.subscribe(&self.probe_channel), limit).await?;
         let held: Vec<String> = self
             .shard
             .topics()
@@ -121,7 +122,7 @@ impl Listener {
             .collect();
         for batch in held.chunks(RESUBSCRIBE_BATCH) {
             let channels: Vec<String> = batch.iter().map(|t| channel(t)).collect();
-            within(sink.subscribe(&channels)).await?;
+            within(sink.subscribe(&channels), limit).await?;
         }
         for topic in &held {
             self.resync(topic).await?;
@@ -129,7 +130,7 @@ impl Listener {
         self.last_probe = Instant::now();
         self.shard.up.store(true, Ordering::Release);
         tracing::info!(redis = %self.shard.url, topics = held.len(), "Redis pub/sub connected");
-        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        let mut probe = tokio::time::interval(self.shard.timeouts.probe);
         loop {
             tokio::select! {
                 message = stream.next() => {
@@ -153,7 +154,7 @@ impl Listener {
                     Some(Order::Subscribe(topic, reply)) => {
                         let subscribed = self.shard.topics().get(&topic).is_some_and(|h| h.subscribed);
                         if !subscribed {
-                            within(sink.subscribe(channel(&topic))).await?;
+                            within(sink.subscribe(channel(&topic)), limit).await?;
                             self.resync(&topic).await?;
                             if let Some(held) = self.shard.topics().get_mut(&topic) {
                                 held.subscribed = true;
@@ -163,16 +164,17 @@ impl Listener {
                     }
                     Some(Order::Unsubscribe(topic)) => {
                         if self.forget_if_unheld(&topic) {
-                            within(sink.unsubscribe(channel(&topic))).await?;
+                            within(sink.unsubscribe(channel(&topic)), limit).await?;
                         }
                     }
                     None => return Err(Lost("shutting down".into())),
                 },
                 _ = probe.tick() => {
-                    if self.last_probe.elapsed() > PROBE_TIMEOUT {
+                    let silence = self.shard.timeouts.silence();
+                    if self.last_probe.elapsed() > silence {
                         return Err(Lost(format!(
                             "no probe came back on the pub/sub connection for {} s",
-                            PROBE_TIMEOUT.as_secs()
+                            silence.as_secs_f64()
                         )));
                     }
                     let mut commands = self.shard.commands();
@@ -180,7 +182,7 @@ impl Listener {
                     tokio::spawn(async move {
                         let mut publish = redis::cmd("PUBLISH");
                         publish.arg(probe_channel).arg("probe");
-                        let _ = tokio::time::timeout(COMMAND_TIMEOUT, publish.exec_async(&mut commands)).await;
+                        let _ = tokio::time::timeout(limit, publish.exec_async(&mut commands)).await;
                     });
                 }
             }
@@ -199,6 +201,7 @@ impl Listener {
         let history = read_history(
             &self.shard.commands(),
             &self.settings,
+            self.shard.timeouts.command,
             topic,
             known.as_ref(),
             limit,
@@ -243,6 +246,7 @@ impl Listener {
             match read_history(
                 &self.shard.commands(),
                 &self.settings,
+                self.shard.timeouts.command,
                 topic,
                 Some(&known),
                 missing.max(self.settings.recovery_max),
@@ -304,8 +308,9 @@ impl Listener {
 /// A subscribe or unsubscribe on the pub/sub connection, within the command timeout.
 pub(super) async fn within<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    limit: Duration,
 ) -> Result<T, Lost> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+    match tokio::time::timeout(limit, call).await {
         Ok(result) => result.map_err(Lost::from),
         Err(_) => Err(Lost("a pub/sub command timed out".into())),
     }

@@ -34,16 +34,27 @@ use super::{
     recoverable, shard::shard_of,
 };
 
-/// Time allowed to open a connection to Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for one command (a publish, a history read).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time a subscribe waits for this node's subscription to the topic's channel.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the node publishes a probe to its own channel.
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// A pub/sub connection that delivered no probe for this long is rebuilt.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the broker waits on Redis, and how often it checks that pub/sub still delivers
+/// (`--broker-timeout`, `--broker-probe`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// To open a connection, and for one command (a publish pipeline, a history read).
+    pub command: Duration,
+    /// How often the node publishes a probe to its own channel; a pub/sub connection that
+    /// delivered none for three of these is rebuilt.
+    pub probe: Duration,
+}
+
+impl Timeouts {
+    fn silence(&self) -> Duration {
+        self.probe * 3
+    }
+
+    /// A subscribe waits for this node's subscription to the topic's channel.
+    fn subscribe(&self) -> Duration {
+        self.command + Duration::from_secs(1)
+    }
+}
 /// Longest wait between two attempts to reach a Redis that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Publishes waiting for a shard's pipeline; a publisher waits for room beyond it.
@@ -63,10 +74,10 @@ use self::publisher::{PublishJob, publisher};
 pub use self::url::{ShardUrl, redact};
 use self::wire::read_history;
 
-fn commands_config() -> ConnectionManagerConfig {
+fn commands_config(timeouts: Timeouts) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_connection_timeout(Some(timeouts.command))
+        .set_response_timeout(Some(timeouts.command))
         .set_number_of_retries(1)
         .set_max_delay(MAX_BACKOFF)
 }
@@ -95,6 +106,7 @@ enum Order {
 
 struct Shard {
     url: ShardUrl,
+    timeouts: Timeouts,
     client: redis::Client,
     /// Publishes and history reads; replaced whenever the pub/sub connection is rebuilt, since
     /// a connection gone silent returns no error to reconnect on, only timeouts.
@@ -115,7 +127,9 @@ impl Shard {
     }
 
     fn renew_commands(&self) -> Result<(), redis::RedisError> {
-        let fresh = self.client.get_connection_manager_lazy(commands_config())?;
+        let fresh = self
+            .client
+            .get_connection_manager_lazy(commands_config(self.timeouts))?;
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
@@ -150,6 +164,7 @@ impl RedisBroker {
         urls: &[ShardUrl],
         hub: Arc<LocalBroker>,
         settings: HistorySettings,
+        timeouts: Timeouts,
     ) -> Result<RedisBroker, String> {
         let node = new_epoch();
         let counters = Arc::new(Counters::default());
@@ -158,12 +173,13 @@ impl RedisBroker {
             let client = redis::Client::open(url.url.as_str())
                 .map_err(|e| format!("broker.urls (--broker) {url}: {e}"))?;
             let commands = client
-                .get_connection_manager_lazy(commands_config())
+                .get_connection_manager_lazy(commands_config(timeouts))
                 .map_err(|e| format!("broker.urls (--broker) {url}: {e}"))?;
             let (orders, orders_rx) = mpsc::unbounded_channel();
             let (publishes, publishes_rx) = mpsc::channel(PUBLISH_QUEUE);
             let shard = Arc::new(Shard {
                 url: url.clone(),
+                timeouts,
                 client,
                 commands: Mutex::new(commands),
                 up: AtomicBool::new(false),
@@ -246,9 +262,16 @@ impl RedisBroker {
         if !shard.up.load(Ordering::Acquire) {
             return Err(shard.unavailable());
         }
-        read_history(&shard.commands(), &self.settings, topic, since, limit)
-            .await
-            .map_err(|err| self.failed(shard, "history read", err))
+        read_history(
+            &shard.commands(),
+            &self.settings,
+            shard.timeouts.command,
+            topic,
+            since,
+            limit,
+        )
+        .await
+        .map_err(|err| self.failed(shard, "history read", err))
     }
 
     /// Makes this node receive `topic` (subscribing its channel on the first holder) and
@@ -274,7 +297,7 @@ impl RedisBroker {
             .orders
             .send(Order::Subscribe(topic.to_owned(), reply))
             .is_ok();
-        let outcome = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, answer).await {
+        let outcome = match tokio::time::timeout(shard.timeouts.subscribe(), answer).await {
             Ok(Ok(outcome)) if sent => outcome,
             Ok(_) => Err(shard.unavailable()),
             Err(_) => Err(self.failed(shard, "subscribe", "timed out")),

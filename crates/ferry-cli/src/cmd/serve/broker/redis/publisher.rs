@@ -71,7 +71,7 @@ pub(super) async fn publish_batch(
     for attempt in 0..2 {
         let mut commands = shard.commands();
         let call = pipe.query_async::<Vec<(u64, String)>>(&mut commands);
-        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        match tokio::time::timeout(shard.timeouts.command, call).await {
             Ok(Ok(answers)) if answers.len() == batch.len() => {
                 return Ok(answers
                     .into_iter()
@@ -91,7 +91,7 @@ pub(super) async fn publish_batch(
             {
                 let mut commands = shard.commands();
                 let load = PUBLISH.load_async(&mut commands);
-                match tokio::time::timeout(COMMAND_TIMEOUT, load).await {
+                match tokio::time::timeout(shard.timeouts.command, load).await {
                     Ok(Ok(_)) => continue,
                     Ok(Err(err)) => return Err(failed(&err)),
                     Err(_) => return Err(failed(&"loading the script timed out")),

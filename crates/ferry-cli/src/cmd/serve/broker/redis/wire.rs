@@ -69,6 +69,7 @@ pub(super) fn topic_of_channel(channel: &str) -> Option<&str> {
 pub(super) async fn read_history(
     commands: &ConnectionManager,
     settings: &HistorySettings,
+    timeout: Duration,
     topic: &str,
     since: Option<&Position>,
     limit: usize,
@@ -87,7 +88,7 @@ pub(super) async fn read_history(
         .arg(count);
     let mut commands = commands.clone();
     let call = invocation.invoke_async::<Value>(&mut commands);
-    let answer = match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+    let answer = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(err)) => return Err(err.to_string()),
         Err(_) => return Err("timed out".into()),
