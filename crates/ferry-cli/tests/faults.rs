@@ -237,14 +237,7 @@ async fn keepalive_finds_a_peer_whose_link_died_within_interval_plus_timeout() {
 
 #[tokio::test]
 async fn a_node_cut_off_from_redis_catches_up_from_history_when_the_link_returns() {
-    let installed = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        assert!(std::env::var_os("CI").is_none(), "CI installs redis-server");
-        eprintln!("skipped: redis-server is not installed");
+    if !common::redis::installed() {
         return;
     }
     let Some(mut net) = net_or_skip() else { return };

@@ -416,26 +416,11 @@ async fn frames_announced_but_never_sent_hold_no_memory() {
 /// limit was checked at the handshake and counted only once the upgrade completed.
 #[tokio::test]
 async fn a_burst_of_handshakes_never_exceeds_max_connections() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::serve(&["--max-connections", "50"]);
-    let request = "GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                   Sec-WebSocket-Version: 13\r\n\r\n";
     let attempts = (0..200).map(|_| {
         let addr = server.addr.clone();
-        tokio::spawn(async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut head = vec![0u8; 256];
-            let n = stream.read(&mut head).await.unwrap();
-            let status = String::from_utf8_lossy(&head[..n])
-                .split(' ')
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            // Keep the connection open until every attempt is answered.
-            (status, stream)
-        })
+        // Each keeps its connection open until every attempt is answered.
+        tokio::spawn(async move { handshake_with(&addr, "").await })
     });
     let mut answers = Vec::new();
     for attempt in attempts.collect::<Vec<_>>() {

@@ -20,24 +20,29 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Whether `redis-server` is here; where not, says so, and under CI (`CI` set) fails the test
+/// instead: CI installs it.
+pub fn installed() -> bool {
+    let here = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !here {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is not installed; .ci/run installs it (apt-get install redis-server)"
+        );
+        eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+    }
+    here
+}
+
 impl Redis {
     /// Starts `redis-server`, or returns `None` (saying so) where it is not installed. Under
     /// CI (`CI` set) a missing `redis-server` fails the test instead: CI installs it.
     pub fn start() -> Option<Redis> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed; .ci/run installs it (apt-get install redis-server)"
-            );
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
-        Some(Redis::start_on(free_port()))
+        installed().then(|| Redis::start_on(free_port()))
     }
 
     /// Starts `redis-server` on `port` and waits until it answers.

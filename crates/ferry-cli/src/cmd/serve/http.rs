@@ -828,6 +828,14 @@ async fn echo_or_publish(
                 }
                 let len = message.len() as u64;
                 match state.broker.submit(name, message).await {
+                    // The memory broker has published already: count it now, without a boxed
+                    // future per message. Only Redis publishes wait for an answer.
+                    Ok(super::broker::Publishing::Done(published)) => {
+                        let delivered = published.delivered.unwrap_or(0) as u64;
+                        state
+                            .metrics
+                            .sent(Route::Topics, delivered, delivered * len);
+                    }
                     Ok(publishing) => {
                         pending
                             .push_back(Box::pin(async move { (publishing.outcome().await, len) }));
