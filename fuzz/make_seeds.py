@@ -127,3 +127,63 @@ write(CH, "ok_101_protocol_then_frame", b"\x03" + RESPONSE + b"Sec-WebSocket-Pro
 write(CH, "forbidden_403", b"\x00" + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 write(CH, "wrong_accept", b"\x01" + RESPONSE.replace(b"s3pP", b"XXXX") + b"\r\n")
 write(CH, "unoffered_extension", b"\x00" + RESPONSE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+
+# control_request: the text of one request on PREFIX/control (docs/control-protocol.md).
+CR = "control_request"
+write(CR, "subscribe", b'{"op":"subscribe","id":1,"topics":["news","chat.room-1"]}')
+write(CR, "subscribe_since", b'{"op":"subscribe","id":"a","topics":["news"],'
+      b'"since":{"news":{"offset":41,"epoch":"k3x9"}}}')
+write(CR, "unsubscribe", b'{"op":"unsubscribe","topics":["news"]}')
+write(CR, "publish_text", b'{"op":"publish","id":2,"topic":"news","data":"hello"}')
+write(CR, "publish_binary", b'{"op":"publish","topic":"news","binary":"AAEC/w=="}')
+write(CR, "refresh", b'{"op":"refresh","token":"a.b.c"}')
+write(CR, "broken", b'{"op":"subscribe","topics":["news"')
+
+# config_file: a --config file (docs/config.md).
+CF = "config_file"
+write(CF, "full", b'''listen = "0.0.0.0:9000"
+ws_prefix = "/ws"
+allow_origins = ["https://app.example.com:443", "*"]
+grace = "5s"
+trusted_proxies = ["10.0.0.0/8", "::1/128"]
+[limits]
+max_message_size = "64KiB"
+idle_timeout = "5m"
+max_connections = 100
+[deflate]
+enabled = true
+[topics]
+allowed = ["news", "chat"]
+[[topics.rule]]
+pattern = "chat.*"
+subscribe = "token"
+publish = "token"
+history_size = 50
+[broker]
+urls = ["redis://:pw@127.0.0.1:6379/0"]
+[auth]
+audience = "ferry"
+leeway = "30s"
+[bridges.vnc]
+to = "tcp://127.0.0.1:5900"
+token = "s3cret"
+[bridges.db]
+to = "unix:/run/db.sock"
+''')
+write(CF, "minimal", b'listen = "127.0.0.1:8080"\n')
+write(CF, "bad_duration", b'[limits]\nidle_timeout = "5 fortnights"\n')
+
+# token_check: [mode] bytes. Mode bit 0 clear: a token as sent; set: claims the target signs
+# with its own key (bit 1: HS512, else HS256).
+TC = "token_check"
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+now = 1_900_000_000  # in 2030: valid while the seeds are young, expired later; both are useful
+write(TC, "signed_full", b"\x01" + b'{"sub":"ada","exp":%d,"iat":1700000000,"aud":"ferry",'
+      b'"iss":"issuer","ferry":{"subscribe":["chat.*","news"],"publish":["chat.ada"],'
+      b'"bridges":["vnc"]}}' % now)
+write(TC, "signed_hs512_no_aud", b"\x03" + b'{"sub":"bob","exp":%d,"iss":"issuer"}' % now)
+write(TC, "signed_bad_pattern", b"\x01" + b'{"sub":"x","exp":%d,"aud":["ferry","b"],'
+      b'"iss":"issuer","ferry":{"subscribe":["a*b"]}}' % now)
+write(TC, "alg_none", b"\x00" + b64(b'{"alg":"none"}') + b"." + b64(b'{"sub":"x","exp":%d}' % now) + b".")
+write(TC, "foreign_signature", b"\x00" + b64(b'{"alg":"HS256","typ":"JWT"}') + b"."
+      + b64(b'{"sub":"x","exp":%d}' % now) + b".c2lnbmF0dXJl")

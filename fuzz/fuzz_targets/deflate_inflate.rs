@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ferry_proto_fuzz::deflate_inflate(data));
+fuzz_target!(|data: &[u8]| ferry_fuzz::deflate_inflate(data));

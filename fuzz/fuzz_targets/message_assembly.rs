@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ferry_proto_fuzz::message_assembly(data));
+fuzz_target!(|data: &[u8]| ferry_fuzz::message_assembly(data));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzing in CI: every ferry-proto fuzz target (fuzz/) for FUZZ_SECONDS each, two at a time (the
-# machines have two cores), on the stable toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs
-# nightly flags; no other toolchain can be fetched here). Fails on any crash, failed
+# Fuzzing in CI: every fuzz target (fuzz/: ferry-proto's parsers and ferry serve's) for
+# FUZZ_SECONDS each, two at a time (the machines have two cores), on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (cargo-fuzz needs nightly flags; no other toolchain can be fetched here).
+# Fails on any crash, failed
 # invariant, leak report or timeout, and names the input that did it (kept under
 # fuzz/artifacts/TARGET/).
 #
@@ -17,7 +18,8 @@ cd "$(dirname "$0")/../.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(frame_decoder message_assembly server_handshake client_handshake deflate_inflate)
+    TARGETS=(frame_decoder message_assembly server_handshake client_handshake deflate_inflate
+        control_request config_file token_check)
 fi
 export RUSTC_BOOTSTRAP=1
 

@@ -4,11 +4,11 @@
 mod access;
 mod admission;
 mod api;
-mod auth;
+pub(crate) mod auth;
 mod bridge;
 mod broker;
 pub mod config;
-mod control;
+pub(crate) mod control;
 mod forwarded;
 mod http;
 mod lesson;

@@ -20,6 +20,8 @@ use ferry::pubsub::{Envelope, Position, Subscriber, SubscriptionId};
 use ferry::{CloseCode, Incoming, Initiator, Message, Receiver, Sender};
 use serde_json::{Map, Value, json};
 
+pub use request::{Parsed, Refused, Request, parse, refused};
+
 use super::State;
 use super::auth::Grant;
 use super::broker::Joined;
@@ -27,8 +29,7 @@ use super::http::CLOSE_TOKEN_EXPIRED;
 use super::metrics::Route;
 use super::rate::Bucket;
 
-/// Longest `id` string echoed back.
-const MAX_ID_LEN: usize = 128;
+mod request;
 
 /// Every control connection shares one envelope, so a message is wrapped, framed and
 /// compressed once for all of them (per encoding group).
@@ -61,19 +62,6 @@ struct Recovery {
     id: SubscriptionId,
     top: u64,
     missed: Vec<(Position, Message)>,
-}
-
-/// A refused request: a stable code for programs, a sentence for people.
-struct Refused {
-    code: &'static str,
-    message: String,
-}
-
-fn refused(code: &'static str, message: impl Into<String>) -> Refused {
-    Refused {
-        code,
-        message: message.into(),
-    }
 }
 
 /// One control connection's subscriptions and rights.
@@ -204,55 +192,16 @@ impl Session {
     }
 
     async fn reply(&mut self, text: &str, recoveries: &mut Vec<Recovery>) -> Value {
-        let request: Value = match serde_json::from_str(text) {
-            Ok(value) => value,
-            Err(err) => {
-                // The parser's position, never the input itself.
-                let why = format!(
-                    "not valid JSON ({:?} error at line {}, column {})",
-                    err.classify(),
-                    err.line(),
-                    err.column()
-                )
-                .to_lowercase();
-                return error_reply(None, refused("bad_json", why));
+        let state = self.state.clone();
+        let Parsed { id, request } = parse(text, |name| state.topic_allowed(name));
+        let result = match request {
+            Ok(Request::Subscribe { topics, since }) => {
+                self.subscribe(topics, since, recoveries).await
             }
-        };
-        let Value::Object(request) = request else {
-            return error_reply(
-                None,
-                refused("not_object", "a request is a JSON object with an \"op\""),
-            );
-        };
-        let id = match request.get("id") {
-            None => None,
-            Some(id @ Value::Number(_)) => Some(id.clone()),
-            Some(Value::String(s)) if s.len() <= MAX_ID_LEN => Some(Value::String(s.clone())),
-            Some(_) => {
-                return error_reply(
-                    None,
-                    refused(
-                        "bad_id",
-                        format!(
-                            "\"id\" must be a number or a string of at most {MAX_ID_LEN} bytes"
-                        ),
-                    ),
-                );
-            }
-        };
-        let result = match request.get("op").and_then(Value::as_str) {
-            Some("subscribe") => self.subscribe(&request, recoveries).await,
-            Some("unsubscribe") => self.unsubscribe(&request),
-            Some("publish") => self.publish(&request).await,
-            Some("refresh") => self.refresh(&request),
-            Some(_) => Err(refused(
-                "unknown_op",
-                "unknown \"op\"; use subscribe, unsubscribe, publish or refresh",
-            )),
-            None => Err(refused(
-                "missing_field",
-                "\"op\" is missing or not a string; use subscribe, unsubscribe, publish or refresh",
-            )),
+            Ok(Request::Unsubscribe { topics }) => Ok(self.unsubscribe(topics)),
+            Ok(Request::Publish { topic, message }) => self.publish(topic, message).await,
+            Ok(Request::Refresh { token }) => self.refresh(&token),
+            Err(refused) => Err(refused),
         };
         match result {
             Ok(Value::Object(mut fields)) => {
@@ -269,99 +218,20 @@ impl Session {
         }
     }
 
-    /// The `topics` field: a non-empty array of valid, distinct names, in request order.
-    fn topic_list(&self, request: &Map<String, Value>) -> Result<Vec<String>, Refused> {
-        let Some(list) = request.get("topics") else {
-            return Err(refused(
-                "missing_field",
-                "\"topics\" is missing; give an array of topic names",
-            ));
-        };
-        let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
-            return Err(refused(
-                "bad_field",
-                "\"topics\" must be a non-empty array of topic names",
-            ));
-        };
-        let mut names: Vec<String> = Vec::with_capacity(list.len());
-        for (index, item) in list.iter().enumerate() {
-            match item.as_str() {
-                Some(name) if self.state.topic_allowed(name) => {
-                    if !names.iter().any(|n| n == name) {
-                        names.push(name.to_owned());
-                    }
-                }
-                _ => {
-                    return Err(refused(
-                        "bad_topic",
-                        format!(
-                            "topics[{index}]: not a topic here; names are 1 to 64 letters, digits, '.', '_' or '-', and the server may allow only some"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(names)
-    }
-
-    /// `since`: an object from topic names (each also in `topics`, and not yet subscribed on
-    /// this connection) to `{"offset": N, "epoch": E}`.
-    fn since(
-        &self,
-        request: &Map<String, Value>,
-        names: &[String],
-    ) -> Result<HashMap<String, Position>, Refused> {
-        let mut since = HashMap::new();
-        let Some(value) = request.get("since") else {
-            return Ok(since);
-        };
-        let Some(object) = value.as_object() else {
-            return Err(refused(
-                "bad_field",
-                "\"since\" must be an object: {\"TOPIC\": {\"offset\": N, \"epoch\": \"E\"}}",
-            ));
-        };
-        for (topic, position) in object {
-            if !names.contains(topic) {
-                return Err(refused(
-                    "bad_field",
-                    format!("since.{topic}: the topic is not in \"topics\""),
-                ));
-            }
-            if self.topics.contains_key(topic) {
-                return Err(refused(
-                    "bad_field",
-                    format!(
-                        "since.{topic}: already subscribed on this connection; its messages are arriving"
-                    ),
-                ));
-            }
-            let offset = position.get("offset").and_then(Value::as_u64);
-            let epoch = position.get("epoch").and_then(Value::as_str);
-            match (offset, epoch) {
-                (Some(offset), Some(epoch)) if epoch.len() <= MAX_ID_LEN => {
-                    since.insert(topic.clone(), Position::new(offset, epoch));
-                }
-                _ => {
-                    return Err(refused(
-                        "bad_field",
-                        format!(
-                            "since.{topic}: give {{\"offset\": N, \"epoch\": \"E\"}} as a message envelope or ack carried them"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(since)
-    }
-
     async fn subscribe(
         &mut self,
-        request: &Map<String, Value>,
+        names: Vec<String>,
+        since: HashMap<String, Position>,
         recoveries: &mut Vec<Recovery>,
     ) -> Result<Value, Refused> {
-        let names = self.topic_list(request)?;
-        let since = self.since(request, &names)?;
+        if let Some(topic) = since.keys().find(|t| self.topics.contains_key(*t)) {
+            return Err(refused(
+                "bad_field",
+                format!(
+                    "since.{topic}: already subscribed on this connection; its messages are arriving"
+                ),
+            ));
+        }
         if let Some(index) = names
             .iter()
             .position(|n| !self.state.access.may_subscribe(n, self.grant.as_ref()))
@@ -457,20 +327,19 @@ impl Session {
         Ok(ack)
     }
 
-    fn unsubscribe(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
-        let names = self.topic_list(request)?;
+    fn unsubscribe(&mut self, names: Vec<String>) -> Value {
         for name in &names {
             if let Some(id) = self.topics.remove(name) {
                 self.state.broker.unsubscribe(name, id);
             }
         }
-        Ok(json!({"op": "unsubscribe", "topics": names, "subscribed": self.subscribed()}))
+        json!({"op": "unsubscribe", "topics": names, "subscribed": self.subscribed()})
     }
 
     /// `{"op":"refresh","token":T}`: a newer token for the same user replaces the connection's
     /// token, moving its expiry; topics the new token no longer covers are unsubscribed, and
     /// the ack names them.
-    fn refresh(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
+    fn refresh(&mut self, token: &str) -> Result<Value, Refused> {
         let Some(verifier) = &self.state.verifier else {
             return Err(refused("forbidden", "this server does not use tokens"));
         };
@@ -478,12 +347,6 @@ impl Session {
             return Err(refused(
                 "forbidden",
                 "this connection has no token to refresh; connect with one",
-            ));
-        };
-        let Some(token) = request.get("token").and_then(Value::as_str) else {
-            return Err(refused(
-                "missing_field",
-                "\"token\" is missing; give the new token as a string",
             ));
         };
         let grant = verifier.verify(token).map_err(|rejected| {
@@ -526,49 +389,8 @@ impl Session {
         names
     }
 
-    async fn publish(&mut self, request: &Map<String, Value>) -> Result<Value, Refused> {
-        let topic = match request.get("topic") {
-            None => {
-                return Err(refused(
-                    "missing_field",
-                    "\"topic\" is missing; name the topic to publish to",
-                ));
-            }
-            Some(Value::String(name)) if self.state.topic_allowed(name) => name,
-            Some(_) => {
-                return Err(refused(
-                    "bad_topic",
-                    "not a topic here; names are 1 to 64 letters, digits, '.', '_' or '-', and the server may allow only some",
-                ));
-            }
-        };
-        let message = match (request.get("data"), request.get("binary")) {
-            (Some(Value::String(text)), None) => Message::text(text.clone()),
-            (None, Some(Value::String(encoded))) => match BASE64.decode(encoded) {
-                Ok(bytes) => Message::binary(bytes),
-                Err(_) => {
-                    return Err(refused(
-                        "bad_base64",
-                        "\"binary\" must be standard base64 (RFC 4648, with padding)",
-                    ));
-                }
-            },
-            (None, None) => {
-                return Err(refused(
-                    "missing_field",
-                    "give the message as \"data\" (text) or \"binary\" (base64)",
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(refused(
-                    "bad_field",
-                    "give either \"data\" or \"binary\", not both",
-                ));
-            }
-            _ => {
-                return Err(refused("bad_field", "\"data\" and \"binary\" are strings"));
-            }
-        };
+    async fn publish(&mut self, topic: String, message: Message) -> Result<Value, Refused> {
+        let topic = topic.as_str();
         if !self.state.access.may_publish(topic, self.grant.as_ref()) {
             self.state.metrics.forbidden("publish");
             return Err(refused(
