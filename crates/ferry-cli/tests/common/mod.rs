@@ -170,4 +170,5 @@ pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 pub mod control;
+pub mod fault_relay;
 pub mod redis;
