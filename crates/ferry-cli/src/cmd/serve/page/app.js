@@ -583,7 +583,8 @@ function drawSpark() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The seed's lesson
+// Messages, not a byte stream: N WebSocket messages arrive as N, while N TCP writes arrive as
+// however many reads
 
 async function runLesson() {
   const button = $('lesson-run');
