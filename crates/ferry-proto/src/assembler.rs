@@ -2,11 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::connection::encoded_limit;
 use crate::error::ProtocolError;
 use crate::extension::Extension;
 use crate::frame::{FrameHeader, OpCode};
-use crate::limits::Limits;
+use crate::limits::{Limits, encoded_limit};
 use crate::message::{Message, Utf8Bytes};
 use crate::utf8::Validator;
 

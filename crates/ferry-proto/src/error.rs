@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::close::CloseCode;
+use crate::close_code::CloseCode;
 
 /// A violation of RFC 6455 by the peer, or a message over one of the local [`Limits`].
 ///

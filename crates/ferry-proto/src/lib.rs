@@ -7,10 +7,15 @@
 //! The pieces, in the order a connection meets them:
 //!
 //! - [`handshake`]: the HTTP/1.1 opening handshake, both roles ([`handshake::ClientHandshake`],
-//!   [`handshake::ServerHandshake`]), parsed incrementally and bounded by [`Limits`].
+//!   [`handshake::ServerHandshake`]), parsed incrementally and bounded by [`Limits`]. It ends
+//!   in one step that yields the connection together with what the handshake agreed
+//!   ([`handshake::Request::accept_connection`], [`handshake::ClientHandshake::connection`]),
+//!   so the response and the connection (subprotocol, permessage-deflate) cannot disagree.
 //! - [`Connection`]: the framing layer after the handshake. Feed it bytes with
 //!   [`Connection::receive_data`], take [`Event`]s with [`Connection::poll_event`], hand it
-//!   messages with [`Connection::send`], and write out what [`Connection::transmit`] holds.
+//!   messages with [`Connection::send`], and write out what [`Connection::transmit`] holds:
+//!   data in order, and control frames (pongs, pings, a close in reply) at the next frame
+//!   boundary, never behind the queue ([`Transmit`]).
 //! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire formats and checks it is built from.
 //! - [`ProtocolError`]: every way a peer can break the protocol, each mapped to its close code.
 //!
@@ -44,7 +49,9 @@
 
 mod assembler;
 pub mod close;
+mod close_code;
 mod connection;
+mod encoding;
 mod error;
 pub mod extension;
 pub mod frame;
@@ -53,6 +60,7 @@ mod limits;
 pub mod mask;
 mod message;
 pub mod prepared;
+mod role;
 mod transmit;
 pub mod utf8;
 

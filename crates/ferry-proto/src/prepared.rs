@@ -31,25 +31,7 @@ use crate::extension::deflate::PerMessageDeflate;
 use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use crate::message::Message;
 
-/// How a connection encodes outgoing messages when that depends on nothing but its settings:
-/// connections with equal encodings write identical bytes for the same message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FrameEncoding {
-    /// A server frame, uncompressed.
-    Plain,
-    /// A server frame compressed by permessage-deflate without server context takeover.
-    Deflate(DeflateEncoding),
-}
-
-/// The compressor settings that decide permessage-deflate's output for one message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DeflateEncoding {
-    pub(crate) level: i32,
-    pub(crate) mem_level: i32,
-    pub(crate) window_bits: u8,
-    pub(crate) threshold: usize,
-}
+pub use crate::encoding::{DeflateEncoding, FrameEncoding};
 
 /// One message encoded as one complete server frame for one [`FrameEncoding`], or, for a
 /// connection that must encode for itself, just the message. Cloning shares the bytes.

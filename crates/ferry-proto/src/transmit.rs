@@ -1,14 +1,27 @@
-//! The bytes a connection owes the peer, in order, as a queue of shared chunks.
+//! The bytes a connection owes the peer, in two lanes.
 //!
-//! Small frames (headers, control frames, short payloads) are written into one growing buffer
-//! so a batch of them leaves in a single write; a large payload is queued as its own `Bytes`,
-//! shared with the application's message instead of copied, and goes out with its header in one
+//! **Data** (message frames, and a close this end starts) goes in order, as a queue of shared
+//! chunks: small frames (headers, short payloads) are written into one growing buffer so a
+//! batch of them leaves in a single write; a large payload is queued as its own `Bytes`, shared
+//! with the application's message instead of copied, and goes out with its header in one
 //! vectored write.
+//!
+//! **Control** (pongs, pings, a close in reply or on failure) goes at the next frame boundary
+//! of the data, so it waits behind at most the rest of one frame, never behind the queue. RFC
+//! 6455 §5.4 allows control frames between the fragments of a message and forbids them inside a
+//! frame; with `Config::fragment_size` set, a large message is many frames, so a pong gets out
+//! after at most one fragment's bytes however much is queued, long before a strict peer's
+//! keepalive gives up.
+//!
+//! The boundaries are read from the data itself: at a boundary the next bytes are a frame
+//! header, which says how long the frame is.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::frame::FrameHeader;
 
 /// Payloads at least this long are queued by reference rather than copied (server side; a client
 /// must copy anyway to mask).
@@ -17,21 +30,51 @@ const SHARE_THRESHOLD: usize = 1024;
 /// Bytes waiting to be written to the transport.
 ///
 /// Implements [`Buf`], so the I/O layer can write it with `write_buf`/`chunks_vectored` and
-/// [`Buf::advance`] past what was written.
+/// [`Buf::advance`] past what was written. [`Buf::chunk`] is always the next bytes the wire
+/// should carry: control frames when the data is at a frame boundary, the data otherwise.
 #[derive(Debug, Default)]
 pub struct Transmit {
-    /// Chunks sealed in order; `tail` comes after them.
+    /// Data chunks sealed in order; `tail` comes after them.
     chunks: VecDeque<Bytes>,
-    /// Small writes accumulate here until a shared chunk must follow them.
+    /// Small data writes accumulate here until a shared chunk must follow them.
     tail: BytesMut,
     /// Total bytes in `chunks`.
     sealed_len: usize,
+    /// Bytes of the data frame being written that have not gone yet; 0 at a frame boundary.
+    frame_left: usize,
+    /// Whole control frames, waiting for a boundary (or going out). Boxed, and only while it
+    /// is used: every connection holds a `Transmit` for its whole life, and control frames are
+    /// rare (docs/memory.md).
+    control: Option<Box<ControlLane>>,
+}
+
+/// The control lane's bytes.
+#[derive(Debug, Default)]
+struct ControlLane {
+    bytes: BytesMut,
+    /// Part of `bytes` has been written: the control lane keeps the wire until it is empty, so
+    /// a control frame is never cut by data either.
+    started: bool,
 }
 
 impl Transmit {
-    /// Total bytes waiting.
+    /// Total bytes waiting, in both lanes.
     pub fn len(&self) -> usize {
+        self.data_len() + self.control_len()
+    }
+
+    /// Bytes of data waiting (frames of messages, a close this end started).
+    pub fn data_len(&self) -> usize {
         self.sealed_len + self.tail.len()
+    }
+
+    /// Bytes of control frames waiting.
+    pub fn control_len(&self) -> usize {
+        self.control_bytes().len()
+    }
+
+    fn control_bytes(&self) -> &[u8] {
+        self.control.as_ref().map_or(&[], |lane| &lane.bytes[..])
     }
 
     /// Whether nothing is waiting.
@@ -42,18 +85,35 @@ impl Transmit {
     /// Whether everything waiting is in one chunk, so [`Buf::chunk`] holds it all and a plain
     /// write serves where a vectored one would only add the cost of gathering.
     pub fn is_contiguous(&self) -> bool {
+        if self.control_goes_next() {
+            return true;
+        }
         match self.chunks.len() {
-            0 => true,
-            1 => self.tail.is_empty(),
+            0 => self.control_len() == 0,
+            1 => self.tail.is_empty() && self.control_len() == 0,
             _ => false,
         }
+    }
+
+    /// Whether the control lane has the wire: it has bytes, and the data is between frames
+    /// (or the control lane is partly written already).
+    fn control_goes_next(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|lane| !lane.bytes.is_empty() && (lane.started || self.frame_left == 0))
     }
 
     /// Takes everything waiting as one contiguous buffer (copying if there are several chunks).
     /// Handy in tests and simple drivers; the tokio layer writes chunks vectored instead.
     pub fn take_all(&mut self) -> Bytes {
-        if self.chunks.is_empty() {
+        if self.chunks.is_empty() && self.control_len() == 0 {
             return self.tail.split().freeze();
+        }
+        if self.data_len() == 0
+            && let Some(lane) = &mut self.control
+        {
+            lane.started = false;
+            return lane.bytes.split().freeze();
         }
         let mut out = BytesMut::with_capacity(self.len());
         while self.has_remaining() {
@@ -74,6 +134,7 @@ impl Transmit {
         if self.chunks.capacity() != 0 {
             self.chunks = VecDeque::new();
         }
+        self.control = None;
         if self.tail.capacity() == 0 {
             return None;
         }
@@ -93,14 +154,45 @@ impl Transmit {
         }
     }
 
-    /// Appends small bytes by copy.
+    /// Appends small data bytes by copy.
     pub(crate) fn put_slice(&mut self, data: &[u8]) {
         self.tail.extend_from_slice(data);
     }
 
-    /// The buffer small writes go to, for in-place encoding (client masking).
+    /// The buffer small data writes go to, for in-place encoding (client masking).
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
         &mut self.tail
+    }
+
+    /// The control lane, for writing whole control frames.
+    pub(crate) fn control_mut(&mut self) -> &mut BytesMut {
+        &mut self.control.get_or_insert_with(Box::default).bytes
+    }
+
+    /// Drops the data that has not started going out: every whole frame after the one being
+    /// written. A close in reply or on failure ends the conversation (§5.5.1: no data frame
+    /// after a close), so what was queued behind it would never be sent anyway.
+    pub(crate) fn discard_unstarted_data(&mut self) {
+        let keep = self.frame_left;
+        if keep == 0 {
+            self.chunks.clear();
+            self.tail.clear();
+            self.sealed_len = 0;
+            return;
+        }
+        let mut kept = 0;
+        let mut whole = 0;
+        for chunk in self.chunks.iter_mut() {
+            if kept == keep {
+                break;
+            }
+            chunk.truncate(keep - kept);
+            kept += chunk.len();
+            whole += 1;
+        }
+        self.chunks.truncate(whole);
+        self.sealed_len = kept;
+        self.tail.truncate(keep - kept);
     }
 
     /// Appends a payload, by reference when it is large enough for that to pay.
@@ -123,33 +215,42 @@ impl Transmit {
     }
 }
 
-impl Buf for Transmit {
-    fn remaining(&self) -> usize {
-        self.len()
-    }
-
-    fn chunk(&self) -> &[u8] {
+impl Transmit {
+    /// The first data chunk.
+    fn data_chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.tail,
         }
     }
 
-    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        let sources = self
-            .chunks
-            .iter()
-            .map(|c| &c[..])
-            .chain(std::iter::once(&self.tail[..]));
-        for (slot, chunk) in dst.iter_mut().zip(sources.filter(|c| !c.is_empty())) {
-            *slot = IoSlice::new(chunk);
-            n += 1;
+    /// The length of the data frame that starts here (at a boundary). The data lane holds only
+    /// frames this crate encoded, each header whole within one chunk; if that ever failed to
+    /// hold, the rest is treated as one frame, which only delays control frames.
+    fn next_frame_len(&self) -> usize {
+        match FrameHeader::parse(self.data_chunk()) {
+            Ok(Some((header, header_len))) => {
+                usize::try_from(header.payload_len).map_or(usize::MAX, |n| n + header_len)
+            }
+            _ => self.data_len(),
         }
-        n
+        .clamp(1, self.data_len().max(1))
     }
 
-    fn advance(&mut self, mut cnt: usize) {
+    /// Moves past `cnt` written data bytes, keeping count of the frame being written.
+    fn advance_data(&mut self, mut cnt: usize) {
+        while cnt > 0 && self.data_len() > 0 {
+            if self.frame_left == 0 {
+                self.frame_left = self.next_frame_len();
+            }
+            let step = cnt.min(self.frame_left);
+            self.advance_raw(step);
+            self.frame_left -= step;
+            cnt -= step;
+        }
+    }
+
+    fn advance_raw(&mut self, mut cnt: usize) {
         while cnt > 0 {
             match self.chunks.front_mut() {
                 Some(front) => {
@@ -168,6 +269,74 @@ impl Buf for Transmit {
                 }
             }
         }
+    }
+}
+
+impl Buf for Transmit {
+    fn remaining(&self) -> usize {
+        self.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        if self.control_goes_next() || self.data_len() == 0 {
+            return self.control_bytes();
+        }
+        let chunk = self.data_chunk();
+        if self.control_len() == 0 || self.frame_left == 0 {
+            chunk
+        } else {
+            // A control frame waits: offer no more than the rest of this frame.
+            chunk.get(..self.frame_left).unwrap_or(chunk)
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        if self.control_goes_next() || self.data_len() == 0 {
+            return match dst.first_mut() {
+                Some(slot) if self.control_len() != 0 => {
+                    *slot = IoSlice::new(self.control_bytes());
+                    1
+                }
+                _ => 0,
+            };
+        }
+        // With a control frame waiting, the data offered ends with the frame being written.
+        let mut budget = if self.control_len() == 0 {
+            usize::MAX
+        } else {
+            self.frame_left
+        };
+        let mut n = 0;
+        let sources = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]));
+        for (slot, chunk) in dst.iter_mut().zip(sources.filter(|c| !c.is_empty())) {
+            if budget == 0 {
+                break;
+            }
+            let chunk = chunk.get(..budget).unwrap_or(chunk);
+            budget -= chunk.len();
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        if self.control_goes_next() || self.data_len() == 0 {
+            let mut step = 0;
+            if let Some(lane) = &mut self.control {
+                step = cnt.min(lane.bytes.len());
+                lane.bytes.advance(step);
+                lane.started = !lane.bytes.is_empty();
+            }
+            // Only what chunk() offered is advanced past; anything more is data.
+            self.advance_data(cnt - step);
+            return;
+        }
+        self.advance_data(cnt);
     }
 }
 

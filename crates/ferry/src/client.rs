@@ -4,8 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferry_proto::Role;
-use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams};
+use ferry_proto::Connection;
 use ferry_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -13,7 +12,7 @@ use crate::address::{Address, Transport};
 use crate::config::Config;
 use crate::error::Error;
 use crate::proxy::{Proxy, ProxySetting};
-use crate::socket::{self, Receiver, Sender};
+use crate::socket::{self, Receiver, Sender, WebSocket};
 use crate::tls;
 
 /// Connects to a `ws://`, `wss://` or `ws+unix://` URL with the default [`Config`].
@@ -124,30 +123,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (opened, response) = timed_open(stream, address, config).await?;
-    let (sender, receiver) = socket::start(
-        opened.stream,
-        Role::Client,
-        config.proto(),
-        opened.deflate,
-        opened.leftover,
-    );
+    let (sender, receiver) = socket::start(opened.stream, opened.connection, response.deflate);
     Ok((sender, receiver, response))
 }
 
-/// A transport whose client handshake succeeded, before either kind of handle owns it.
-pub(crate) struct Opened<'c, S> {
+/// A transport whose client handshake succeeded, and the connection it agreed on, before
+/// either kind of handle owns them.
+pub(crate) struct Opened<S> {
     pub(crate) stream: S,
-    /// Bytes the server sent after its response: the first frames.
-    pub(crate) leftover: bytes::Bytes,
-    pub(crate) deflate: Option<(DeflateParams, &'c DeflateConfig)>,
+    /// The bytes the server sent after its response are already in it.
+    pub(crate) connection: Connection,
 }
 
 /// The client handshake under `Limits::handshake_timeout`.
-pub(crate) async fn timed_open<'c, S>(
+pub(crate) async fn timed_open<S>(
     stream: S,
     address: &Address,
-    config: &'c Config,
-) -> Result<(Opened<'c, S>, Response), Error>
+    config: &Config,
+) -> Result<(Opened<S>, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -174,11 +167,11 @@ where
     timed_handshake(stream, &address, config).await
 }
 
-async fn open<'c, S>(
+async fn open<S>(
     mut stream: S,
     address: &Address,
-    config: &'c Config,
-) -> Result<(Opened<'c, S>, Response), Error>
+    config: &Config,
+) -> Result<(Opened<S>, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -202,12 +195,44 @@ where
             break response;
         }
     };
-    let leftover = std::mem::take(&mut response.leftover);
-    let deflate = response.deflate.zip(config.deflate.as_ref());
-    let opened = Opened {
-        stream,
-        leftover,
-        deflate,
-    };
-    Ok((opened, response))
+    let connection = state.connection(&mut response, config.proto(), socket::now());
+    Ok((Opened { stream, connection }, response))
+}
+
+/// A client handshake into a [`WebSocket`] driven by the calling task.
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Runs the client handshake on a transport the caller opened (TCP, TLS from
+    /// [`tls_handshake`](crate::tls_handshake), a Unix socket, an in-memory pipe) for `url`'s
+    /// host and path, like [`connect_stream`](crate::connect_stream), and returns the
+    /// connection to be driven by the calling task, with the server's response.
+    ///
+    /// The handshake is bounded by `Limits::handshake_timeout`; the URL's scheme is not acted
+    /// on (the transport is whatever `stream` is).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), ferry::Error> {
+    /// use ferry::{Config, Incoming, Message, WebSocket};
+    /// let stream = tokio::net::TcpStream::connect("127.0.0.1:9001").await?;
+    /// stream.set_nodelay(true)?;
+    /// let (mut ws, _response) =
+    ///     WebSocket::connect_stream(stream, "ws://127.0.0.1:9001/", &Config::default()).await?;
+    /// ws.send(Message::text("hello")).await.ok();
+    /// if let Some(Incoming::Message(reply)) = ws.recv().await {
+    ///     println!("{} bytes back", reply.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_stream(
+        stream: S,
+        url: &str,
+        config: &crate::Config,
+    ) -> Result<(Self, ferry_proto::handshake::Response), crate::Error> {
+        let address = crate::Address::parse(url)?;
+        let (opened, response) = timed_open(stream, &address, config).await?;
+        let ws = socket::websocket(opened.stream, opened.connection, response.deflate);
+        Ok((ws, response))
+    }
 }

@@ -84,7 +84,12 @@ impl Config {
         self
     }
 
-    pub(crate) fn proto(&self) -> Arc<ferry_proto::Config> {
+    /// The protocol settings a connection with this config runs with (limits, fragment size,
+    /// keepalive), for building one with
+    /// [`Request::accept_connection`](ferry_proto::handshake::Request::accept_connection). It is
+    /// shared: connections built one after another on a thread with equal settings hold one
+    /// copy between them.
+    pub fn proto(&self) -> Arc<ferry_proto::Config> {
         thread_local! {
             /// The settings the last connection on this thread was built with.
             static LAST: RefCell<Option<Arc<ferry_proto::Config>>> = const { RefCell::new(None) };

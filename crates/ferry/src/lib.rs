@@ -69,7 +69,7 @@ pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve, serve_with};
 pub use origin::{InvalidOrigin, OriginPolicy};
-pub use server::{accept, accept_with, accept_with_request, from_raw};
+pub use server::{accept, accept_with, accept_with_request, from_accepted, from_raw};
 pub use socket::{Incoming, Overflow, Receiver, SendMessage, Sender, WebSocket};
 
 /// The protocol core, for those who need the state machine itself.

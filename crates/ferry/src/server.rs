@@ -1,9 +1,9 @@
 //! Accepting WebSocket connections on any transport.
 
 use bytes::Bytes;
-use ferry_proto::Role;
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::handshake::{HandshakeError, Refusal, Request, ServerHandshake};
+use ferry_proto::handshake::{Accepted, HandshakeError, Refusal, Request, ServerHandshake};
+use ferry_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
@@ -96,22 +96,14 @@ where
         return Err(Error::Refused(refusal.status));
     }
     let offered: Vec<&str> = config.protocols.iter().map(String::as_str).collect();
-    let protocol = request.choose_protocol(&offered);
-    // RFC 7692 §5: the first acceptable offer, or none (the connection opens uncompressed).
-    let deflate = config
-        .deflate
-        .as_ref()
-        .and_then(|d| Some((d.accept_offer(&request.extension_offers())?, d)));
-    let response = match &deflate {
-        Some(((_, header), _)) => {
-            request.accept_with_headers(protocol, &[("Sec-WebSocket-Extensions", header)])
-        }
-        None => request.accept(protocol),
-    };
-    stream.write_all(&response).await?;
-    let leftover = request.take_leftover();
-    let deflate = deflate.map(|((params, _), settings)| (params, settings));
-    let ws = socket::websocket(stream, Role::Server, config.proto(), deflate, &leftover);
+    let accepted = request.accept_connection(
+        &offered,
+        config.deflate.as_ref(),
+        config.proto(),
+        socket::now(),
+    );
+    stream.write_all(&accepted.response()).await?;
+    let ws = socket::websocket(stream, accepted.connection, accepted.deflate);
     Ok((ws, request))
 }
 
@@ -129,7 +121,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let deflate = deflate.zip(config.deflate.as_ref());
-    socket::start(stream, role, config.proto(), deflate, leftover)
+    let conn = Connection::after_handshake(role, config.proto(), deflate, &leftover, socket::now());
+    socket::start(stream, conn, deflate.map(|(params, _)| params))
+}
+
+/// Starts a connection from a request accepted with
+/// [`Request::accept_connection`](ferry_proto::handshake::Request::accept_connection), on the
+/// transport another HTTP server (hyper, say) upgraded; `leftover` is what that server read
+/// past the request. The response and the connection were settled together, so they agree.
+pub fn from_accepted<S>(stream: S, accepted: Accepted, leftover: &[u8]) -> (Sender, Receiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = accepted.connection;
+    if !leftover.is_empty() {
+        conn.receive_data(leftover, socket::now());
+    }
+    socket::start(stream, conn, accepted.deflate)
 }
 
 async fn read_request<S: AsyncRead + Unpin>(
@@ -162,4 +170,31 @@ async fn write_refusal<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     stream.write_all(&refusal.to_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Accepting into a [`WebSocket`] driven by the calling task; the handshake lives here, the
+/// connection in `socket/`.
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Accepts a WebSocket connection on `stream`, on any path, like [`accept_with`](crate::accept_with),
+    /// and returns it to be driven by the calling task.
+    pub async fn accept(stream: S, config: &crate::Config) -> Result<Self, crate::Error> {
+        let (ws, _request) = accept_websocket(stream, config, |_| Ok(())).await?;
+        Ok(ws)
+    }
+
+    /// Accepts after letting `check` look at the request and refuse it, like
+    /// [`accept_with_request`](crate::accept_with_request).
+    pub async fn accept_with_request<F>(
+        stream: S,
+        config: &crate::Config,
+        check: F,
+    ) -> Result<(Self, ferry_proto::handshake::Request), crate::Error>
+    where
+        F: FnOnce(&ferry_proto::handshake::Request) -> Result<(), ferry_proto::handshake::Refusal>,
+    {
+        accept_websocket(stream, config, check).await
+    }
 }

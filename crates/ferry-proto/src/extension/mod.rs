@@ -44,7 +44,7 @@ pub trait Extension: fmt::Debug + Send {
     /// state carried between messages): connections in the same group share one encoding of a
     /// fanned-out message ([`crate::PreparedMessage`]). The default, `None`, means this
     /// extension's output must be produced per connection.
-    fn frame_encoding(&self) -> Option<crate::FrameEncoding> {
+    fn frame_encoding(&self) -> Option<crate::encoding::FrameEncoding> {
         None
     }
 }

@@ -4,11 +4,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::server::is_safe_header;
-use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
+use super::{HandshakeError, accept_key, find_header_end, has_token, is_safe_header, split_list};
 use crate::extension::deflate::{self, DeflateConfig, DeflateParams};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::connection::{Config, Connection};
 use crate::extension::parse_extensions;
 use crate::limits::Limits;
+use crate::role::Role;
 
 /// What a client asks for in its opening handshake.
 ///
@@ -188,6 +192,20 @@ impl ClientHandshake {
             max_headers: limits.max_headers,
         };
         Ok((state, out.into_bytes()))
+    }
+
+    /// The connection the server's response agreed on, in one step: permessage-deflate as the
+    /// response accepted it (with this request's settings), and the bytes the server sent after
+    /// its response (taken from `response.leftover`) already fed.
+    pub fn connection(
+        &self,
+        response: &mut Response,
+        config: impl Into<Arc<Config>>,
+        now: Instant,
+    ) -> Connection {
+        let leftover = std::mem::take(&mut response.leftover);
+        let deflate = response.deflate.zip(self.deflate.as_ref());
+        Connection::after_handshake(Role::Client, config, deflate, &leftover, now)
     }
 
     /// Adds received bytes. Returns the response once its header block is complete and valid.

@@ -11,7 +11,7 @@ mod server;
 
 pub use client::{ClientHandshake, ClientRequest, Response};
 pub use error::{HandshakeError, Refusal};
-pub use server::{Request, ServerHandshake};
+pub use server::{Accepted, Request, ServerHandshake};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -55,6 +55,16 @@ pub(crate) fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| start + i + 4)
+}
+
+/// A header name must be an HTTP token and a value must not contain CR, LF or NUL, or the
+/// response could be split.
+pub(crate) fn is_safe_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 #[cfg(test)]

@@ -4,9 +4,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::{HandshakeError, accept_key, find_header_end, has_token, split_list};
+use super::{HandshakeError, accept_key, find_header_end, has_token, is_safe_header, split_list};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::connection::{Config, Connection};
+use crate::extension::deflate::{DeflateConfig, DeflateParams};
 use crate::extension::{ExtensionOffer, parse_extensions};
 use crate::limits::Limits;
+use crate::role::Role;
 
 /// Reads a client's opening handshake, incrementally.
 ///
@@ -132,7 +138,8 @@ fn describe(err: httparse::Error) -> &'static str {
 /// A validated WebSocket upgrade request.
 ///
 /// Look at it (path, Origin, subprotocols, any header) to decide, then answer with
-/// [`accept`](Request::accept) or a [`Refusal`](super::Refusal).
+/// [`accept_connection`](Request::accept_connection) (the response and the connection, in one
+/// step), or a [`Refusal`](super::Refusal).
 #[derive(Clone, Debug)]
 pub struct Request {
     path: String,
@@ -141,6 +148,37 @@ pub struct Request {
     protocols: Vec<String>,
     extensions: Vec<String>,
     leftover: Bytes,
+}
+
+/// An accepted request: the 101 response and the connection that speaks what it agreed
+/// ([`Request::accept_connection`]).
+#[derive(Debug)]
+pub struct Accepted {
+    /// The 101 response's headers, for an HTTP server (hyper, say) that writes the status line
+    /// and headers itself; [`response`](Self::response) has the whole response as bytes.
+    pub headers: Vec<(String, String)>,
+    /// The subprotocol chosen, if any.
+    pub protocol: Option<String>,
+    /// The permessage-deflate parameters agreed, if any.
+    pub deflate: Option<DeflateParams>,
+    /// The connection, its extension installed and the bytes after the request fed.
+    pub connection: Connection,
+}
+
+impl Accepted {
+    /// The whole 101 response, status line included.
+    pub fn response(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(160);
+        out.push_str("HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
 }
 
 impl Request {
@@ -281,6 +319,68 @@ impl Request {
         std::mem::take(&mut self.leftover)
     }
 
+    /// Accepts this request in one step: picks the subprotocol (the first of `protocols`, in
+    /// this server's order of preference, that the client offered), negotiates
+    /// permessage-deflate (RFC 7692 §5: the first offer `deflate` can accept, or none, and the
+    /// connection is then uncompressed), and returns the 101 response's headers together with
+    /// the connection that speaks what they say, the bytes the client sent after its request
+    /// already fed to it. The response and the connection cannot disagree.
+    ///
+    /// ```
+    /// use ferry_proto::extension::deflate::DeflateConfig;
+    /// use ferry_proto::handshake::ServerHandshake;
+    /// use ferry_proto::{Config, Limits};
+    /// use std::time::Instant;
+    /// let mut request = ServerHandshake::new(&Limits::default())
+    ///     .receive(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    ///         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    ///         Sec-WebSocket-Protocol: chat\r\n\
+    ///         Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    ///     .unwrap()
+    ///     .unwrap();
+    /// let deflate = DeflateConfig::default();
+    /// let accepted = request.accept_connection(&["chat"], Some(&deflate), Config::default(), Instant::now());
+    /// assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+    /// assert!(accepted.deflate.is_some());
+    /// assert!(accepted.connection.extension().is_some());
+    /// assert!(accepted.response().starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+    /// ```
+    pub fn accept_connection(
+        &mut self,
+        protocols: &[&str],
+        deflate: Option<&DeflateConfig>,
+        config: impl Into<Arc<Config>>,
+        now: Instant,
+    ) -> Accepted {
+        let protocol = self.choose_protocol(protocols).map(str::to_owned);
+        let negotiated = deflate.and_then(|d| Some((d.accept_offer(&self.extension_offers())?, d)));
+        let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
+        let extra: Vec<(&str, &str)> = extension
+            .map(|h| ("Sec-WebSocket-Extensions", h))
+            .into_iter()
+            .collect();
+        let headers = self
+            .accept_headers(protocol.as_deref(), &extra)
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        let params = negotiated.as_ref().map(|((params, _), _)| *params);
+        let leftover = self.take_leftover();
+        let connection = Connection::after_handshake(
+            Role::Server,
+            config,
+            negotiated.map(|((params, _), settings)| (params, settings)),
+            &leftover,
+            now,
+        );
+        Accepted {
+            headers,
+            protocol,
+            deflate: params,
+            connection,
+        }
+    }
+
     /// The 101 response that accepts this request, with the chosen subprotocol.
     ///
     /// A subprotocol the client did not offer is left out: the client would have to fail the
@@ -328,16 +428,6 @@ impl Request {
         }
         headers
     }
-}
-
-/// A header name must be an HTTP token and a value must not contain CR, LF or NUL, or the
-/// response could be split.
-pub(crate) fn is_safe_header(name: &str, value: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 #[cfg(test)]

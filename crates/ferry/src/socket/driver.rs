@@ -11,8 +11,8 @@ use ferry_proto::{CloseCode, CloseInfo, Event, Initiator, SendOptions, State, Ut
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::WRITE_HIGH_WATER;
-use super::receiver::Incoming;
-use super::sender::Command;
+use super::command::Command;
+use super::incoming::Incoming;
 use super::shared::Shared;
 use super::transport::{Read, Transport};
 

@@ -13,7 +13,9 @@
 //! than [`WRITE_HIGH_WATER`] bytes wait to be written, so the replies the protocol owes (pongs,
 //! the close echo) are never stuck behind the application's backlog.
 
+mod command;
 mod driver;
+mod incoming;
 pub(crate) mod pool;
 mod receiver;
 mod sender;
@@ -23,68 +25,43 @@ mod websocket;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use ferry_proto::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
-use ferry_proto::{CloseInfo, Config as ProtoConfig, Connection, Role};
+use ferry_proto::extension::deflate::DeflateParams;
+use ferry_proto::{CloseInfo, Connection};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use receiver::{Incoming, Receiver};
+pub use incoming::Incoming;
+pub use receiver::Receiver;
 pub use sender::{Overflow, Sender};
 pub use websocket::{SendMessage, WebSocket};
 
 /// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.
 pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 
-/// Builds the protocol state machine for a transport whose handshake is done.
-///
-/// `deflate` is the negotiated permessage-deflate, with this end's settings. `leftover` holds
-/// bytes read past the end of the handshake: the start of the frame stream.
-pub(crate) fn connection(
-    role: Role,
-    config: Arc<ProtoConfig>,
-    deflate: Option<(DeflateParams, &DeflateConfig)>,
-    leftover: &[u8],
-) -> Connection {
-    let mut conn = Connection::new(role, config, tokio::time::Instant::now().into_std());
-    if let Some((params, settings)) = deflate {
-        conn = conn.with_extension(Box::new(PerMessageDeflate::new(role, params, settings)));
-    }
-    if !leftover.is_empty() {
-        conn.receive_data(leftover, tokio::time::Instant::now().into_std());
-    }
-    conn
+/// The moment a connection built now starts from, on tokio's clock (so paused test time
+/// holds for its timers too).
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
-/// Starts the driver task for a transport whose handshake is done, and returns the handles.
+/// Starts the driver task for a connection whose handshake is done, and returns the handles.
+/// `deflate`: the negotiated parameters, which the handles report.
 pub(crate) fn start<S>(
     io: S,
-    role: Role,
-    config: Arc<ProtoConfig>,
-    deflate: Option<(DeflateParams, &DeflateConfig)>,
-    leftover: Bytes,
+    conn: Connection,
+    deflate: Option<DeflateParams>,
 ) -> (Sender, Receiver)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let params = deflate.map(|(params, _)| params);
-    let conn = connection(role, config, deflate, &leftover);
-    spawn(transport::Transport::new(io, conn), params)
+    spawn(transport::Transport::new(io, conn), deflate)
 }
 
 /// A single-task connection for a transport whose handshake is done.
-pub(crate) fn websocket<S>(
-    io: S,
-    role: Role,
-    config: Arc<ProtoConfig>,
-    deflate: Option<(DeflateParams, &DeflateConfig)>,
-    leftover: &[u8],
-) -> WebSocket<S>
+pub(crate) fn websocket<S>(io: S, conn: Connection, deflate: Option<DeflateParams>) -> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let params = deflate.map(|(params, _)| params);
-    let conn = connection(role, config, deflate, leftover);
-    WebSocket::new(transport::Transport::new(io, conn), params)
+    WebSocket::new(transport::Transport::new(io, conn), deflate)
 }
 
 /// Spawns the driver task for `transport`, and returns the handles.

@@ -7,16 +7,8 @@ use std::task::{Context, Poll};
 
 use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
 
+use super::incoming::Incoming;
 use super::shared::Shared;
-
-/// What a [`Receiver`] yields: whole messages, then the close as the last item.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Incoming {
-    /// A whole message.
-    Message(Message),
-    /// The connection closed. Always the last item; `recv` returns `None` after it.
-    Closed(CloseInfo),
-}
 
 /// Receives whole messages from a connection.
 ///

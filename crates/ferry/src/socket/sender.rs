@@ -9,22 +9,9 @@ use ferry_proto::{
     CloseCode, CloseInfo, FrameEncoding, Initiator, Message, PreparedFrame, Utf8Bytes,
 };
 
+use super::command::Command;
 use super::shared::Shared;
 use crate::error::{SendError, TrySendError};
-
-/// What the handles ask of the driver, in order.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// A message, and whether it must go out uncompressed.
-    Message(Message, bool),
-    /// A message prepared for many connections (`Sender::try_send_prepared`).
-    Prepared(PreparedFrame),
-    /// The droppable messages of this marker in `Shared::droppable` (see `DropQueue`), those a
-    /// sender did not drop meanwhile.
-    Droppable(u64),
-    Ping(Bytes),
-    Close(CloseCode, String),
-}
 
 /// What [`Sender::try_send_prepared`] does when the send queue is over its byte budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use ferry_proto::{CloseInfo, FrameEncoding, Limits, PreparedFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::receiver::Incoming;
-use super::sender::Command;
+use super::command::Command;
+use super::incoming::Incoming;
 
 /// Queue slots kept while idle: the few a connection uses message by message.
 const KEPT_SLOTS: usize = 4;

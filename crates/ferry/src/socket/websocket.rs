@@ -11,7 +11,7 @@ use ferry_proto::{
 use futures_util::task::noop_waker_ref;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::receiver::Incoming;
+use super::incoming::Incoming;
 use super::transport::{Read, Transport};
 use super::{Receiver, Sender};
 use crate::error::{SendError, TrySendError};
@@ -505,64 +505,6 @@ impl<S> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// Accepts a WebSocket connection on `stream`, on any path, like [`accept_with`](crate::accept_with),
-    /// and returns it to be driven by the calling task.
-    pub async fn accept(stream: S, config: &crate::Config) -> Result<Self, crate::Error> {
-        let (ws, _request) = crate::server::accept_websocket(stream, config, |_| Ok(())).await?;
-        Ok(ws)
-    }
-
-    /// Accepts after letting `check` look at the request and refuse it, like
-    /// [`accept_with_request`](crate::accept_with_request).
-    pub async fn accept_with_request<F>(
-        stream: S,
-        config: &crate::Config,
-        check: F,
-    ) -> Result<(Self, ferry_proto::handshake::Request), crate::Error>
-    where
-        F: FnOnce(&ferry_proto::handshake::Request) -> Result<(), ferry_proto::handshake::Refusal>,
-    {
-        crate::server::accept_websocket(stream, config, check).await
-    }
-
-    /// Runs the client handshake on a transport the caller opened (TCP, TLS from
-    /// [`tls_handshake`](crate::tls_handshake), a Unix socket, an in-memory pipe) for `url`'s
-    /// host and path, like [`connect_stream`](crate::connect_stream), and returns the
-    /// connection to be driven by the calling task, with the server's response.
-    ///
-    /// The handshake is bounded by `Limits::handshake_timeout`; the URL's scheme is not acted
-    /// on (the transport is whatever `stream` is).
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), ferry::Error> {
-    /// use ferry::{Config, Incoming, Message, WebSocket};
-    /// let stream = tokio::net::TcpStream::connect("127.0.0.1:9001").await?;
-    /// stream.set_nodelay(true)?;
-    /// let (mut ws, _response) =
-    ///     WebSocket::connect_stream(stream, "ws://127.0.0.1:9001/", &Config::default()).await?;
-    /// ws.send(Message::text("hello")).await.ok();
-    /// if let Some(Incoming::Message(reply)) = ws.recv().await {
-    ///     println!("{} bytes back", reply.len());
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn connect_stream(
-        stream: S,
-        url: &str,
-        config: &crate::Config,
-    ) -> Result<(Self, ferry_proto::handshake::Response), crate::Error> {
-        let address = crate::Address::parse(url)?;
-        let (opened, response) = crate::client::timed_open(stream, &address, config).await?;
-        let ws = super::websocket(
-            opened.stream,
-            ferry_proto::Role::Client,
-            config.proto(),
-            opened.deflate,
-            &opened.leftover,
-        );
-        Ok((ws, response))
-    }
-
     /// A connection on a transport whose handshake was done elsewhere, like
     /// [`from_raw`](crate::from_raw).
     pub fn from_raw(
@@ -573,7 +515,14 @@ where
         leftover: &[u8],
     ) -> Self {
         let deflate = deflate.zip(config.deflate.as_ref());
-        super::websocket(stream, role, config.proto(), deflate, leftover)
+        let conn = ferry_proto::Connection::after_handshake(
+            role,
+            config.proto(),
+            deflate,
+            leftover,
+            super::now(),
+        );
+        super::websocket(stream, conn, deflate.map(|(params, _)| params))
     }
 }
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::{
-    CloseCode, CloseInfo, DeflateParams, Incoming, Initiator, Refusal, Request, Role, Sender,
-};
+use ferry::proto::handshake::Accepted;
+use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Refusal, Request, Sender};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
@@ -432,7 +431,7 @@ fn upgrade<S: Transport>(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let request = match Request::from_parts(req.method().as_str(), minor, path, headers) {
+    let mut request = match Request::from_parts(req.method().as_str(), minor, path, headers) {
         Ok(request) => request,
         Err(err) => {
             state.metrics.handshake_failed(failure_reason(&err));
@@ -457,7 +456,7 @@ fn upgrade<S: Transport>(
             "too many connections; try again later",
         );
     };
-    let mut protocol = None;
+    let mut protocols: &[&str] = &[];
     if let Target::Bridge(name) = &target {
         let Some(bridge) = state.bridges.get(name) else {
             return text(StatusCode::NOT_FOUND, "no such bridge");
@@ -491,32 +490,29 @@ fn upgrade<S: Transport>(
             }
         }
         // websockify's subprotocol: the data is carried in binary messages, as ferry does anyway.
-        protocol = request.choose_protocol(&["binary"]);
+        protocols = &["binary"];
     }
-    let deflate = state
-        .config
-        .deflate
-        .as_ref()
-        .and_then(|d| d.accept_offer(&request.extension_offers()));
-    let extensions = deflate.as_ref().map(|(_, header)| header.as_str());
-    let extra: Vec<(&str, &str)> = extensions
-        .map(|h| ("Sec-WebSocket-Extensions", h))
-        .into_iter()
-        .collect();
+    // The response and the connection, settled together (subprotocol, permessage-deflate).
+    let config = &state.config;
+    let accepted = request.accept_connection(
+        protocols,
+        config.deflate.as_ref(),
+        config.proto(),
+        tokio::time::Instant::now().into_std(),
+    );
     let mut reply = Response::new(Full::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    for (name, value) in request.accept_headers(protocol, &extra) {
+    for (name, value) in &accepted.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             reply.headers_mut().insert(name, value);
         }
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let params = deflate.map(|(params, _)| params);
     let grant = authorized.grant;
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                run_websocket::<S>(upgraded, state, target, params, slot, grant, admission).await
+                run_websocket::<S>(upgraded, state, target, accepted, slot, grant, admission).await
             }
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
@@ -648,7 +644,7 @@ async fn run_websocket<S: Transport>(
     upgraded: hyper::upgrade::Upgraded,
     state: Arc<State>,
     target: Target,
-    deflate: Option<DeflateParams>,
+    accepted: Accepted,
     // Held for the connection's life: the per-IP count covers the WebSocket too.
     _slot: Arc<Slot>,
     grant: Option<Grant>,
@@ -658,20 +654,8 @@ async fn run_websocket<S: Transport>(
     // Take the stream back from hyper (and whatever it read past the request), so the
     // WebSocket runs on the socket itself rather than through hyper's boxed IO.
     let (sender, mut receiver) = match upgraded.downcast::<TokioIo<S>>() {
-        Ok(parts) => ferry::from_raw(
-            parts.io.into_inner(),
-            Role::Server,
-            &state.config,
-            deflate,
-            parts.read_buf,
-        ),
-        Err(upgraded) => ferry::from_raw(
-            TokioIo::new(upgraded),
-            Role::Server,
-            &state.config,
-            deflate,
-            Bytes::new(),
-        ),
+        Ok(parts) => ferry::from_accepted(parts.io.into_inner(), accepted, &parts.read_buf),
+        Err(upgraded) => ferry::from_accepted(TokioIo::new(upgraded), accepted, &[]),
     };
     let metrics = &state.metrics;
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
