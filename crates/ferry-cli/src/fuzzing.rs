@@ -11,8 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 use crate::cmd::serve::auth::{AuthConfig, Verifier};
-use crate::cmd::serve::config::{ServeConfig, valid_name};
+use crate::cmd::serve::config::ServeConfig;
 use crate::cmd::serve::control::{Parsed, Request, parse};
+use crate::cmd::serve::names::valid_name;
 
 /// Longest refusal sentence: a refusal names a place in the request (a field, an index, a
 /// valid topic name), never its text, so it stays short whatever was sent.

@@ -1,6 +1,9 @@
-//! Human sizes and durations on the command line: `16MiB`, `64k`, `10s`, `500ms`.
+//! Human sizes and durations, on the command line and in the config file: `16MiB`, `64k`,
+//! `10s`, `500ms`.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Parses a byte size: a number with an optional unit (`k`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`;
 /// `KB`, `MB`, `GB` are powers of 1000).
@@ -46,6 +49,72 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("unknown duration unit {unit:?}; use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A byte size in the config: `1048576`, `"64KiB"` or `"16MiB"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0;
+        let text = if n != 0 && n.is_multiple_of(1 << 30) {
+            format!("{}GiB", n >> 30)
+        } else if n != 0 && n.is_multiple_of(1 << 20) {
+            format!("{}MiB", n >> 20)
+        } else if n != 0 && n.is_multiple_of(1 << 10) {
+            format!("{}KiB", n >> 10)
+        } else {
+            n.to_string()
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
+            NumberOrText::Text(text) => parse_size(&text),
+        }
+        .map(Size)
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a size or a duration may be written: a bare number, or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+/// A duration in the config: `10` (seconds), `"10s"`, `"500ms"`, `"5m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let text = if d.subsec_nanos() == 0 {
+            format!("{}s", d.as_secs())
+        } else {
+            format!("{}ms", d.as_millis())
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(Duration::from_secs(n)),
+            NumberOrText::Text(text) => parse_duration(&text),
+        }
+        .map(Dur)
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]

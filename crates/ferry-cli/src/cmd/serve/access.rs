@@ -43,7 +43,7 @@ pub struct RuleConfig {
     pub history_size: Option<usize>,
     /// How long their history outlives the last publish (default: --history-ttl).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_ttl: Option<super::config::Dur>,
+    pub history_ttl: Option<crate::size::Dur>,
 }
 
 #[derive(Debug)]

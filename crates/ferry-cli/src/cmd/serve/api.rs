@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
 use super::State;
-use super::http::Reply;
+use super::reply::Reply;
 
 fn reply(status: StatusCode, body: &Value) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(format!("{body}\n"))));

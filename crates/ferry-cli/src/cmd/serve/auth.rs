@@ -20,7 +20,11 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::config::valid_name;
+use super::names::valid_name;
+
+/// The close code of a connection whose token expired (docs/auth.md), in the range RFC 6455
+/// §7.4.2 leaves to applications.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 /// `[auth]` in the config file; the `--jwt-*` flags.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,7 +44,7 @@ pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
-    pub leeway: super::config::Dur,
+    pub leeway: crate::size::Dur,
 }
 
 impl Default for AuthConfig {
@@ -50,7 +54,7 @@ impl Default for AuthConfig {
             public_keys: Vec::new(),
             audience: None,
             issuer: None,
-            leeway: super::config::Dur(Duration::ZERO),
+            leeway: crate::size::Dur(Duration::ZERO),
         }
     }
 }

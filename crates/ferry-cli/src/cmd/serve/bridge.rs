@@ -321,7 +321,7 @@ mod tests {
             to: "tcp://127.0.0.1:9".into(),
             token: token.map(str::to_owned),
             token_file: None,
-            connect_timeout: super::super::config::Dur(Duration::from_secs(1)),
+            connect_timeout: crate::size::Dur(Duration::from_secs(1)),
         })
         .unwrap()
     }
@@ -344,7 +344,7 @@ mod tests {
             to: "unix:/tmp/x".into(),
             token: None,
             token_file: Some(path.clone()),
-            connect_timeout: super::super::config::Dur(Duration::from_secs(1)),
+            connect_timeout: crate::size::Dur(Duration::from_secs(1)),
         })
         .unwrap();
         assert_eq!(b.check_token(Some("beta")), TokenCheck::Accepted);

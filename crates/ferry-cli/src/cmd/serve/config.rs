@@ -7,9 +7,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::size::{parse_duration, parse_size};
+use super::names::valid_name;
+pub use crate::size::{Dur, Size};
 
 /// The effective configuration of `ferry serve`; `--print-config` prints it as TOML.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -315,14 +316,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// Valid names of topics and bridges: 1 to 64 of `A-Z a-z 0-9 . _ -`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 impl ServeConfig {
     /// Reads a TOML file over the defaults. Errors carry the file name, and toml's own message,
     /// which names the key and the line.
@@ -490,72 +483,6 @@ fn one_line(text: &str, err: &toml::de::Error) -> String {
         .map(|l| format!("{l} "))
         .unwrap_or_default();
     format!("line {line_no}, {section}`{line}`: {message}")
-}
-
-/// A byte size in the config: `1048576`, `"64KiB"` or `"16MiB"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size(pub usize);
-
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let n = self.0;
-        let text = if n != 0 && n.is_multiple_of(1 << 30) {
-            format!("{}GiB", n >> 30)
-        } else if n != 0 && n.is_multiple_of(1 << 20) {
-            format!("{}MiB", n >> 20)
-        } else if n != 0 && n.is_multiple_of(1 << 10) {
-            format!("{}KiB", n >> 10)
-        } else {
-            n.to_string()
-        };
-        s.serialize_str(&text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match NumberOrText::deserialize(d)? {
-            NumberOrText::Number(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
-            NumberOrText::Text(text) => parse_size(&text),
-        }
-        .map(Size)
-        .map_err(serde::de::Error::custom)
-    }
-}
-
-/// How a size or a duration may be written: a bare number, or a string with a unit.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrText {
-    Number(u64),
-    Text(String),
-}
-
-/// A duration in the config: `10` (seconds), `"10s"`, `"500ms"`, `"5m"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let d = self.0;
-        let text = if d.subsec_nanos() == 0 {
-            format!("{}s", d.as_secs())
-        } else {
-            format!("{}ms", d.as_millis())
-        };
-        s.serialize_str(&text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match NumberOrText::deserialize(d)? {
-            NumberOrText::Number(n) => Ok(Duration::from_secs(n)),
-            NumberOrText::Text(text) => parse_duration(&text),
-        }
-        .map(Dur)
-        .map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

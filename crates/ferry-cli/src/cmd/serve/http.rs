@@ -23,10 +23,11 @@ use tokio::net::TcpListener;
 
 use super::State;
 use super::admission::{AcceptFailures, Admission};
-use super::auth::{Grant, Rejected};
+use super::auth::{CLOSE_TOKEN_EXPIRED, Grant, Rejected};
 use super::bridge::{self, TokenCheck};
 use super::metrics::Route;
 use super::per_ip::{PerIp, Slot};
+pub use super::reply::{Reply, text};
 use super::tls::Tls;
 
 const PAGE: &str = include_str!("page/index.html");
@@ -229,18 +230,6 @@ async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot
     }
 }
 
-pub type Reply = Response<Full<Bytes>>;
-
-pub fn text(status: StatusCode, body: &str) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-    *reply.status_mut() = status;
-    reply.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    reply
-}
-
 fn asset(content_type: &'static str, body: String) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(body)));
     reply
@@ -355,7 +344,7 @@ async fn route<S: Transport>(
     upgrade::<S>(req, state, target, slot)
 }
 
-use super::config::valid_name;
+use super::names::valid_name;
 
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -715,10 +704,6 @@ async fn run_websocket<S: Transport>(
     }
     state.connections.remove(id);
 }
-
-/// The close code of a connection whose token expired (docs/auth.md), in the range RFC 6455
-/// §7.4.2 leaves to applications.
-pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 /// Publishes a topic connection may have under way at once: its messages are submitted in
 /// order without waiting for each outcome, so one fast publisher is not held to one Redis

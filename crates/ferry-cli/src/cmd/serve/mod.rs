@@ -13,9 +13,11 @@ mod forwarded;
 mod http;
 mod lesson;
 mod metrics;
+pub(crate) mod names;
 mod origin;
 mod per_ip;
 mod rate;
+mod reply;
 mod tls;
 
 use std::collections::HashMap;
@@ -214,7 +216,7 @@ fn parse_bridge(text: &str) -> Result<(String, String), String> {
     let (name, target) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: use NAME=TARGET, e.g. vnc=tcp://127.0.0.1:5900"))?;
-    if !config::valid_name(name) {
+    if !names::valid_name(name) {
         return Err(format!(
             "{name:?} is not a bridge name; use 1 to 64 of A-Z a-z 0-9 . _ -"
         ));
@@ -433,7 +435,7 @@ impl State {
     /// Whether a topic of this name may be used: well-formed, and on `topics.allowed` when
     /// that list is set.
     pub fn topic_allowed(&self, name: &str) -> bool {
-        config::valid_name(name)
+        names::valid_name(name)
             && (self.topics_allowed.is_empty() || self.topics_allowed.iter().any(|t| t == name))
     }
 }

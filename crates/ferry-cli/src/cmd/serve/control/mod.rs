@@ -23,9 +23,8 @@ use serde_json::{Map, Value, json};
 pub use request::{Parsed, Refused, Request, parse, refused};
 
 use super::State;
-use super::auth::Grant;
+use super::auth::{CLOSE_TOKEN_EXPIRED, Grant};
 use super::broker::Joined;
-use super::http::CLOSE_TOKEN_EXPIRED;
 use super::metrics::Route;
 use super::rate::Bucket;
 

@@ -255,7 +255,7 @@ mod tests {
     use super::*;
 
     fn any_topic(name: &str) -> bool {
-        crate::cmd::serve::config::valid_name(name)
+        crate::cmd::serve::names::valid_name(name)
     }
 
     fn code(text: &str) -> &'static str {
