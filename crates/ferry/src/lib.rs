@@ -63,7 +63,7 @@ mod server;
 mod socket;
 pub mod tls;
 
-pub use address::Address;
+pub use address::{Address, Transport};
 pub use client::{connect, connect_stream, connect_with, tls_handshake};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};

@@ -84,13 +84,13 @@ pub(super) fn compress(payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The head of a non-final stored deflate block of [`super::fanout::SEQ_LEN`] bytes: BFINAL 0,
+/// The head of a non-final stored deflate block of [`super::SEQ_LEN`] bytes: BFINAL 0,
 /// BTYPE 00 and padding in the first byte, then LEN and its complement, little-endian
 /// (RFC 1951 §3.2.4). Fan-out puts the sequence number in such a block in front of the
 /// compressed rest of the payload, so each message is the pre-compressed one with 16 bytes
 /// patched, instead of a compression per message.
 pub(super) const STORED_PREFIX_HEADER: [u8; 5] = {
-    let len = super::fanout::SEQ_LEN as u16;
+    let len = super::SEQ_LEN as u16;
     let [l0, l1] = len.to_le_bytes();
     let [n0, n1] = (!len).to_le_bytes();
     [0x00, l0, l1, n0, n1]

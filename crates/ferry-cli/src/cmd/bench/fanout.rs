@@ -27,10 +27,9 @@
 //! the publisher is on the first ([`super::Plan::target`]); nothing here changes, since a node
 //! delivers what another node's publisher sent (through the broker) like its own, in order.
 
-use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -39,14 +38,13 @@ use anyhow::{Context, Result, anyhow};
 use ferry::proto::mask::apply_mask;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Conn, Event, MEASURE, Plan, WARMUP, Worker, write_zero};
-
-/// Bytes of the sequence number at the start of every fan-out message: 16 lowercase hex
-/// digits, so text messages stay valid UTF-8.
-pub(super) const SEQ_LEN: usize = 16;
+use super::conn::{Conn, write_zero};
+use super::hub::{Hub, Tally};
+use super::plan::Plan;
+use super::sequence::{SEQ_LEN, seq_prefix};
+use super::shared::{Event, MEASURE, WARMUP, Worker};
 
 /// How often the publisher sends a sync message until every receiver has seen one.
 const SYNC_EVERY: Duration = Duration::from_millis(20);
@@ -54,120 +52,6 @@ const SYNC_EVERY: Duration = Duration::from_millis(20);
 /// How often waiting code looks again at state that other threads change without a wake-up
 /// (the phase, the sync count, the end of the run).
 const RECHECK: Duration = Duration::from_millis(1);
-
-/// The first [`SEQ_LEN`] bytes of message `seq`.
-pub(super) fn seq_prefix(seq: u64) -> [u8; SEQ_LEN] {
-    let mut out = [0u8; SEQ_LEN];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let nibble = (seq >> (4 * (SEQ_LEN - 1 - i))) & 0xf;
-        *byte = b"0123456789abcdef"[nibble as usize];
-    }
-    out
-}
-
-/// Where a receiver is in the publisher's sequence.
-pub(super) struct SeqState {
-    /// The sequence number of the next numbered message.
-    pub(super) next: u64,
-    /// `seq_prefix(next)`: what the next message must start with.
-    pub(super) prefix: [u8; SEQ_LEN],
-    /// Empty (sync) messages seen before the first numbered one.
-    pub(super) syncs: u64,
-}
-
-impl SeqState {
-    pub(super) fn new() -> SeqState {
-        SeqState {
-            next: 0,
-            prefix: seq_prefix(0),
-            syncs: 0,
-        }
-    }
-
-    pub(super) fn advance(&mut self) {
-        self.next += 1;
-        self.prefix = seq_prefix(self.next);
-    }
-}
-
-/// What the load threads share about the publisher's messages.
-pub(super) struct Hub {
-    /// Messages published: the next sequence number.
-    pub(super) published: AtomicU64,
-    /// Messages that every receiver has.
-    completed: AtomicU64,
-    /// Per ring slot: load threads still to finish that message.
-    remaining: Box<[AtomicU32]>,
-    /// Per ring slot: when the message was written, in ns since `epoch`.
-    sent_at: Box<[AtomicU64]>,
-    ring_mask: u64,
-    epoch: Instant,
-    /// The number of messages published in all, once the publisher has stopped; `u64::MAX`
-    /// before.
-    total: AtomicU64,
-    /// Receivers that have seen a sync message.
-    pub(super) synced: AtomicUsize,
-    /// Subscribers plus the publisher.
-    pub(super) receivers: usize,
-    threads: u32,
-    /// Woken when a message completes, so a publisher waiting for room in the window goes on.
-    publisher: AtomicWaker,
-}
-
-impl Hub {
-    pub(super) fn new(window: usize, subscribers: usize, threads: usize) -> Hub {
-        // A slot is reused `ring` messages later, when at most `window` are in flight: by then
-        // the slot's message is complete (messages complete in order).
-        let ring = window.max(1).next_power_of_two();
-        Hub {
-            published: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            remaining: (0..ring).map(|_| AtomicU32::new(0)).collect(),
-            sent_at: (0..ring).map(|_| AtomicU64::new(0)).collect(),
-            ring_mask: ring as u64 - 1,
-            epoch: Instant::now(),
-            total: AtomicU64::new(u64::MAX),
-            synced: AtomicUsize::new(0),
-            receivers: subscribers + 1,
-            threads: threads as u32,
-            publisher: AtomicWaker::new(),
-        }
-    }
-
-    fn slot(&self, seq: u64) -> usize {
-        (seq & self.ring_mask) as usize
-    }
-
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn in_flight(&self) -> u64 {
-        self.published
-            .load(Ordering::Acquire)
-            .saturating_sub(self.completed.load(Ordering::Acquire))
-    }
-}
-
-/// One load thread's count of its receivers per message.
-pub(super) struct Tally {
-    /// Per ring slot: receivers of this thread that have the message.
-    got: RefCell<Vec<u32>>,
-    /// Receivers on this thread.
-    receivers: u32,
-    /// Messages received by this thread's receivers, all together.
-    received: Cell<u64>,
-}
-
-impl Tally {
-    pub(super) fn new(hub: &Hub, receivers: usize) -> Tally {
-        Tally {
-            got: RefCell::new(vec![0; hub.remaining.len()]),
-            receivers: receivers as u32,
-            received: Cell::new(0),
-        }
-    }
-}
 
 /// What a fan-out connection's poll needs besides the connection.
 pub(super) struct Ctx<'a> {
@@ -302,7 +186,9 @@ impl Publisher {
         let now = Instant::now();
         Publisher {
             conn,
-            out: Vec::with_capacity(super::BATCH_BYTES.min(plan.frame_len * plan.pipeline) + 256),
+            out: Vec::with_capacity(
+                super::plan::BATCH_BYTES.min(plan.frame_len * plan.pipeline) + 256,
+            ),
             out_off: 0,
             state: PubState::Syncing,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -523,33 +409,8 @@ pub(super) async fn run(
             result = receiving => result?,
             result = publishing => result?,
             () = drained(ctx) => {}
-            err = super::watch(ctx.worker.shared, plan.timeout, "the last deliveries did not arrive") => return Err(err),
+            err = super::shared::watch(ctx.worker.shared, plan.timeout, "the last deliveries did not arrive") => return Err(err),
         }
     }
     Ok((subscribers, publisher))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sequence_prefixes_are_fixed_width_hex() {
-        assert_eq!(&seq_prefix(0), b"0000000000000000");
-        assert_eq!(&seq_prefix(0xabc), b"0000000000000abc");
-        assert_eq!(&seq_prefix(u64::MAX), b"ffffffffffffffff");
-        let mut s = SeqState::new();
-        s.advance();
-        s.advance();
-        assert_eq!((s.next, &s.prefix), (2, b"0000000000000002"));
-    }
-
-    #[test]
-    fn ring_is_at_least_the_window() {
-        for (window, ring) in [(1, 1), (3, 4), (16, 16), (17, 32)] {
-            let hub = Hub::new(window, 4, 1);
-            assert_eq!(hub.remaining.len(), ring);
-            assert_eq!(hub.slot(ring as u64 + 1), 1 % ring);
-        }
-    }
 }
