@@ -19,6 +19,8 @@
 //! connection is up; none is sent twice. A message already handed to a connection that then
 //! drops may or may not have reached the server: WebSocket has no acknowledgements, so resuming
 //! exactly is the application's protocol (the [`Policy::on_connect`] hook is where it starts).
+//! A connection that keepalive finds dead is reset, so what the kernel still held for it is
+//! dropped rather than delivered later, after a newer connection's messages.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;

@@ -333,6 +333,38 @@ async fn keepalive_closes_a_peer_that_never_answers_pings() {
     assert_eq!(wire.first(), Some(&0x89), "a ping went out first: {wire:?}");
 }
 
+/// A TCP peer that keepalive found dead is reset, not closed with a FIN behind whatever is
+/// still queued: bytes the kernel held could otherwise reach the peer when the path comes back,
+/// after the messages of a newer connection (tests/faults.rs in ferry-cli shows the reconnecting
+/// client's case).
+#[tokio::test]
+async fn keepalive_resets_a_tcp_peer_that_never_answers() {
+    let config =
+        Config::default().with_keepalive(Duration::from_millis(50), Duration::from_millis(100));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = WebSocket::from_raw(stream, Role::Server, &config, None, &[]);
+        let closed = tokio::time::timeout(WAIT, ws.recv()).await.unwrap();
+        drop(ws);
+        closed
+    });
+    let mut peer = TcpStream::connect(addr).await.unwrap();
+    let closed = server.await.unwrap();
+    assert!(
+        matches!(&closed, Some(Incoming::Closed(info)) if info.code == CloseCode::INTERNAL_ERROR),
+        "{closed:?}"
+    );
+    // The peer read nothing while the server pinged; now it finds a reset, not an EOF.
+    let mut wire = Vec::new();
+    let end = tokio::time::timeout(WAIT, peer.read_to_end(&mut wire))
+        .await
+        .unwrap();
+    let err = end.expect_err("a reset, not an orderly close");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
 /// The client side of a single-task `WebSocket`: its handshake (deflate offered and agreed),
 /// pipelined messages of every size back whole and in order, then a clean close it starts.
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! for `tc netem`'s delay where the kernel has no netem (packet loss is made by nftables in
 //! the test itself, which is real loss that TCP must repair).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,8 +81,14 @@ async fn carry(
 ) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let cut = Arc::new(AtomicBool::new(false));
-    let up = direction(client_read, server_write, fault.clone(), cut.clone(), true);
+    let cut = Arc::new(AtomicU8::new(WHOLE));
+    let mut up = tokio::spawn(direction(
+        client_read,
+        server_write,
+        fault.clone(),
+        cut.clone(),
+        true,
+    ));
     let mut down = tokio::spawn(direction(
         server_read,
         client_write,
@@ -90,24 +96,41 @@ async fn carry(
         cut.clone(),
         false,
     ));
-    up.await;
-    if cut.load(Ordering::SeqCst) {
-        resets.fetch_add(1, Ordering::SeqCst);
-        // Dropping the other direction's reader ends its writer, which sees the cut.
-        down.abort();
-    } else {
-        let _ = (&mut down).await;
+    // Whichever direction ends first; the other is awaited (after a FIN) or dropped (after a
+    // cut).
+    let mut rest = tokio::select! {
+        _ = &mut up => down,
+        _ = &mut down => up,
+    };
+    match cut.load(Ordering::SeqCst) {
+        WHOLE => {
+            let _ = (&mut rest).await;
+        }
+        state => {
+            if state == INJECTED {
+                resets.fetch_add(1, Ordering::SeqCst);
+            }
+            // Dropping the reader ends its writer, which sees the cut and resets.
+            rest.abort();
+        }
     }
 }
 
+/// `cut` states: nothing cut; reset by a [`Fault::ResetAfter`]; reset by one of the ends (and
+/// passed on to the other, as a path without the relay would).
+const WHOLE: u8 = 0;
+const INJECTED: u8 = 1;
+const PASSED_ON: u8 = 2;
+
 /// Carries one direction until EOF, passing the FIN on. In the client's direction
-/// (`upstream`) a [`Fault::ResetAfter`] sets `cut`, and then both writers of the connection
-/// close their sockets with a zero linger (an RST, no FIN) instead of shutting them down.
+/// (`upstream`) a [`Fault::ResetAfter`] cuts the connection, and so does a reset from either
+/// end; then both writers close their sockets with a zero linger (an RST, no FIN) instead of
+/// shutting them down.
 async fn direction(
     mut from: OwnedReadHalf,
     to: OwnedWriteHalf,
     fault: Arc<Mutex<Fault>>,
-    cut: Arc<AtomicBool>,
+    cut: Arc<AtomicU8>,
     upstream: bool,
 ) {
     let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -121,7 +144,7 @@ async fn direction(
                 broken = true;
             }
         }
-        if writer_cut.load(Ordering::SeqCst) {
+        if writer_cut.load(Ordering::SeqCst) != WHOLE {
             let _ = to.as_ref().set_zero_linger();
             to.forget();
         } else {
@@ -134,7 +157,14 @@ async fn direction(
     let mut buf = vec![0; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            // A reset passes through as a reset, as on a path without the relay: the other
+            // side's queued bytes are dropped, not delivered late.
+            Err(_) => {
+                cut.store(PASSED_ON, Ordering::SeqCst);
+                let _ = from.as_ref().set_zero_linger();
+                break;
+            }
             Ok(n) => n,
         };
         let now = Instant::now();
@@ -161,7 +191,7 @@ async fn direction(
                     // What came before the cut goes out, then both sockets are reset.
                     let _ = queue.send((at, buf[..*left].to_vec()));
                     *fault.lock().unwrap() = Fault::Pass;
-                    cut.store(true, Ordering::SeqCst);
+                    cut.store(INJECTED, Ordering::SeqCst);
                     let _ = from.as_ref().set_zero_linger();
                     break;
                 }

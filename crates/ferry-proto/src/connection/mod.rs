@@ -81,6 +81,8 @@ pub struct Connection {
     deferred: Option<Box<ProtocolError>>,
     /// Whether the close is final enough to close the transport (see `should_close_transport`).
     transport_done: bool,
+    /// The peer stopped answering: close the transport abortively (`should_abort_transport`).
+    peer_unresponsive: bool,
     eof: bool,
     close_deadline: Option<Instant>,
     /// Keepalive's timers, while `config.keepalive` is set and the connection is open.
@@ -115,6 +117,7 @@ impl Connection {
             error: None,
             deferred: None,
             transport_done: false,
+            peer_unresponsive: false,
             eof: false,
             close_deadline: None,
             keepalive,
@@ -203,6 +206,15 @@ impl Connection {
     /// close timeout passed.
     pub fn should_close_transport(&self) -> bool {
         self.state == State::Closed && self.transport_done
+    }
+
+    /// Whether the transport should be closed abortively (for TCP: a reset, no FIN, unsent bytes
+    /// dropped) rather than flushed first: true once keepalive found the peer unresponsive. Its
+    /// side is gone, nothing more will be read there, and bytes still queued in the kernel would
+    /// otherwise be retransmitted until the path comes back, reaching the server after the
+    /// messages of a newer connection (a reconnecting client's, say) and out of order with them.
+    pub fn should_abort_transport(&self) -> bool {
+        self.peer_unresponsive
     }
 
     /// Releases buffer memory while nothing is in flight, so an idle connection holds none.

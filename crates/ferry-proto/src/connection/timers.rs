@@ -61,6 +61,7 @@ impl Connection {
                 &CloseFrame::new(CloseCode::INTERNAL_ERROR, reason.clone()),
             );
             self.transport_done = true;
+            self.peer_unresponsive = true;
             self.enter_closed(CloseInfo {
                 code: CloseCode::INTERNAL_ERROR,
                 reason,

@@ -6,7 +6,7 @@
 //! Neither queue nor event handling lives here: each caller decides when to read (the driver
 //! stops while its receiver is over budget) and where events go.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::future::Future;
 use std::io;
 use std::io::IoSlice;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use ferry_proto::{CloseInfo, Connection, Utf8Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
@@ -89,7 +90,7 @@ impl Spare {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
-        let shutdown = TypeId::of::<S>() != TypeId::of::<tokio::net::TcpStream>();
+        let shutdown = TypeId::of::<S>() != TypeId::of::<TcpStream>();
         Transport {
             shutdown,
             io,
@@ -102,6 +103,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport<S> {
             grown: false,
             spare: None,
         }
+    }
+
+    /// Once the protocol is done with the transport (§7.1.1), writes what is left, bounded by
+    /// `Limits::close_timeout` against a peer that stopped reading, and shuts the transport
+    /// down. `Pending` while the protocol still needs it or the last bytes are on their way.
+    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.io_error.is_some() {
+            return Poll::Ready(());
+        }
+        if !self.conn.should_close_transport() {
+            return Poll::Pending;
+        }
+        if self.conn.should_abort_transport() && abort(&self.io) {
+            // The peer stopped answering: nothing more will be read there, and what the kernel
+            // still holds must not reach it later, after a newer connection's messages. The
+            // reset goes when the socket is dropped.
+            return Poll::Ready(());
+        }
+        if self.conn.transmit().has_remaining() {
+            self.write(cx);
+        }
+        if self.conn.transmit().has_remaining() && self.io_error.is_none() {
+            let timeout = self.conn.config().limits.close_timeout;
+            let linger = self
+                .linger
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            return match linger.as_mut().poll(cx) {
+                // The peer stopped reading; what it did not take is lost with the transport.
+                Poll::Ready(()) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if self.io_error.is_some() {
+            return Poll::Ready(());
+        }
+        if !self.shutdown {
+            // §7.1.1: the transport closes when it is dropped, right after this.
+            return Poll::Ready(());
+        }
+        // §7.1.1: close the transport. A failed shutdown changes nothing for the peer.
+        Pin::new(&mut self.io).poll_shutdown(cx).map(|_| ())
     }
 }
 
@@ -326,41 +368,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             Poll::Pending => false,
         }
     }
-
-    /// Once the protocol is done with the transport (§7.1.1), writes what is left, bounded by
-    /// `Limits::close_timeout` against a peer that stopped reading, and shuts the transport
-    /// down. `Pending` while the protocol still needs it or the last bytes are on their way.
-    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.io_error.is_some() {
-            return Poll::Ready(());
-        }
-        if !self.conn.should_close_transport() {
-            return Poll::Pending;
-        }
-        if self.conn.transmit().has_remaining() {
-            self.write(cx);
-        }
-        if self.conn.transmit().has_remaining() && self.io_error.is_none() {
-            let timeout = self.conn.config().limits.close_timeout;
-            let linger = self
-                .linger
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            return match linger.as_mut().poll(cx) {
-                // The peer stopped reading; what it did not take is lost with the transport.
-                Poll::Ready(()) => Poll::Ready(()),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        if self.io_error.is_some() {
-            return Poll::Ready(());
-        }
-        if !self.shutdown {
-            // §7.1.1: the transport closes when it is dropped, right after this.
-            return Poll::Ready(());
-        }
-        // §7.1.1: close the transport. A failed shutdown changes nothing for the peer.
-        Pin::new(&mut self.io).poll_shutdown(cx).map(|_| ())
-    }
 }
 
 impl<S> Drop for Transport<S> {
@@ -373,4 +380,22 @@ impl<S> Drop for Transport<S> {
         }
         self.conn.take_idle_buffers(pool::put);
     }
+}
+
+/// Makes dropping `io` reset a TCP connection (a zero linger: no FIN, unsent bytes dropped),
+/// for the TCP streams ferry opens or accepts, plain or under TLS; returns whether it did.
+/// Other transports close as they always do.
+fn abort<S: 'static>(io: &S) -> bool {
+    let io: &dyn Any = io;
+    let tcp = if let Some(tcp) = io.downcast_ref::<TcpStream>() {
+        tcp
+    } else if let Some(tls) = io.downcast_ref::<tokio_rustls::client::TlsStream<TcpStream>>() {
+        tls.get_ref().0
+    } else if let Some(tls) = io.downcast_ref::<tokio_rustls::server::TlsStream<TcpStream>>() {
+        tls.get_ref().0
+    } else {
+        return false;
+    };
+    // A failure leaves the ordinary close, which is still a close.
+    tcp.set_zero_linger().is_ok()
 }
