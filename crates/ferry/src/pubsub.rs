@@ -363,7 +363,11 @@ impl LocalBroker {
         for member in &topic.subscribers {
             if let Some(held) = &member.held {
                 let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-                held.keep(position, plain.message());
+                // Kept for it, to go out after its history: delivered, as far as a publisher
+                // can tell.
+                if held.keep(position, plain.message()) {
+                    counts.delivered += 1;
+                }
                 continue;
             }
             let subscriber = &member.subscriber;
@@ -575,17 +579,20 @@ struct Counts {
 }
 
 impl Held {
-    fn keep(&mut self, position: Option<&Position>, message: &Message) {
+    /// Keeps a live message until release; false once the buffer has overflowed (the
+    /// subscriber is then closed at release, having missed messages).
+    fn keep(&mut self, position: Option<&Position>, message: &Message) -> bool {
         if self.overflowed {
-            return;
+            return false;
         }
         self.bytes += message.len();
         if self.bytes > self.limit {
             self.overflowed = true;
             self.messages = Vec::new();
-            return;
+            return false;
         }
         self.messages.push((position.cloned(), message.clone()));
+        true
     }
 }
 
