@@ -59,18 +59,24 @@ struct ControlLane {
 
 impl Transmit {
     /// Total bytes waiting, in both lanes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.data_len() + self.control_len()
     }
 
     /// Bytes of data waiting (frames of messages, a close this end started).
+    #[inline]
     pub fn data_len(&self) -> usize {
         self.sealed_len + self.tail.len()
     }
 
     /// Bytes of control frames waiting.
+    #[inline]
     pub fn control_len(&self) -> usize {
-        self.control_bytes().len()
+        match &self.control {
+            None => 0,
+            Some(lane) => lane.bytes.len(),
+        }
     }
 
     fn control_bytes(&self) -> &[u8] {
@@ -85,7 +91,7 @@ impl Transmit {
     /// Whether everything waiting is in one chunk, so [`Buf::chunk`] holds it all and a plain
     /// write serves where a vectored one would only add the cost of gathering.
     pub fn is_contiguous(&self) -> bool {
-        if self.control_goes_next() {
+        if self.control.is_some() && self.control_goes_next() {
             return true;
         }
         match self.chunks.len() {
@@ -217,6 +223,7 @@ impl Transmit {
 
 impl Transmit {
     /// The first data chunk.
+    #[inline]
     fn data_chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(chunk) => chunk,
@@ -239,6 +246,14 @@ impl Transmit {
 
     /// Moves past `cnt` written data bytes, keeping count of the frame being written.
     fn advance_data(&mut self, mut cnt: usize) {
+        if cnt >= self.data_len() {
+            // Everything written (the usual case): the lane holds whole frames, so this ends at
+            // a boundary, and no header needs reading.
+            let all = self.data_len();
+            self.advance_raw(all);
+            self.frame_left = 0;
+            return;
+        }
         while cnt > 0 && self.data_len() > 0 {
             if self.frame_left == 0 {
                 self.frame_left = self.next_frame_len();
@@ -273,11 +288,17 @@ impl Transmit {
 }
 
 impl Buf for Transmit {
+    #[inline]
     fn remaining(&self) -> usize {
         self.len()
     }
 
+    #[inline]
     fn chunk(&self) -> &[u8] {
+        if self.control.is_none() {
+            // No control lane: the data is all there is (the hot path).
+            return self.data_chunk();
+        }
         if self.control_goes_next() || self.data_len() == 0 {
             return self.control_bytes();
         }
@@ -291,7 +312,7 @@ impl Buf for Transmit {
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        if self.control_goes_next() || self.data_len() == 0 {
+        if self.control.is_some() && (self.control_goes_next() || self.data_len() == 0) {
             return match dst.first_mut() {
                 Some(slot) if self.control_len() != 0 => {
                     *slot = IoSlice::new(self.control_bytes());
@@ -324,8 +345,16 @@ impl Buf for Transmit {
         n
     }
 
+    #[inline]
     fn advance(&mut self, cnt: usize) {
-        if self.control_goes_next() || self.data_len() == 0 {
+        if self.control.is_none() && self.chunks.is_empty() && cnt >= self.tail.len() {
+            // The hot path: everything written from the small-write buffer, which holds whole
+            // frames, so this ends at a boundary.
+            self.tail.advance(self.tail.len());
+            self.frame_left = 0;
+            return;
+        }
+        if self.control.is_some() && (self.control_goes_next() || self.data_len() == 0) {
             let mut step = 0;
             if let Some(lane) = &mut self.control {
                 step = cnt.min(lane.bytes.len());
