@@ -14,8 +14,8 @@
 //! - [`Connection`]: the framing layer after the handshake. Feed it bytes with
 //!   [`Connection::receive_data`], take [`Event`]s with [`Connection::poll_event`], hand it
 //!   messages with [`Connection::send`], and write out what [`Connection::transmit`] holds:
-//!   data in order, and control frames (pongs, pings, a close in reply) at the next frame
-//!   boundary, never behind the queue ([`Transmit`]).
+//!   data in order (the close last), and pongs and pings at the next frame boundary, never
+//!   behind the queue ([`Transmit`]).
 //! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire formats and checks it is built from.
 //! - [`ProtocolError`]: every way a peer can break the protocol, each mapped to its close code.
 //!

@@ -1,17 +1,17 @@
 //! The bytes a connection owes the peer, in two lanes.
 //!
-//! **Data** (message frames, and a close this end starts) goes in order, as a queue of shared
-//! chunks: small frames (headers, short payloads) are written into one growing buffer so a
+//! **Data** (message frames, then the close frame) goes in order, as a queue of shared chunks: small frames (headers, short payloads) are written into one growing buffer so a
 //! batch of them leaves in a single write; a large payload is queued as its own `Bytes`, shared
 //! with the application's message instead of copied, and goes out with its header in one
 //! vectored write.
 //!
-//! **Control** (pongs, pings, a close in reply or on failure) goes at the next frame boundary
-//! of the data, so it waits behind at most the rest of one frame, never behind the queue. RFC
-//! 6455 §5.4 allows control frames between the fragments of a message and forbids them inside a
-//! frame; with `Config::fragment_size` set, a large message is many frames, so a pong gets out
+//! **Control** (pongs and pings) goes at the next frame boundary of the data, so it waits
+//! behind at most the rest of one frame, never behind the queue. RFC 6455 §5.4 allows control
+//! frames between the fragments of a message and forbids them inside a frame; with `Config::fragment_size` set, a large message is many frames, so a pong gets out
 //! after at most one fragment's bytes however much is queued, long before a strict peer's
-//! keepalive gives up.
+//! keepalive gives up. The close frame is the exception among control frames: it goes in the
+//! data lane, after what is queued, so the answers this end owes reach the peer before it, and
+//! nothing can follow it (§5.5.1).
 //!
 //! The boundaries are read from the data itself: at a boundary the next bytes are a frame
 //! header, which says how long the frame is.
@@ -173,32 +173,6 @@ impl Transmit {
     /// The control lane, for writing whole control frames.
     pub(crate) fn control_mut(&mut self) -> &mut BytesMut {
         &mut self.control.get_or_insert_with(Box::default).bytes
-    }
-
-    /// Drops the data that has not started going out: every whole frame after the one being
-    /// written. A close in reply or on failure ends the conversation (§5.5.1: no data frame
-    /// after a close), so what was queued behind it would never be sent anyway.
-    pub(crate) fn discard_unstarted_data(&mut self) {
-        let keep = self.frame_left;
-        if keep == 0 {
-            self.chunks.clear();
-            self.tail.clear();
-            self.sealed_len = 0;
-            return;
-        }
-        let mut kept = 0;
-        let mut whole = 0;
-        for chunk in self.chunks.iter_mut() {
-            if kept == keep {
-                break;
-            }
-            chunk.truncate(keep - kept);
-            kept += chunk.len();
-            whole += 1;
-        }
-        self.chunks.truncate(whole);
-        self.sealed_len = kept;
-        self.tail.truncate(keep - kept);
     }
 
     /// Appends a payload, by reference when it is large enough for that to pay.

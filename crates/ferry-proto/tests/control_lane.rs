@@ -1,7 +1,8 @@
-//! Replies ahead of data: a pong, a ping or a close in reply goes at the next frame boundary of
-//! what is queued, never behind the whole queue (RFC 6455 §5.4: control frames may be injected
-//! between the fragments of a message, never inside a frame). A close this end starts still
-//! goes after the messages queued before it.
+//! Replies ahead of data: a pong or a ping goes at the next frame boundary of what is queued,
+//! never behind the whole queue (RFC 6455 §5.4: control frames may be injected between the
+//! fragments of a message, never inside a frame). A close, started here or in reply, goes after
+//! the messages queued before it: nothing may follow it (§5.5.1), and the answers already owed
+//! still reach the peer.
 
 mod common;
 
@@ -156,25 +157,26 @@ fn a_control_frame_started_is_finished_before_data_resumes() {
 }
 
 #[test]
-fn a_close_reply_goes_at_the_next_boundary_and_nothing_follows_it() {
+fn a_close_reply_follows_the_answers_already_queued() {
+    // The peer's close arrives while this end's answers are queued (an echo, say): they go
+    // first, then the reply, and nothing after it. §5.5.1 lets the reply wait for them; the
+    // peer reads until it has our close.
     for role in ROLES {
         let mut conn = fragmenting(role);
-        conn.send(Message::binary(pattern(BIG))).unwrap();
-        conn.send(Message::text("queued behind")).unwrap();
+        let answer = pattern(4 * FRAGMENT + 3);
+        conn.send(Message::binary(answer.clone())).unwrap();
         let mut wire = Vec::new();
         write_some(&mut conn, 100, false, &mut wire);
         feed(
             &mut conn,
             &to_fin(role, CLOSE, &close_payload(1000, b"bye")),
         );
-        // The fragment being written is finished, then the close; the rest is never sent
-        // (§5.5.1: no data frame after a close).
+        assert!(conn.send(Message::text("too late")).is_err());
         write_all(&mut conn, 4096, false, &mut wire);
         let frames = parse_frames(&wire).unwrap();
-        assert_eq!(frames.len(), 2, "{role:?}");
-        assert_eq!(frames[0].payload.len(), FRAGMENT);
-        assert_eq!(frames[1].opcode, CLOSE);
-        assert_eq!(frames[1].payload, close_payload(1000, b""));
+        assert_eq!(frames.last().unwrap().opcode, CLOSE, "{role:?}");
+        assert_eq!(frames.last().unwrap().payload, close_payload(1000, b""));
+        assert_eq!(data_of(&wire), answer);
         assert!(!conn.transmit().has_remaining());
     }
 }

@@ -47,8 +47,8 @@ pub use crate::role::Role;
 ///   end of the stream with [`receive_eof`](Self::receive_eof).
 /// - Then take [`poll_event`](Self::poll_event) until `None`, and write out
 ///   [`transmit`](Self::transmit), which already holds every reply this end owes (pongs, the
-///   close echo). Replies and pings go in its control lane, ahead of queued data at the next
-///   frame boundary; see [`Transmit`].
+///   close echo). Pongs and pings go in its control lane, ahead of queued data at the next
+///   frame boundary; a close goes after the data queued before it. See [`Transmit`].
 /// - Call [`handle_timeout`](Self::handle_timeout) when the instant from
 ///   [`poll_timeout`](Self::poll_timeout) passes.
 /// - When [`should_close_transport`](Self::should_close_transport) is true and the transmit

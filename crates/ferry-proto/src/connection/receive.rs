@@ -255,7 +255,11 @@ impl Connection {
                         reason: Utf8Bytes::default(),
                     },
                 };
-                self.write_close(Lane::Control, &echo);
+                // After the data already queued: the answers this end owes (an echo of the
+                // peer's last message, say) still reach the peer, which reads until our close
+                // (§5.5.1 lets the close wait for the current message; nothing new is queued
+                // after it).
+                self.write_close(&echo);
                 Initiator::Remote
             }
             State::Closing => Initiator::Local,
@@ -290,7 +294,7 @@ impl Connection {
         if !self.close_sent {
             // After what is queued: a violation held back behind messages (`is_stalled`) is
             // failed once the application has answered them, and those answers go first.
-            self.write_close(Lane::Data, &CloseFrame::new(code, reason.clone()));
+            self.write_close(&CloseFrame::new(code, reason.clone()));
         }
         self.error = Some(Box::new(err));
         self.transport_done = true;

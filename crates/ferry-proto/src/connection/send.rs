@@ -174,22 +174,17 @@ impl Connection {
             return Err(SendError::InvalidCloseCode(code.as_u16()));
         }
         // After the messages already queued: a close this end starts is the last of its data.
-        self.write_close(Lane::Data, &CloseFrame::new(code, truncate_reason(reason)));
+        self.write_close(&CloseFrame::new(code, truncate_reason(reason)));
         self.state = State::Closing;
         self.keepalive = None;
         self.close_deadline = Some(now + self.config.limits.close_timeout);
         Ok(())
     }
 
-    /// Queues a close frame. In the data lane (a close this end starts, a failure) it goes after
-    /// what is queued. In the control lane (the reply to the peer's close) it goes at the next
-    /// frame boundary and the data not yet started is dropped: nothing may follow a close
-    /// (§5.5.1), and the peer, which is closing, reads no more of it.
-    pub(super) fn write_close(&mut self, lane: Lane, frame: &CloseFrame) {
-        if lane == Lane::Control {
-            self.transmit.discard_unstarted_data();
-        }
-        self.write_frame(lane, OpCode::Close, true, 0, &frame.encode());
+    /// Queues a close frame, after the data already queued: a close this end starts, a reply to
+    /// the peer's, or a failure's. Nothing is queued after it (§5.5.1).
+    pub(super) fn write_close(&mut self, frame: &CloseFrame) {
+        self.write_frame(Lane::Data, OpCode::Close, true, 0, &frame.encode());
         self.close_sent = true;
     }
 

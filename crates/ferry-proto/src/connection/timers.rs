@@ -56,10 +56,7 @@ impl Connection {
         if k.pong_deadline.is_some_and(|d| d <= now) {
             self.keepalive = None;
             let reason = Utf8Bytes::from_static("keepalive ping timeout");
-            self.write_close(
-                Lane::Data,
-                &CloseFrame::new(CloseCode::INTERNAL_ERROR, reason.clone()),
-            );
+            self.write_close(&CloseFrame::new(CloseCode::INTERNAL_ERROR, reason.clone()));
             self.transport_done = true;
             self.peer_unresponsive = true;
             self.enter_closed(CloseInfo {
