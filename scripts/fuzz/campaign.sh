@@ -15,13 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SECONDS_EACH=${CAMPAIGN_SECONDS:-3600}
-TARGETS=("$@")
-if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(frame_decoder message_assembly server_handshake client_handshake deflate_inflate
-        control_request config_file token_check)
-fi
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2 --quiet
+TARGETS=("$@")
+if [ ${#TARGETS[@]} -eq 0 ]; then
+    mapfile -t TARGETS < <(cargo fuzz list) # every [[bin]] of fuzz/Cargo.toml
+fi
+[ ${#TARGETS[@]} -gt 0 ] || { echo "fuzz: no targets found (cargo fuzz list)"; exit 1; }
 cargo fuzz build 2>&1 | tail -n 1
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/ferry-campaign.XXXXXX")
