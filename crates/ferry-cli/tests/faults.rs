@@ -142,6 +142,20 @@ impl Net {
         Ok(a)
     }
 
+    /// A namespace for a server, joined to the host by two links: 10.213.`faulty`.0/30, the
+    /// path the faults are put on, and 10.213.`clean`.0/30, for watching from the side.
+    /// Returns the namespace and the host side of the faulty link.
+    fn server_namespace(&mut self, faulty: u8, clean: u8) -> (String, String) {
+        let ns = self.namespace().unwrap();
+        let link = |n: u8, side: u8| format!("10.213.{n}.{side}");
+        let host_side = self
+            .link(None, &link(faulty, 1), &ns, &link(faulty, 2))
+            .unwrap();
+        self.link(None, &link(clean, 1), &ns, &link(clean, 2))
+            .unwrap();
+        (ns, host_side)
+    }
+
     /// Takes a link down or up (`ns`: where the link is).
     fn set(&self, ns: Option<&str>, link: &str, state: &str) {
         let result = match ns {
@@ -432,9 +446,7 @@ async fn the_reconnecting_client_loses_and_duplicates_nothing_from_its_queue_und
     if !nft_or_skip() {
         return;
     }
-    let ns = net.namespace().unwrap();
-    let faulty = net.link(None, "10.213.6.1", &ns, "10.213.6.2").unwrap();
-    net.link(None, "10.213.7.1", &ns, "10.213.7.2").unwrap();
+    let (ns, faulty) = net.server_namespace(6, 7);
     net.ferry(&ns, &["serve", "--listen", "0.0.0.0:8080"]);
     let relay = FaultRelay::start("10.213.6.2:8080").await;
     let mut observer = Ctl::connect("10.213.7.2:8080").await;
@@ -579,9 +591,7 @@ async fn a_bridge_carries_bytes_intact_under_latency_and_loss_and_fails_with_101
     if !nft_or_skip() {
         return;
     }
-    let ns = net.namespace().unwrap();
-    net.link(None, "10.213.8.1", &ns, "10.213.8.2").unwrap();
-    net.link(None, "10.213.9.1", &ns, "10.213.9.2").unwrap();
+    let (ns, _) = net.server_namespace(8, 9);
     // The bridge's target runs here, on the clean link: it echoes, except the second
     // connection, which it resets after 64 KiB.
     let target = tokio::net::TcpListener::bind("10.213.9.1:0").await.unwrap();
@@ -712,9 +722,7 @@ async fn sigterm_under_latency_and_loss_delivers_every_message_accepted_before_i
     if !nft_or_skip() {
         return;
     }
-    let ns = net.namespace().unwrap();
-    net.link(None, "10.213.10.1", &ns, "10.213.10.2").unwrap();
-    net.link(None, "10.213.11.1", &ns, "10.213.11.2").unwrap();
+    let (ns, _) = net.server_namespace(10, 11);
     net.ferry(
         &ns,
         &["serve", "--listen", "0.0.0.0:8080", "--grace", "30s"],
