@@ -362,7 +362,10 @@ impl Verifier {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // RFC 7519 §4.1.6: iat is when it was issued; one from the future is not valid yet.
-        if claims.iat.is_some_and(|iat| iat > now + self.leeway) {
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway))
+        {
             return Err(Rejected::NotYetValid);
         }
         let patterns = |list: &[String]| -> Result<Vec<Pattern>, Rejected> {
@@ -375,12 +378,22 @@ impl Verifier {
         }
         Ok(Grant {
             sub: claims.sub,
-            expires: UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(self.leeway)),
+            expires: expiry(claims.exp.saturating_add(self.leeway)),
             subscribe: patterns(&claims.ferry.subscribe)?,
             publish: patterns(&claims.ferry.publish)?,
             bridges: claims.ferry.bridges,
         })
     }
+}
+
+/// The latest expiry ferry keeps: 9999-12-31T23:59:59Z. JSON allows an `exp` up to
+/// `u64::MAX` seconds, which `SystemTime` cannot hold (adding it panics), so a later one is read
+/// as this; it is still thousands of years away.
+const LATEST_EXPIRY: u64 = 253_402_300_799;
+
+/// The instant `exp` seconds after the epoch, capped at [`LATEST_EXPIRY`].
+fn expiry(exp: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(exp.min(LATEST_EXPIRY))
 }
 
 /// The header's `alg`, read before any key is chosen: `none`, or a name jsonwebtoken does not
@@ -451,5 +464,31 @@ mod tests {
         );
         assert_eq!(header_algorithm("a.b"), Err(Rejected::Malformed));
         assert_eq!(header_algorithm("!!.e30.x"), Err(Rejected::Malformed));
+    }
+
+    /// Found by the token_check fuzz target: an `exp` near `u64::MAX` (signed with the key) made
+    /// the expiry overflow `SystemTime` and panic.
+    #[test]
+    fn an_expiry_beyond_what_time_holds_is_capped() {
+        let secret = b"an-hmac-secret-of-thirty-two-bytes-at-least";
+        let verifier = Verifier {
+            keys: vec![(DecodingKey::from_secret(secret).unwrap(), HMAC.to_vec())],
+            audience: None,
+            issuer: None,
+            leeway: 86_400, // the most the configuration allows
+        };
+        for exp in [u64::MAX, u64::MAX - 1, LATEST_EXPIRY + 1] {
+            let claims = serde_json::json!({"exp": exp, "iat": 0, "ferry": {"subscribe": ["*"]}});
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
+            )
+            .unwrap();
+            let grant = verifier.verify(&token).expect("a far expiry is valid");
+            assert_eq!(grant.expires, expiry(LATEST_EXPIRY));
+            assert!(grant.remaining() > Duration::from_secs(1 << 30));
+            assert!(grant.may_subscribe("news"));
+        }
     }
 }

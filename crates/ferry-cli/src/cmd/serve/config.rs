@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::names::valid_name;
+
+/// The largest `auth.leeway`: skew between honest clocks is seconds, and a bound keeps the
+/// token's validity arithmetic (now ± leeway) in range.
+const MAX_JWT_LEEWAY: Duration = Duration::from_secs(86_400);
 pub use crate::size::{Dur, Size};
 
 /// The effective configuration of `ferry serve`; `--print-config` prints it as TOML.
@@ -397,6 +401,13 @@ impl ServeConfig {
                 ));
             }
         }
+        // Skew is seconds or minutes; a bound also keeps the validity arithmetic in range.
+        if self.auth.leeway.0 > MAX_JWT_LEEWAY {
+            return Err(format!(
+                "auth.leeway (--jwt-leeway) {}s: clock skew is at most a day (86400s); try 60s",
+                self.auth.leeway.0.as_secs()
+            ));
+        }
         let broker = &self.broker;
         super::broker::Broker::parse_urls(&broker.urls)?;
         if broker.history_ttl.0.is_zero() {
@@ -543,6 +554,12 @@ mod tests {
         let both = parse("[bridges.x]\nto = \"tcp://h:1\"\ntoken = \"a\"\ntoken_file = \"/f\"\n")
             .unwrap_err();
         assert!(both.contains("not both"), "{both}");
+        let leeway = parse("[auth]\nleeway = 86401\n").unwrap_err();
+        assert!(
+            leeway.contains("--jwt-leeway") && leeway.contains("60s"),
+            "{leeway}"
+        );
+        parse("[auth]\nleeway = 86400\n").unwrap();
     }
 
     #[test]
