@@ -36,6 +36,13 @@ pub enum HandshakeError {
     InvalidKey,
     /// A Sec-WebSocket-Version other than 13 (§4.4). 426 with `Sec-WebSocket-Version: 13`.
     UnsupportedVersion,
+    /// Over HTTP/2, a request to a WebSocket endpoint that is not an extended CONNECT
+    /// (RFC 8441 §4: method CONNECT with a `:protocol` pseudo-header). 400: HTTP/2 has no
+    /// Upgrade header to ask for.
+    NotExtendedConnect,
+    /// An extended CONNECT for a protocol other than `websocket`. 501, as RFC 9220 §3 advises:
+    /// accepting extended CONNECT does not mean serving every protocol.
+    UnknownProtocol,
     /// Client side: a header name or value that would break the request (CR, LF, or not a token).
     InvalidHeader(String),
     /// Client side: the server answered with a status other than 101.
@@ -93,6 +100,11 @@ impl HandshakeError {
                 "unsupported Sec-WebSocket-Version: only 13 is supported",
             )
             .header("Sec-WebSocket-Version", "13"),
+            NotExtendedConnect => Refusal::new(
+                400,
+                "this is a WebSocket endpoint: over HTTP/2 send CONNECT with :protocol websocket",
+            ),
+            UnknownProtocol => Refusal::new(501, "the only :protocol served here is websocket"),
             InvalidHeader(_)
             | Status { .. }
             | MissingUpgrade

@@ -144,18 +144,23 @@ fn describe(err: httparse::Error) -> &'static str {
 pub struct Request {
     path: String,
     headers: Vec<(String, Vec<u8>)>,
-    key: String,
+    /// Sec-WebSocket-Key of an HTTP/1.1 upgrade; `None` for an HTTP/2 extended CONNECT, which
+    /// has no key and no Accept (RFC 8441 §5).
+    key: Option<String>,
     protocols: Vec<String>,
     extensions: Vec<String>,
     leftover: Bytes,
 }
 
-/// An accepted request: the 101 response and the connection that speaks what it agreed
+/// An accepted request: the response and the connection that speaks what it agreed
 /// ([`Request::accept_connection`]).
 #[derive(Debug)]
 pub struct Accepted {
-    /// The 101 response's headers, for an HTTP server (hyper, say) that writes the status line
-    /// and headers itself; [`response`](Self::response) has the whole response as bytes.
+    /// The response's status: 101 for an HTTP/1.1 upgrade, 200 for an HTTP/2 extended CONNECT
+    /// (RFC 8441 §5).
+    pub status: u16,
+    /// The response's headers, for an HTTP server (hyper, say) that writes the status line and
+    /// headers itself; [`response`](Self::response) has the whole HTTP/1.1 response as bytes.
     pub headers: Vec<(String, String)>,
     /// The subprotocol chosen, if any.
     pub protocol: Option<String>,
@@ -166,7 +171,9 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The whole 101 response, status line included.
+    /// The whole 101 response, status line included, as HTTP/1.1 writes it. Over HTTP/2 the
+    /// response is HEADERS that the HTTP/2 stack encodes from [`status`](Self::status) and
+    /// [`headers`](Self::headers).
     pub fn response(&self) -> Vec<u8> {
         let mut out = String::with_capacity(160);
         out.push_str("HTTP/1.1 101 Switching Protocols\r\n");
@@ -234,6 +241,66 @@ impl Request {
             }
             _ => return Err(HandshakeError::InvalidKey),
         };
+        Ok(Request::negotiable(path, headers, Some(key)))
+    }
+
+    /// Validates an HTTP/2 request (RFC 8441 §4 and §5), parsed by an HTTP/2 stack: `method`
+    /// must be CONNECT and `protocol`, the `:protocol` pseudo-header, `websocket`; `path` is
+    /// `:path`, and `authority` is `:authority`, which takes the place of Host. There is no
+    /// Sec-WebSocket-Key; Sec-WebSocket-Version, Origin, subprotocols and extensions mean what
+    /// they mean over HTTP/1.1, so permessage-deflate is negotiated the same way.
+    ///
+    /// Refusals: 400 for a request that is not an extended CONNECT, 501 for another
+    /// `:protocol`, 400 without an authority, 426 for a version other than 13.
+    ///
+    /// ```
+    /// use ferry_proto::handshake::Request;
+    /// let headers = vec![("sec-websocket-version".to_owned(), b"13".to_vec())];
+    /// let request = Request::from_extended_connect(
+    ///     "CONNECT", Some("websocket"), Some("example.com"), "/chat".into(), headers,
+    /// ).unwrap();
+    /// assert!(request.is_http2());
+    /// assert_eq!(request.host(), Some("example.com"));
+    /// ```
+    pub fn from_extended_connect(
+        method: &str,
+        protocol: Option<&str>,
+        authority: Option<&str>,
+        path: String,
+        mut headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Request, HandshakeError> {
+        let Some(protocol) = protocol.filter(|_| method == "CONNECT") else {
+            return Err(HandshakeError::NotExtendedConnect);
+        };
+        // RFC 8441 §4: the value is a token from the HTTP Upgrade Token registry, which
+        // compares without regard to case.
+        if !protocol.eq_ignore_ascii_case("websocket") {
+            return Err(HandshakeError::UnknownProtocol);
+        }
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
+        let has_host = get("host").is_some();
+        if get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        match authority {
+            // RFC 9113 §8.3.1: :authority replaces Host; keep it where Request::host looks.
+            Some(authority) if !has_host => {
+                headers.push(("host".to_owned(), authority.as_bytes().to_vec()));
+            }
+            Some(_) => {}
+            None if has_host => {}
+            None => return Err(HandshakeError::MissingHost),
+        }
+        Ok(Request::negotiable(path, headers, None))
+    }
+
+    /// The request, its subprotocol and extension offers read from `headers`.
+    fn negotiable(path: String, headers: Vec<(String, Vec<u8>)>, key: Option<String>) -> Request {
         let list = |name: &str| -> Vec<String> {
             headers
                 .iter()
@@ -250,14 +317,20 @@ impl Request {
             .filter_map(|(_, v)| std::str::from_utf8(v).ok())
             .map(str::to_owned)
             .collect();
-        Ok(Request {
+        Request {
             path,
             headers,
             key,
             protocols,
             extensions,
             leftover: Bytes::new(),
-        })
+        }
+    }
+
+    /// Whether this came as an HTTP/2 extended CONNECT
+    /// ([`from_extended_connect`](Self::from_extended_connect)) rather than an HTTP/1.1 upgrade.
+    pub fn is_http2(&self) -> bool {
+        self.key.is_none()
     }
 
     /// The request target, as sent (`/chat?room=1`).
@@ -374,6 +447,7 @@ impl Request {
             now,
         );
         Accepted {
+            status: if self.is_http2() { 200 } else { 101 },
             headers,
             protocol,
             deflate: params,
@@ -404,30 +478,47 @@ impl Request {
         out.into_bytes()
     }
 
-    /// The headers of the 101 response, for an HTTP server (hyper, say) that writes the status
-    /// line and headers itself. Same rules as [`accept_with_headers`](Self::accept_with_headers):
+    /// The headers of the response, for an HTTP server (hyper, say) that writes the status line
+    /// and headers itself. Same rules as [`accept_with_headers`](Self::accept_with_headers):
     /// an unoffered subprotocol is left out, and so is any extra header that could split the
-    /// response.
+    /// response. Over HTTP/2 there is no Upgrade, Connection or Sec-WebSocket-Accept (RFC 8441
+    /// §5; connection-specific headers are forbidden there, RFC 9113 §8.2.2).
     pub fn accept_headers<'a>(
         &self,
         protocol: Option<&'a str>,
         extra: &[(&'a str, &'a str)],
     ) -> Vec<(&'a str, String)> {
-        let mut headers = vec![
-            ("Upgrade", "websocket".to_owned()),
-            ("Connection", "Upgrade".to_owned()),
-            ("Sec-WebSocket-Accept", accept_key(self.key.as_bytes())),
-        ];
+        let mut headers = match &self.key {
+            Some(key) => vec![
+                ("Upgrade", "websocket".to_owned()),
+                ("Connection", "Upgrade".to_owned()),
+                ("Sec-WebSocket-Accept", accept_key(key.as_bytes())),
+            ],
+            None => Vec::new(),
+        };
         if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
             headers.push(("Sec-WebSocket-Protocol", protocol.to_owned()));
         }
         for (name, value) in extra {
-            if is_safe_header(name, value) {
+            if is_safe_header(name, value) && !(self.is_http2() && is_connection_specific(name)) {
                 headers.push((name, (*value).to_owned()));
             }
         }
         headers
     }
+}
+
+/// A header that HTTP/2 forbids in any message (RFC 9113 §8.2.2).
+fn is_connection_specific(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 #[cfg(test)]
@@ -620,5 +711,91 @@ mod tests {
         .unwrap();
         assert!(response.contains("X-Ok: 1\r\n"));
         assert!(!response.contains("X-Bad"));
+    }
+
+    fn h2(
+        method: &str,
+        protocol: Option<&str>,
+        authority: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<Request, HandshakeError> {
+        let mut headers = vec![("sec-websocket-version".to_owned(), b"13".to_vec())];
+        headers.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())),
+        );
+        Request::from_extended_connect(method, protocol, authority, "/chat?x=1".into(), headers)
+    }
+
+    #[test]
+    fn extended_connect_is_accepted_with_200_and_no_key() {
+        let offers = [
+            ("sec-websocket-protocol", "chat, superchat"),
+            ("sec-websocket-extensions", "permessage-deflate"),
+            ("origin", "https://example.com"),
+        ];
+        let mut request = h2("CONNECT", Some("websocket"), Some("example.com"), &offers).unwrap();
+        assert!(request.is_http2());
+        assert_eq!(request.path(), "/chat?x=1");
+        assert_eq!(request.host(), Some("example.com"));
+        assert_eq!(request.origin(), Some("https://example.com"));
+        let accepted = request.accept_connection(
+            &["superchat"],
+            Some(&DeflateConfig::default()),
+            Config::default(),
+            Instant::now(),
+        );
+        assert_eq!(accepted.status, 200);
+        assert_eq!(accepted.protocol.as_deref(), Some("superchat"));
+        assert!(accepted.deflate.is_some());
+        let names: Vec<&str> = accepted.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"],
+            "no Upgrade, Connection or Accept over HTTP/2"
+        );
+        // Connection-specific headers cannot be added by the caller either (RFC 9113 §8.2.2).
+        let headers = request.accept_headers(None, &[("Connection", "close"), ("X-Ok", "1")]);
+        assert_eq!(headers, [("X-Ok", "1".to_owned())]);
+    }
+
+    #[test]
+    fn extended_connect_refusals() {
+        let refused = |r: Result<Request, HandshakeError>| r.unwrap_err().refusal().unwrap().status;
+        assert_eq!(refused(h2("GET", None, Some("a"), &[])), 400);
+        assert_eq!(
+            h2("GET", Some("websocket"), Some("a"), &[]).unwrap_err(),
+            E::NotExtendedConnect
+        );
+        assert_eq!(
+            h2("CONNECT", None, Some("a"), &[]).unwrap_err(),
+            E::NotExtendedConnect
+        );
+        assert_eq!(
+            refused(h2("CONNECT", Some("connect-udp"), Some("a"), &[])),
+            501
+        );
+        assert!(h2("CONNECT", Some("WebSocket"), Some("a"), &[]).is_ok());
+        assert_eq!(
+            h2("CONNECT", Some("websocket"), None, &[]).unwrap_err(),
+            E::MissingHost
+        );
+        assert!(h2("CONNECT", Some("websocket"), None, &[("host", "a")]).is_ok());
+        let old = Request::from_extended_connect(
+            "CONNECT",
+            Some("websocket"),
+            Some("a"),
+            "/".into(),
+            vec![("sec-websocket-version".into(), b"8".to_vec())],
+        );
+        assert_eq!(old.unwrap_err(), E::UnsupportedVersion);
+        // The refusal of an unknown :protocol echoes nothing of the request.
+        let body = h2("CONNECT", Some("<script>"), Some("a"), &[])
+            .unwrap_err()
+            .refusal()
+            .unwrap()
+            .body;
+        assert!(!body.contains("script"), "{body}");
     }
 }
