@@ -13,6 +13,9 @@
 #   (d) websockets echo server                   <- `ferry connect` (../connect_check.py, 1,000 lines)
 #       d-connect, d-connect-no-deflate: compression on and off
 #   (e) `ferry serve --jwt-hmac-secret-file`     <- websockets client with PyJWT tokens (token_check.py)
+#   (f) `ferry serve` over HTTP/2 (RFC 8441)     <- the h2 package with websockets' sans-I/O
+#       protocol on each stream (h2_check.py): h2c and TLS (ALPN h2), permessage-deflate, many
+#       WebSockets on one connection, refusals, a stalled stream beside a live one, --http2 off
 #
 # Every step with a handshake asserts the negotiated Sec-WebSocket-Extensions on both sides.
 #
@@ -43,6 +46,7 @@ esac
 
 WEBSOCKETS_VERSION=${WEBSOCKETS_VERSION:-17.4}
 PYJWT_VERSION=${PYJWT_VERSION:-2.15.1}
+H2_VERSION=${H2_VERSION:-4.4.1}
 PYTHON=${PYTHON:-python3}
 VENV=${FERRY_VENV:-target/interop-venv}
 case $VENV in /*) ;; *) VENV=$REPO_ROOT/$VENV ;; esac
@@ -55,16 +59,16 @@ SUITE=interop
 
 command -v "$PYTHON" >/dev/null 2>&1 || skip "$PYTHON not found; the interop tests need Python 3"
 PY=$VENV/bin/python
-if "$PY" -c "import sys, websockets, jwt; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION' or jwt.__version__ != '$PYJWT_VERSION')" 2>/dev/null; then
-    log "reusing $VENV (websockets $WEBSOCKETS_VERSION, PyJWT $PYJWT_VERSION)"
+if "$PY" -c "import sys, websockets, jwt, h2; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION' or jwt.__version__ != '$PYJWT_VERSION' or h2.__version__ != '$H2_VERSION')" 2>/dev/null; then
+    log "reusing $VENV (websockets $WEBSOCKETS_VERSION, PyJWT $PYJWT_VERSION, h2 $H2_VERSION)"
 else
-    log "creating $VENV with websockets==$WEBSOCKETS_VERSION"
+    log "creating $VENV with websockets==$WEBSOCKETS_VERSION, pyjwt==$PYJWT_VERSION, h2==$H2_VERSION"
     if ! bounded 300 "$PYTHON" -m venv "$VENV" >"$LOGDIR/venv.log" 2>&1; then
         skip "cannot create a virtualenv with '$PYTHON -m venv' (Debian/Ubuntu: apt-get install python3-venv): $(tail -n 1 "$LOGDIR/venv.log")"
     fi
     if ! bounded 300 "$PY" -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" \
-        "pyjwt==$PYJWT_VERSION" >"$LOGDIR/pip.log" 2>&1; then
-        skip "pip could not install websockets==$WEBSOCKETS_VERSION and pyjwt==$PYJWT_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
+        "pyjwt==$PYJWT_VERSION" "h2==$H2_VERSION" >"$LOGDIR/pip.log" 2>&1; then
+        skip "pip could not install websockets==$WEBSOCKETS_VERSION, pyjwt==$PYJWT_VERSION and h2==$H2_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
     fi
 fi
 
@@ -168,6 +172,53 @@ if start_server ferry-serve-tokens "$port" "$FERRY_BIN" serve --listen "127.0.0.
     run_step e-tokens ferry-serve-tokens "$PY" "$SCRIPT_DIR/token_check.py" "ws://127.0.0.1:$port" "$secret_file"
 else
     step_broken e-tokens ferry-serve-tokens
+fi
+
+# --- (f) ferry serve over HTTP/2 <- h2 + websockets' sans-I/O protocol ----------------------
+# Cleartext HTTP/2 (prior knowledge) and TLS with ALPN h2 on the same port as HTTP/1.1. The stall
+# steps put a WebSocket whose reader stopped beside a live one on one connection: with the
+# default windows the live one keeps echoing; with the connection window cut to one stream's
+# it stalls, which shows the check can fail.
+
+H2_CHECK=("$PY" "$SCRIPT_DIR/h2_check.py")
+port=$(free_port)
+if start_server ferry-serve-h2c "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port"; then
+    run_step f-h2c-echo ferry-serve-h2c "${H2_CHECK[@]}" echo "http://127.0.0.1:$port"
+    run_step f-h2c-stall ferry-serve-h2c "${H2_CHECK[@]}" stall "http://127.0.0.1:$port"
+else
+    step_broken f-h2c ferry-serve-h2c
+fi
+
+if command -v openssl >/dev/null 2>&1 &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$LOGDIR/h2-key.pem" -out "$LOGDIR/h2-cert.pem" \
+        >"$LOGDIR/openssl.log" 2>&1; then
+    port=$(free_port)
+    if start_server ferry-serve-h2-tls "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port" \
+        --tls-cert "$LOGDIR/h2-cert.pem" --tls-key "$LOGDIR/h2-key.pem"; then
+        run_step f-h2-tls-echo ferry-serve-h2-tls "${H2_CHECK[@]}" echo "https://127.0.0.1:$port"
+    else
+        step_broken f-h2-tls ferry-serve-h2-tls
+    fi
+else
+    echo "FAIL f-h2-tls: cannot make a test certificate with openssl (apt-get install openssl)"
+    FAILED=$((FAILED + 1))
+    FAILED_STEPS+=(f-h2-tls)
+fi
+
+port=$(free_port)
+if start_server ferry-serve-h2-small "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port" \
+    --http2-stream-window 256KiB --http2-connection-window 256KiB; then
+    run_step f-h2c-stall-one-window ferry-serve-h2-small "${H2_CHECK[@]}" stall "http://127.0.0.1:$port" --expect-stall
+else
+    step_broken f-h2c-stall-one-window ferry-serve-h2-small
+fi
+
+port=$(free_port)
+if start_server ferry-serve-h1-only "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port" --http2 off; then
+    run_step f-http2-off ferry-serve-h1-only "${H2_CHECK[@]}" off "http://127.0.0.1:$port"
+else
+    step_broken f-http2-off ferry-serve-h1-only
 fi
 
 summary

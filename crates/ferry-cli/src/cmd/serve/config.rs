@@ -33,6 +33,7 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
     pub tls: Option<TlsConfig>,
     pub deflate: DeflateSection,
+    pub http2: Http2Section,
     pub topics: TopicsConfig,
     pub broker: BrokerSection,
     pub api: ApiConfig,
@@ -53,6 +54,7 @@ impl Default for ServeConfig {
             limits: LimitsConfig::default(),
             tls: None,
             deflate: DeflateSection::default(),
+            http2: Http2Section::default(),
             topics: TopicsConfig::default(),
             broker: BrokerSection::default(),
             api: ApiConfig::default(),
@@ -155,6 +157,36 @@ impl DeflateSection {
         })
     }
 }
+
+/// WebSocket over HTTP/2 (RFC 8441); see docs/http2.md.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Section {
+    /// Speak HTTP/2 beside HTTP/1.1: ALPN h2 over TLS, prior knowledge (h2c) in cleartext.
+    pub enabled: bool,
+    /// Most streams (WebSockets and requests) open at once on one HTTP/2 connection.
+    pub max_streams: u32,
+    /// Bytes a client may send on one stream before ferry reads them: what one WebSocket that
+    /// stops reading can hold of the connection's window.
+    pub stream_window: Size,
+    /// Bytes a client may send on one connection, all streams together, before ferry reads
+    /// them.
+    pub connection_window: Size,
+}
+
+impl Default for Http2Section {
+    fn default() -> Self {
+        Http2Section {
+            enabled: true,
+            max_streams: 100,
+            stream_window: Size(256 << 10),
+            connection_window: Size(16 << 20),
+        }
+    }
+}
+
+/// The largest flow-control window HTTP/2 can express (RFC 9113 §6.9.1).
+const MAX_HTTP2_WINDOW: usize = (1 << 31) - 1;
 
 /// Pub/sub settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -400,6 +432,32 @@ impl ServeConfig {
                     "topics.allowed: {name:?} is not a topic name; use 1 to 64 of A-Z a-z 0-9 . _ -"
                 ));
             }
+        }
+        let h2 = &self.http2;
+        if h2.max_streams == 0 {
+            return Err("http2.max_streams (--http2-max-streams) is 0; try 100, or turn HTTP/2 off with --http2 off".into());
+        }
+        for (key, window) in [
+            (
+                "http2.stream_window (--http2-stream-window)",
+                h2.stream_window.0,
+            ),
+            (
+                "http2.connection_window (--http2-connection-window)",
+                h2.connection_window.0,
+            ),
+        ] {
+            if !(65_535..=MAX_HTTP2_WINDOW).contains(&window) {
+                return Err(format!(
+                    "{key} {window}: give 65535 bytes (HTTP/2's initial window) to 2GiB - 1"
+                ));
+            }
+        }
+        if h2.connection_window.0 < h2.stream_window.0 {
+            return Err(format!(
+                "http2.connection_window (--http2-connection-window) {} is below http2.stream_window {}: one stream that stops reading would stall the others; make it many stream windows, e.g. 16MiB",
+                h2.connection_window.0, h2.stream_window.0
+            ));
         }
         // Skew is seconds or minutes; a bound also keeps the validity arithmetic in range.
         if self.auth.leeway.0 > MAX_JWT_LEEWAY {

@@ -1,4 +1,5 @@
-//! The one listener: HTTP/1.1 by hyper, upgraded to ferry's WebSocket on the WebSocket routes.
+//! The one listener: HTTP/1.1 and HTTP/2 by hyper, upgraded to ferry's WebSocket on the
+//! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -101,15 +102,29 @@ pub async fn serve(
                     }
                     let state = state.clone();
                     match &tls {
+                        None if state.http2.is_some() => {
+                            tokio::spawn(async move {
+                                let timeout = state.config.limits.handshake_timeout;
+                                match super::http2::opens_with_preface(&stream, timeout).await {
+                                    Some(http2) => serve_connection(stream, state, slot, http2).await,
+                                    None => state.metrics.handshake_failed("timeout"),
+                                }
+                            });
+                        }
                         None => {
-                            tokio::spawn(serve_connection(stream, state, slot));
+                            tokio::spawn(serve_connection(stream, state, slot, false));
                         }
                         Some(tls) => {
                             let acceptor = tls.acceptor();
                             tokio::spawn(async move {
                                 let timeout = state.config.limits.handshake_timeout;
                                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => serve_connection(stream, state, slot).await,
+                                    Ok(Ok(stream)) => {
+                                        // ALPN decided (RFC 9113 §3.2); tls.rs offers h2 only
+                                        // with --http2 on.
+                                        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                        serve_connection(stream, state, slot, http2).await
+                                    }
                                     Ok(Err(err)) => {
                                         state.metrics.handshake_failed("tls");
                                         tracing::debug!(%peer, error = %err, "TLS handshake failed");
@@ -194,9 +209,11 @@ async fn shutdown_signal() {
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
-async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot) {
+/// Serves HTTP/1.1, or HTTP/2 when `http2` (the preface or ALPN said so), on one connection.
+async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot, http2: bool) {
     let io = TokioIo::new(stream);
     let timeout = state.config.limits.handshake_timeout;
+    let h2 = state.http2.clone().filter(|_| http2);
     let slot = Arc::new(slot);
     let service = service_fn(move |req| {
         let state = state.clone();
@@ -219,13 +236,20 @@ async fn serve_connection<S: Transport>(stream: S, state: Arc<State>, slot: Slot
             Ok::<_, Infallible>(route::<S>(req, state, slot).await)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(16 * 1024)
-        .serve_connection(io, service)
-        .with_upgrades();
-    if let Err(err) = conn.await {
+    let served = match h2 {
+        // Extended CONNECT streams are handed over without with_upgrades.
+        Some(builder) => builder.serve_connection(io, service).await,
+        None => {
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(16 * 1024)
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await
+        }
+    };
+    if let Err(err) = served {
         tracing::debug!(error = %err, "HTTP connection ended with an error");
     }
 }
@@ -238,10 +262,14 @@ fn asset(content_type: &'static str, body: String) -> Reply {
     reply
 }
 
-fn refusal(refusal: &Refusal) -> Reply {
+fn refusal(refusal: &Refusal, http2: bool) -> Reply {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut reply = text(status, &refusal.body);
     for (name, value) in &refusal.headers {
+        // HTTP/2 has no Upgrade header (RFC 9113 §8.2.2); hyper would reset the stream.
+        if http2 && name.eq_ignore_ascii_case("upgrade") {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::try_from(*name),
             HeaderValue::try_from(value.as_str()),
@@ -406,10 +434,7 @@ fn upgrade<S: Transport>(
         Ok(authorized) => authorized,
         Err(reply) => return *reply,
     };
-    let minor = match req.version() {
-        hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => 0,
-        _ => 1,
-    };
+    let http2 = req.version() == hyper::Version::HTTP_2;
     let headers = req
         .headers()
         .iter()
@@ -420,12 +445,29 @@ fn upgrade<S: Transport>(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let mut request = match Request::from_parts(req.method().as_str(), minor, path, headers) {
+    let parsed = if http2 {
+        Request::from_extended_connect(
+            req.method().as_str(),
+            req.extensions()
+                .get::<hyper::ext::Protocol>()
+                .map(hyper::ext::Protocol::as_str),
+            req.uri().authority().map(|a| a.as_str()),
+            path,
+            headers,
+        )
+    } else {
+        let minor = match req.version() {
+            hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => 0,
+            _ => 1,
+        };
+        Request::from_parts(req.method().as_str(), minor, path, headers)
+    };
+    let mut request = match parsed {
         Ok(request) => request,
         Err(err) => {
             state.metrics.handshake_failed(failure_reason(&err));
             return match err.refusal() {
-                Some(r) => refusal(&r),
+                Some(r) => refusal(&r, http2),
                 None => text(StatusCode::BAD_REQUEST, "bad WebSocket handshake"),
             };
         }
@@ -490,7 +532,8 @@ fn upgrade<S: Transport>(
         tokio::time::Instant::now().into_std(),
     );
     let mut reply = Response::new(Full::new(Bytes::new()));
-    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    // 101 for an HTTP/1.1 upgrade, 200 for an HTTP/2 extended CONNECT (RFC 8441 §5).
+    *reply.status_mut() = StatusCode::from_u16(accepted.status).unwrap_or(StatusCode::OK);
     for (name, value) in &accepted.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             reply.headers_mut().insert(name, value);
@@ -501,7 +544,13 @@ fn upgrade<S: Transport>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                run_websocket::<S>(upgraded, state, target, accepted, slot, grant, admission).await
+                let websocket = WebSocketRequest {
+                    target,
+                    accepted,
+                    http2,
+                    grant,
+                };
+                run_websocket::<S>(upgraded, state, websocket, slot, admission).await
             }
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
@@ -629,25 +678,44 @@ fn failure_reason(err: &ferry::proto::handshake::HandshakeError) -> &'static str
     }
 }
 
+/// What the handshake settled about one WebSocket.
+struct WebSocketRequest {
+    target: Target,
+    accepted: Accepted,
+    /// Whether it is a stream of an HTTP/2 connection.
+    http2: bool,
+    grant: Option<Grant>,
+}
+
 async fn run_websocket<S: Transport>(
     upgraded: hyper::upgrade::Upgraded,
     state: Arc<State>,
-    target: Target,
-    accepted: Accepted,
+    websocket: WebSocketRequest,
     // Held for the connection's life: the per-IP count covers the WebSocket too.
     _slot: Arc<Slot>,
-    grant: Option<Grant>,
     // Holds this connection's place under --max-connections until it ends.
     _admission: Admission,
 ) {
+    let WebSocketRequest {
+        target,
+        accepted,
+        http2,
+        grant,
+    } = websocket;
     // Take the stream back from hyper (and whatever it read past the request), so the
-    // WebSocket runs on the socket itself rather than through hyper's boxed IO.
+    // WebSocket runs on the socket itself rather than through hyper's boxed IO. An HTTP/2
+    // stream stays hyper's: it shares the connection with the others.
     let (sender, mut receiver) = match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => ferry::from_accepted(parts.io.into_inner(), accepted, &parts.read_buf),
         Err(upgraded) => ferry::from_accepted(TokioIo::new(upgraded), accepted, &[]),
     };
     let metrics = &state.metrics;
-    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let total = if http2 {
+        &metrics.connections_http2_total
+    } else {
+        &metrics.connections_http1_total
+    };
+    total.fetch_add(1, Ordering::Relaxed);
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
     let expiry = match (&grant, &target) {

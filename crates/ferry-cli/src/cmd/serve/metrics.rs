@@ -54,7 +54,10 @@ struct PerRoute {
 #[derive(Default)]
 pub struct Metrics {
     pub connections_open: AtomicU64,
-    pub connections_total: AtomicU64,
+    /// WebSockets accepted over HTTP/1.1 (an Upgrade).
+    pub connections_http1_total: AtomicU64,
+    /// WebSockets accepted as HTTP/2 streams (extended CONNECT).
+    pub connections_http2_total: AtomicU64,
     routes: [PerRoute; Route::ALL.len()],
     closes: Mutex<BTreeMap<(u16, &'static str), u64>>,
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
@@ -146,8 +149,9 @@ impl Metrics {
         );
         let _ = write!(
             out,
-            "# HELP ferry_connections_total WebSocket connections accepted.\n# TYPE ferry_connections_total counter\nferry_connections_total {}\n",
-            self.connections_total.load(Ordering::Relaxed)
+            "# HELP ferry_connections_total WebSocket connections accepted, by HTTP version.\n# TYPE ferry_connections_total counter\nferry_connections_total{{http=\"1.1\"}} {}\nferry_connections_total{{http=\"2\"}} {}\n",
+            self.connections_http1_total.load(Ordering::Relaxed),
+            self.connections_http2_total.load(Ordering::Relaxed)
         );
         let series: [(&str, &str, Field); 4] = [
             (

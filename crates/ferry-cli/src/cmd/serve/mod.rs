@@ -11,6 +11,7 @@ pub mod config;
 pub(crate) mod control;
 mod forwarded;
 mod http;
+mod http2;
 mod lesson;
 mod metrics;
 pub(crate) mod names;
@@ -184,6 +185,21 @@ pub struct ServeArgs {
     /// 0: no limit.
     #[arg(long, value_name = "N/s", default_value = "0")]
     pub handshake_rate: String,
+    /// Speak HTTP/2 beside HTTP/1.1 (ALPN h2 over TLS, prior knowledge in cleartext), with
+    /// WebSockets as HTTP/2 streams (RFC 8441). off: HTTP/1.1 only.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub http2: bool,
+    /// Most streams open at once on one HTTP/2 connection (WebSockets and requests).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub http2_max_streams: u32,
+    /// Bytes a client may send on one HTTP/2 stream before it is read: what one WebSocket
+    /// that stops reading can hold of its connection's window.
+    #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "256KiB")]
+    pub http2_stream_window: usize,
+    /// Bytes a client may send on one HTTP/2 connection, all streams together, before they are
+    /// read. Many stream windows, so streams that stop reading do not stall the others.
+    #[arg(long, value_name = "BYTES", value_parser = crate::size::parse_size, default_value = "16MiB")]
+    pub http2_connection_window: usize,
     #[command(flatten)]
     pub limits: ServeLimits,
     /// Keep each connection's compressor between messages (context takeover): smaller chatty
@@ -210,6 +226,14 @@ pub struct ServeLimits {
     /// Time allowed for the TLS handshake, the HTTP request head and the WebSocket handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?}: use on or off")),
+    }
 }
 
 fn parse_bridge(text: &str) -> Result<(String, String), String> {
@@ -267,6 +291,19 @@ impl ServeArgs {
         }
         if given("grace") {
             c.grace = Dur(self.grace);
+        }
+        let h2 = &mut c.http2;
+        if given("http2") {
+            h2.enabled = self.http2;
+        }
+        if given("http2_max_streams") {
+            h2.max_streams = self.http2_max_streams;
+        }
+        if given("http2_stream_window") {
+            h2.stream_window = Size(self.http2_stream_window);
+        }
+        if given("http2_connection_window") {
+            h2.connection_window = Size(self.http2_connection_window);
         }
         let l = &mut c.limits;
         if given("max_connections") {
@@ -467,6 +504,8 @@ pub struct State {
     pub handshake_rate: rate::PerAddress,
     pub metrics: metrics::Metrics,
     pub connections: http::Registry,
+    /// The HTTP/2 server's settings; `None` with `--http2 off` (HTTP/1.1 only).
+    pub http2: Option<hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>>,
 }
 
 pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<()> {
@@ -511,7 +550,9 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         bridges.insert(name.clone(), bridge);
     }
     let tls = match &c.tls {
-        Some(tls) => Some(Arc::new(tls::Tls::load(tls).map_err(|e| anyhow!(e))?)),
+        Some(tls) => Some(Arc::new(
+            tls::Tls::load(tls, c.http2.enabled).map_err(|e| anyhow!(e))?,
+        )),
         None => None,
     };
     raise_open_file_limit(l.max_connections);
@@ -599,6 +640,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
             handshake_rate,
             metrics: metrics::Metrics::default(),
             connections: http::Registry::default(),
+            http2: c.http2.enabled.then(|| http2::builder(&c)),
         });
         let listener = tokio::net::TcpListener::bind(&c.listen)
             .await
@@ -609,10 +651,16 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
                 )
             })?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        // Scripts read the address at the end of this line, the first one logged.
         tracing::info!(
             "ferry serve listening on {scheme}://{}",
             listener.local_addr()?
         );
+        if state.http2.is_some() {
+            tracing::info!(
+                "speaking HTTP/1.1 and HTTP/2 (WebSockets over both; --http2 off for 1.1 only)"
+            );
+        }
         for (name, bridge) in &state.bridges {
             tracing::info!(bridge = %name, target = %bridge.target, "bridge ready");
         }

@@ -17,16 +17,20 @@ use super::config::TlsConfig;
 pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
+    /// Whether ALPN offers h2 (`--http2`).
+    http2: bool,
     current: RwLock<TlsAcceptor>,
 }
 
 impl Tls {
-    /// Loads the certificate chain and key; errors name the flag and what is wrong.
-    pub fn load(config: &TlsConfig) -> Result<Tls, String> {
-        let acceptor = acceptor(&config.cert, &config.key)?;
+    /// Loads the certificate chain and key; errors name the flag and what is wrong. With
+    /// `http2`, ALPN offers h2 before http/1.1.
+    pub fn load(config: &TlsConfig, http2: bool) -> Result<Tls, String> {
+        let acceptor = acceptor(&config.cert, &config.key, http2)?;
         Ok(Tls {
             cert: config.cert.clone(),
             key: config.key.clone(),
+            http2,
             current: RwLock::new(acceptor),
         })
     }
@@ -41,13 +45,13 @@ impl Tls {
 
     /// Reads the files again. On error the previous certificate stays in use.
     pub fn reload(&self) -> Result<(), String> {
-        let acceptor = acceptor(&self.cert, &self.key)?;
+        let acceptor = acceptor(&self.cert, &self.key, self.http2)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
         Ok(())
     }
 }
 
-fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+fn acceptor(cert: &Path, key: &Path, http2: bool) -> Result<TlsAcceptor, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| {
@@ -78,7 +82,13 @@ fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
                 "--tls-cert/--tls-key: the key does not fit the certificate, or is unusable ({e})"
             )
         })?;
-    // WebSocket over TLS is HTTP/1.1 (RFC 6455); HTTP/2 WebSockets (RFC 8441) are not served.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // RFC 7301: the client picks from its own list in its order of preference, and browsers put
+    // h2 first; their WebSockets then ride that connection (RFC 8441) when the server's
+    // SETTINGS allow extended CONNECT.
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
