@@ -11,6 +11,12 @@
 #                  Chromium must accept and honour server_no_context_takeover and a 512-byte
 #                  client window
 #
+#   `ferry serve` over https                    <- Chromium (h2_check.mjs, RFC 8441)
+#   b-h2:          the page loads over HTTP/2 and its WebSocket is a stream of that connection:
+#                  echoes, permessage-deflate, close 1000, and ferry_connections_total{http="2"}
+#                  grows by one (the server's word for it, not a guess)
+#   b-h2-off:      the same with `--http2 off`: HTTP/1.1, and the {http="1.1"} count grows
+#
 # Only this direction: a browser cannot be a WebSocket server, so there is no Chromium server
 # for ferry's client to talk to.
 #
@@ -88,6 +94,29 @@ browser_step() {
 browser_step b-deflate "$DEFAULT_ANSWER"
 browser_step b-no-deflate none --no-deflate
 browser_step b-params "$PARAMS_ANSWER" --deflate-no-context-takeover --deflate-peer-window-bits 9
+
+# Browsers use HTTP/2 only over TLS: a test certificate from openssl, whose errors the check
+# tells Chromium to ignore.
+H2_CHECK=("$NODE" "$SCRIPT_DIR/h2_check.mjs" --chromium "$CHROMIUM")
+if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$LOGDIR/key.pem" -out "$LOGDIR/cert.pem" \
+    >"$LOGDIR/openssl.log" 2>&1; then
+    for variant in "b-h2 2" "b-h2-off 1.1 --http2 off"; do
+        read -r label http flags <<<"$variant"
+        port=$(free_port)
+        # shellcheck disable=SC2086 # flags is empty or one flag and its value
+        if start_server "ferry-serve-$label" "$port" "$FERRY_BIN" serve --listen "127.0.0.1:$port" \
+            --tls-cert "$LOGDIR/cert.pem" --tls-key "$LOGDIR/key.pem" $flags; then
+            run_step "$label" "ferry-serve-$label" "${H2_CHECK[@]}" "https://127.0.0.1:$port" --expect-http "$http"
+        else
+            step_broken "$label" "ferry-serve-$label"
+        fi
+    done
+else
+    echo "FAIL b-h2: cannot make a test certificate with openssl (apt-get install openssl)"
+    FAILED=$((FAILED + 1))
+    FAILED_STEPS+=(b-h2)
+fi
 
 summary
 [ "$FAILED" -eq 0 ]
