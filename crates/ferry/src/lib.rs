@@ -62,6 +62,8 @@ pub mod reconnect;
 mod server;
 mod socket;
 pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 
 pub use address::{Address, Transport};
 pub use client::{connect, connect_stream, connect_with, tls_handshake};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::proto::handshake::Accepted;
-use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Refusal, Request, Sender};
+use ferry::upgrade::{Upgrade, UpgradeError};
+use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Refusal, Sender};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
@@ -435,43 +435,15 @@ fn upgrade<S: Transport>(
         Err(reply) => return *reply,
     };
     let http2 = req.version() == hyper::Version::HTTP_2;
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let parsed = if http2 {
-        Request::from_extended_connect(
-            req.method().as_str(),
-            req.extensions()
-                .get::<hyper::ext::Protocol>()
-                .map(hyper::ext::Protocol::as_str),
-            req.uri().authority().map(|a| a.as_str()),
-            path,
-            headers,
-        )
-    } else {
-        let minor = match req.version() {
-            hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => 0,
-            _ => 1,
-        };
-        Request::from_parts(req.method().as_str(), minor, path, headers)
-    };
-    let mut request = match parsed {
-        Ok(request) => request,
+    // ferry's handshake rules, through the library's hyper integration (ferry::upgrade).
+    let upgrade = match Upgrade::from_request(&mut req) {
+        Ok(upgrade) => upgrade,
         Err(err) => {
             state.metrics.handshake_failed(failure_reason(&err));
-            return match err.refusal() {
-                Some(r) => refusal(&r, http2),
-                None => text(StatusCode::BAD_REQUEST, "bad WebSocket handshake"),
-            };
+            return refusal(&err.refusal(), http2);
         }
     };
+    let request = upgrade.request();
     if !state.origins.allows(request.origin(), request.host()) {
         state.metrics.handshake_failed("origin");
         return text(
@@ -524,33 +496,19 @@ fn upgrade<S: Transport>(
         protocols = &["binary"];
     }
     // The response and the connection, settled together (subprotocol, permessage-deflate).
-    let config = &state.config;
-    let accepted = request.accept_connection(
-        protocols,
-        config.deflate.as_ref(),
-        config.proto(),
-        tokio::time::Instant::now().into_std(),
-    );
-    let mut reply = Response::new(Full::new(Bytes::new()));
-    // 101 for an HTTP/1.1 upgrade, 200 for an HTTP/2 extended CONNECT (RFC 8441 §5).
-    *reply.status_mut() = StatusCode::from_u16(accepted.status).unwrap_or(StatusCode::OK);
-    for (name, value) in &accepted.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            reply.headers_mut().insert(name, value);
-        }
-    }
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (reply, pending) = upgrade.accept_with_protocols(&state.config, protocols);
     let grant = authorized.grant;
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        // Over HTTP/1.1 the WebSocket runs on the connection's own stream (S), taken back from
+        // hyper with whatever it read past the request; an HTTP/2 stream stays hyper's.
+        match pending.websocket_on::<S>().await {
+            Ok((sender, receiver)) => {
                 let websocket = WebSocketRequest {
                     target,
-                    accepted,
                     http2,
                     grant,
                 };
-                run_websocket::<S>(upgraded, state, websocket, slot, admission).await
+                run_websocket(sender, receiver, state, websocket, slot, admission).await
             }
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
@@ -666,14 +624,17 @@ fn authorize(
     })
 }
 
-fn failure_reason(err: &ferry::proto::handshake::HandshakeError) -> &'static str {
+fn failure_reason(err: &UpgradeError) -> &'static str {
     use ferry::proto::handshake::HandshakeError as E;
     match err {
-        E::MethodNotAllowed => "method",
-        E::NotWebSocket => "not_websocket",
-        E::UnsupportedVersion => "version",
-        E::InvalidKey => "key",
-        E::HeadersTooLarge { .. } | E::TooManyHeaders { .. } => "headers_too_large",
+        UpgradeError::Handshake(E::MethodNotAllowed) => "method",
+        UpgradeError::Handshake(E::NotWebSocket | E::NotExtendedConnect) => "not_websocket",
+        UpgradeError::Handshake(E::UnknownProtocol) => "unknown_protocol",
+        UpgradeError::Handshake(E::UnsupportedVersion) => "version",
+        UpgradeError::Handshake(E::InvalidKey) => "key",
+        UpgradeError::Handshake(E::HeadersTooLarge { .. } | E::TooManyHeaders { .. }) => {
+            "headers_too_large"
+        }
         _ => "bad_request",
     }
 }
@@ -681,14 +642,14 @@ fn failure_reason(err: &ferry::proto::handshake::HandshakeError) -> &'static str
 /// What the handshake settled about one WebSocket.
 struct WebSocketRequest {
     target: Target,
-    accepted: Accepted,
     /// Whether it is a stream of an HTTP/2 connection.
     http2: bool,
     grant: Option<Grant>,
 }
 
-async fn run_websocket<S: Transport>(
-    upgraded: hyper::upgrade::Upgraded,
+async fn run_websocket(
+    sender: Sender,
+    mut receiver: ferry::Receiver,
     state: Arc<State>,
     websocket: WebSocketRequest,
     // Held for the connection's life: the per-IP count covers the WebSocket too.
@@ -698,17 +659,9 @@ async fn run_websocket<S: Transport>(
 ) {
     let WebSocketRequest {
         target,
-        accepted,
         http2,
         grant,
     } = websocket;
-    // Take the stream back from hyper (and whatever it read past the request), so the
-    // WebSocket runs on the socket itself rather than through hyper's boxed IO. An HTTP/2
-    // stream stays hyper's: it shares the connection with the others.
-    let (sender, mut receiver) = match upgraded.downcast::<TokioIo<S>>() {
-        Ok(parts) => ferry::from_accepted(parts.io.into_inner(), accepted, &parts.read_buf),
-        Err(upgraded) => ferry::from_accepted(TokioIo::new(upgraded), accepted, &[]),
-    };
     let metrics = &state.metrics;
     let total = if http2 {
         &metrics.connections_http2_total
