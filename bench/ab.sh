@@ -12,7 +12,8 @@
 # After the two binaries: the `ferry bench` mode and its arguments (--url, --server-pid, --json
 # and --quiet are added). Knobs (environment): RUNS (10), DURATION and WARMUP in seconds (2,
 # 0.5), A_ARGS and B_ARGS (extra `ferry echo` arguments per side), CONNECTIONS (1), PORT (9391),
-# SERVER_CPU (0), CLIENT_CPU (1), BENCH (the `ferry` that generates load: NEW_FERRY).
+# SERVER_CPU (0), CLIENT_CPU (1), BENCH (the `ferry` that generates load: NEW_FERRY), SERVE=1 (run
+# `ferry serve` and load its /ws/echo route, the path users run, instead of `ferry echo`).
 # Per run: the rate (payload MB/s for bulk, else operations/s), server CPU µs per operation and
 # the server's minor page faults over the run (from /proc/PID/stat: how much fresh memory it
 # touched).
@@ -43,6 +44,10 @@ rate_key=per_s
 if [[ $MODE == fanout ]]; then
     server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0)
     url=ws://127.0.0.1:$PORT/ws/topics/ab
+elif [[ ${SERVE:-0} == 1 ]]; then
+    server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0
+        --no-deflate --max-message-size 64MiB)
+    url=ws://127.0.0.1:$PORT/ws/echo
 else
     server=(echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate --max-message-size 64MiB
         --max-frame-size 64MiB)
