@@ -80,7 +80,8 @@ impl ClientRequest {
 /// ```
 #[derive(Debug)]
 pub struct ClientHandshake {
-    expected_accept: String,
+    /// Sec-WebSocket-Accept the 101 must carry; `None` for an HTTP/2 request, which has no key.
+    expected_accept: Option<String>,
     protocols: Vec<String>,
     deflate: Option<DeflateConfig>,
     buf: Vec<u8>,
@@ -91,7 +92,7 @@ pub struct ClientHandshake {
 /// The server's accepted response.
 #[derive(Clone, Debug)]
 pub struct Response {
-    /// Always 101.
+    /// 101 over HTTP/1.1; over HTTP/2 the 2xx of the extended CONNECT.
     pub status: u16,
     /// Every header, in order.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -184,7 +185,7 @@ impl ClientHandshake {
         }
         out.push_str("\r\n");
         let state = ClientHandshake {
-            expected_accept: accept_key(key.as_bytes()),
+            expected_accept: Some(accept_key(key.as_bytes())),
             protocols: request.protocols.clone(),
             deflate: request.deflate.clone(),
             buf: Vec::new(),
@@ -192,6 +193,76 @@ impl ClientHandshake {
             max_headers: limits.max_headers,
         };
         Ok((state, out.into_bytes()))
+    }
+
+    /// An HTTP/2 WebSocket request (RFC 8441 §4): checks `request` as
+    /// [`new`](Self::new) does and returns the handshake state with the headers to send, beside
+    /// the pseudo-headers the HTTP/2 stack writes (`:method CONNECT`, `:protocol websocket`,
+    /// `:scheme`, `:path` = `request.path`, `:authority` = `request.host`). There is no key
+    /// (§5), and names are lowercase, as HTTP/2 requires (RFC 9113 §8.2.1).
+    ///
+    /// ```
+    /// use ferry_proto::handshake::{ClientHandshake, ClientRequest};
+    /// use ferry_proto::Limits;
+    /// let request = ClientRequest::new("example.com", "/chat").protocol("chat");
+    /// let (handshake, headers) = ClientHandshake::extended_connect(&request, &Limits::default()).unwrap();
+    /// assert!(headers.contains(&("sec-websocket-version".into(), "13".into())));
+    /// let response = handshake
+    ///     .extended_connect_response(200, vec![("sec-websocket-protocol".into(), b"chat".to_vec())])
+    ///     .unwrap();
+    /// assert_eq!(response.protocol.as_deref(), Some("chat"));
+    /// ```
+    pub fn extended_connect(
+        request: &ClientRequest,
+        limits: &Limits,
+    ) -> Result<(Self, Vec<(String, String)>), HandshakeError> {
+        // The HTTP/1.1 request runs every check on the same fields; its bytes are not needed.
+        let (mut state, _) = Self::with_key(request, limits, [0; 16])?;
+        state.expected_accept = None;
+        let mut headers = vec![("sec-websocket-version".to_owned(), "13".to_owned())];
+        if let Some(origin) = &request.origin {
+            headers.push(("origin".to_owned(), origin.clone()));
+        }
+        if !request.protocols.is_empty() {
+            headers.push((
+                "sec-websocket-protocol".to_owned(),
+                request.protocols.join(", "),
+            ));
+        }
+        if let Some(deflate) = &request.deflate {
+            headers.push((
+                "sec-websocket-extensions".to_owned(),
+                deflate.client_offer(),
+            ));
+        }
+        for (name, value) in &request.headers {
+            headers.push((name.to_ascii_lowercase(), value.clone()));
+        }
+        Ok((state, headers))
+    }
+
+    /// Checks the response to an [`extended_connect`](Self::extended_connect) request: a 2xx
+    /// status (RFC 8441 §5), and a subprotocol and extensions that were offered, by the rules of
+    /// §4.1. `headers` are the response's, as the HTTP/2 stack decoded them.
+    pub fn extended_connect_response(
+        &self,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Response, HandshakeError> {
+        if !(200..300).contains(&status) {
+            return Err(HandshakeError::Status {
+                code: status,
+                reason: String::new(),
+            });
+        }
+        let (protocol, deflate) = self.negotiated(&headers)?;
+        Ok(Response {
+            status,
+            headers,
+            protocol,
+            deflate,
+            leftover: Bytes::new(),
+        })
     }
 
     /// The connection the server's response agreed on, in one step: permessage-deflate as the
@@ -206,6 +277,53 @@ impl ClientHandshake {
         let leftover = std::mem::take(&mut response.leftover);
         let deflate = response.deflate.zip(self.deflate.as_ref());
         Connection::after_handshake(Role::Client, config, deflate, &leftover, now)
+    }
+
+    /// The subprotocol and permessage-deflate parameters the response's headers choose, checked
+    /// against what was offered (§4.1, §9.1): the same rules over HTTP/1.1 and HTTP/2.
+    fn negotiated(
+        &self,
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<(Option<String>, Option<DeflateParams>), HandshakeError> {
+        let all = |name: &'static str| {
+            headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
+        let mut chosen: Vec<&str> = Vec::new();
+        for value in all("sec-websocket-protocol") {
+            chosen.extend(split_list(
+                std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidAccept)?,
+            ));
+        }
+        let protocol = match chosen.as_slice() {
+            [] => None,
+            [one] if self.protocols.iter().any(|p| p == one) => Some((*one).to_owned()),
+            _ => return Err(HandshakeError::UnexpectedProtocol(chosen.join(", "))),
+        };
+        // §9.1: the server may only accept extensions that were offered, each at most once.
+        let values: Vec<String> = all("sec-websocket-extensions")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let accepted = parse_extensions(&values).ok_or_else(|| {
+            HandshakeError::InvalidExtension("unparsable Sec-WebSocket-Extensions".into())
+        })?;
+        let mut deflate = None;
+        for extension in &accepted {
+            match &self.deflate {
+                Some(config) if extension.name == deflate::NAME && deflate.is_none() => {
+                    deflate = Some(
+                        config
+                            .accept_response(extension)
+                            .map_err(HandshakeError::InvalidExtension)?,
+                    );
+                }
+                _ => return Err(HandshakeError::UnexpectedExtension(extension.name.clone())),
+            }
+        }
+        Ok((protocol, deflate))
     }
 
     /// Adds received bytes. Returns the response once its header block is complete and valid.
@@ -261,41 +379,11 @@ impl ClientHandshake {
             return Err(HandshakeError::MissingConnection);
         }
         let accepts: Vec<&[u8]> = all("sec-websocket-accept").collect();
-        if accepts.as_slice() != [self.expected_accept.as_bytes()] {
+        let expected = self.expected_accept.as_deref().unwrap_or_default();
+        if expected.is_empty() || accepts.as_slice() != [expected.as_bytes()] {
             return Err(HandshakeError::InvalidAccept);
         }
-        let mut chosen: Vec<&str> = Vec::new();
-        for value in all("sec-websocket-protocol") {
-            chosen.extend(split_list(
-                std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidAccept)?,
-            ));
-        }
-        let protocol = match chosen.as_slice() {
-            [] => None,
-            [one] if self.protocols.iter().any(|p| p == one) => Some((*one).to_owned()),
-            _ => return Err(HandshakeError::UnexpectedProtocol(chosen.join(", "))),
-        };
-        // §9.1: the server may only accept extensions that were offered, each at most once.
-        let values: Vec<String> = all("sec-websocket-extensions")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        let values: Vec<&str> = values.iter().map(String::as_str).collect();
-        let accepted = parse_extensions(&values).ok_or_else(|| {
-            HandshakeError::InvalidExtension("unparsable Sec-WebSocket-Extensions".into())
-        })?;
-        let mut deflate = None;
-        for extension in &accepted {
-            match &self.deflate {
-                Some(config) if extension.name == deflate::NAME && deflate.is_none() => {
-                    deflate = Some(
-                        config
-                            .accept_response(extension)
-                            .map_err(HandshakeError::InvalidExtension)?,
-                    );
-                }
-                _ => return Err(HandshakeError::UnexpectedExtension(extension.name.clone())),
-            }
-        }
+        let (protocol, deflate) = self.negotiated(&headers)?;
         let leftover = Bytes::copy_from_slice(self.buf.get(end..).unwrap_or_default());
         self.buf = Vec::new();
         Ok(Some(Response {
@@ -447,5 +535,90 @@ mod tests {
         ));
         let request = ClientRequest::new("h", "/a b");
         assert!(ClientHandshake::new(&request, &Limits::default()).is_err());
+    }
+
+    /// RFC 8441 end to end in the core: the client's headers go through the server's check and
+    /// accept, and the server's answer through the client's check; both ends agree.
+    #[test]
+    fn extended_connect_round_trip() {
+        let request = ClientRequest {
+            deflate: Some(DeflateConfig::default()),
+            ..ClientRequest::new("example.com:443", "/chat?room=1")
+                .protocol("v2")
+                .protocol("v1")
+                .origin("https://example.com")
+                .header("X-Trace", "7")
+        };
+        let (client, headers) =
+            ClientHandshake::extended_connect(&request, &Limits::default()).unwrap();
+        assert!(headers.iter().all(|(n, _)| *n == n.to_ascii_lowercase()));
+        assert!(
+            !headers
+                .iter()
+                .any(|(n, _)| n == "sec-websocket-key" || n == "upgrade")
+        );
+        let mut server_request = crate::handshake::Request::from_extended_connect(
+            "CONNECT",
+            Some("websocket"),
+            Some("example.com:443"),
+            request.path.clone(),
+            headers
+                .into_iter()
+                .map(|(n, v)| (n, v.into_bytes()))
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(server_request.header_str("x-trace"), Some("7"));
+        let accepted = server_request.accept_connection(
+            &["v1"],
+            Some(&DeflateConfig::default()),
+            crate::connection::Config::default(),
+            Instant::now(),
+        );
+        assert_eq!(accepted.status, 200);
+        let answer = accepted
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
+            .collect();
+        let response = client.extended_connect_response(200, answer).unwrap();
+        assert_eq!(response.protocol.as_deref(), Some("v1"));
+        assert_eq!(response.deflate, accepted.deflate);
+        assert!(response.deflate.is_some());
+    }
+
+    #[test]
+    fn extended_connect_responses_are_checked() {
+        let request = ClientRequest::new("a", "/").protocol("v1");
+        let (client, _) = ClientHandshake::extended_connect(&request, &Limits::default()).unwrap();
+        assert!(matches!(
+            client.extended_connect_response(404, Vec::new()),
+            Err(HandshakeError::Status { code: 404, .. })
+        ));
+        let other = vec![("sec-websocket-protocol".to_owned(), b"v9".to_vec())];
+        assert!(matches!(
+            client.extended_connect_response(200, other),
+            Err(HandshakeError::UnexpectedProtocol(_))
+        ));
+        let unasked = vec![(
+            "sec-websocket-extensions".to_owned(),
+            b"permessage-deflate".to_vec(),
+        )];
+        assert!(matches!(
+            client.extended_connect_response(200, unasked),
+            Err(HandshakeError::UnexpectedExtension(_))
+        ));
+        // The HTTP/1.1 reader of the same state refuses any 101: there is no key to check.
+        let mut client = client;
+        let upgrade =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert!(matches!(
+            client.receive(upgrade),
+            Err(HandshakeError::InvalidAccept)
+        ));
+        // A bad path is refused before anything is sent, as over HTTP/1.1.
+        let bad = ClientRequest::new("a", "no-slash");
+        assert!(ClientHandshake::extended_connect(&bad, &Limits::default()).is_err());
     }
 }

@@ -45,7 +45,8 @@ pub enum HandshakeError {
     UnknownProtocol,
     /// Client side: a header name or value that would break the request (CR, LF, or not a token).
     InvalidHeader(String),
-    /// Client side: the server answered with a status other than 101.
+    /// Client side: the server answered with a status other than 101 (over HTTP/2, other than
+    /// 2xx).
     Status {
         /// The HTTP status code.
         code: u16,
@@ -124,7 +125,13 @@ impl fmt::Display for HandshakeError {
         use HandshakeError::*;
         match self {
             InvalidHeader(name) => write!(f, "invalid request header {name:?}"),
-            Status { code, reason } => write!(f, "server answered HTTP {code} {reason}, not 101"),
+            Status { code, reason } => {
+                let sep = if reason.is_empty() { "" } else { " " };
+                write!(
+                    f,
+                    "server answered HTTP {code}{sep}{reason} instead of accepting the WebSocket"
+                )
+            }
             MissingUpgrade => f.write_str("response lacks Upgrade: websocket"),
             MissingConnection => f.write_str("response lacks Connection: upgrade"),
             InvalidAccept => f.write_str("Sec-WebSocket-Accept does not match the key"),
