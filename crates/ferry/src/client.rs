@@ -101,7 +101,7 @@ where
 }
 
 /// The built-in roots' configuration, built once: parsing the root store takes a while.
-fn default_tls() -> Result<Arc<tls::ClientConfig>, Error> {
+pub(crate) fn default_tls() -> Result<Arc<tls::ClientConfig>, Error> {
     static DEFAULT: OnceLock<Arc<tls::ClientConfig>> = OnceLock::new();
     if let Some(config) = DEFAULT.get() {
         return Ok(config.clone());

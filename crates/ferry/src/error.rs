@@ -37,6 +37,10 @@ pub enum Error {
     TlsConfig(String),
     /// The proxy could not be reached, refused the tunnel, or wants other credentials.
     Proxy(String),
+    /// The server does not offer WebSockets over HTTP/2 (RFC 8441), and why: no h2 in ALPN, no
+    /// HTTP/2 at all, or SETTINGS that do not allow extended CONNECT.
+    /// [`http2::connect`](crate::http2::connect) falls back to HTTP/1.1 instead.
+    Http2Unavailable(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -52,6 +56,7 @@ impl fmt::Display for Error {
             Error::TlsTimeout => f.write_str("TLS handshake timed out"),
             Error::TlsConfig(err) => write!(f, "TLS settings: {err}"),
             Error::Proxy(err) => write!(f, "proxy: {err}"),
+            Error::Http2Unavailable(why) => write!(f, "no WebSockets over HTTP/2: {why}"),
         }
     }
 }

@@ -55,6 +55,8 @@ mod client;
 mod config;
 mod error;
 mod handler;
+#[cfg(feature = "hyper")]
+pub mod http2;
 mod origin;
 pub mod proxy;
 pub mod pubsub;

@@ -16,6 +16,8 @@
 #   (f) `ferry serve` over HTTP/2 (RFC 8441)     <- the h2 package with websockets' sans-I/O
 #       protocol on each stream (h2_check.py): h2c and TLS (ALPN h2), permessage-deflate, many
 #       WebSockets on one connection, refusals, a stalled stream beside a live one, --http2 off
+#   (g) Hypercorn (an ASGI server with RFC 8441) <- `ferry connect --http2` (../connect_check.py,
+#       1,000 lines), h2c and TLS; the app's log must say the WebSocket came over HTTP/2
 #
 # Every step with a handshake asserts the negotiated Sec-WebSocket-Extensions on both sides.
 #
@@ -47,6 +49,7 @@ esac
 WEBSOCKETS_VERSION=${WEBSOCKETS_VERSION:-17.4}
 PYJWT_VERSION=${PYJWT_VERSION:-2.15.1}
 H2_VERSION=${H2_VERSION:-4.4.1}
+HYPERCORN_VERSION=${HYPERCORN_VERSION:-0.18.0}
 PYTHON=${PYTHON:-python3}
 VENV=${FERRY_VENV:-target/interop-venv}
 case $VENV in /*) ;; *) VENV=$REPO_ROOT/$VENV ;; esac
@@ -59,16 +62,16 @@ SUITE=interop
 
 command -v "$PYTHON" >/dev/null 2>&1 || skip "$PYTHON not found; the interop tests need Python 3"
 PY=$VENV/bin/python
-if "$PY" -c "import sys, websockets, jwt, h2; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION' or jwt.__version__ != '$PYJWT_VERSION' or h2.__version__ != '$H2_VERSION')" 2>/dev/null; then
-    log "reusing $VENV (websockets $WEBSOCKETS_VERSION, PyJWT $PYJWT_VERSION, h2 $H2_VERSION)"
+if "$PY" -c "import sys, websockets, jwt, h2, importlib.metadata as m; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION' or jwt.__version__ != '$PYJWT_VERSION' or h2.__version__ != '$H2_VERSION' or m.version('hypercorn') != '$HYPERCORN_VERSION')" 2>/dev/null; then
+    log "reusing $VENV (websockets $WEBSOCKETS_VERSION, PyJWT $PYJWT_VERSION, h2 $H2_VERSION, Hypercorn $HYPERCORN_VERSION)"
 else
     log "creating $VENV with websockets==$WEBSOCKETS_VERSION, pyjwt==$PYJWT_VERSION, h2==$H2_VERSION"
     if ! bounded 300 "$PYTHON" -m venv "$VENV" >"$LOGDIR/venv.log" 2>&1; then
         skip "cannot create a virtualenv with '$PYTHON -m venv' (Debian/Ubuntu: apt-get install python3-venv): $(tail -n 1 "$LOGDIR/venv.log")"
     fi
     if ! bounded 300 "$PY" -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" \
-        "pyjwt==$PYJWT_VERSION" "h2==$H2_VERSION" >"$LOGDIR/pip.log" 2>&1; then
-        skip "pip could not install websockets==$WEBSOCKETS_VERSION, pyjwt==$PYJWT_VERSION and h2==$H2_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
+        "pyjwt==$PYJWT_VERSION" "h2==$H2_VERSION" "hypercorn==$HYPERCORN_VERSION" >"$LOGDIR/pip.log" 2>&1; then
+        skip "pip could not install websockets==$WEBSOCKETS_VERSION, pyjwt==$PYJWT_VERSION, h2==$H2_VERSION and hypercorn==$HYPERCORN_VERSION (no access to PyPI?): $(tail -n 1 "$LOGDIR/pip.log")"
     fi
 fi
 
@@ -219,6 +222,42 @@ if start_server ferry-serve-h1-only "$port" "$FERRY_BIN" serve --listen "127.0.0
     run_step f-http2-off ferry-serve-h1-only "${H2_CHECK[@]}" off "http://127.0.0.1:$port"
 else
     step_broken f-http2-off ferry-serve-h1-only
+fi
+
+# --- (g) Hypercorn <- ferry connect --http2 ------------------------------------------------
+# A third-party HTTP/2 server with RFC 8441 for ferry's HTTP/2 client. connect_check.py waits
+# for every echo before closing: Hypercorn stops echoing once it has the close frame.
+
+# log_says LABEL SERVER PATTERN: one check that the server's log has PATTERN.
+log_says() {
+    if grep -q "$3" "$LOGDIR/$2.log"; then
+        echo "ok   $1: the server logged \"$3\""
+        PASSED=$((PASSED + 1))
+    else
+        echo "FAIL $1: the server never logged \"$3\""
+        FAILED=$((FAILED + 1))
+        FAILED_STEPS+=("$1")
+        show_log "$2"
+    fi
+}
+
+HYPERCORN=(env PYTHONPATH="$SCRIPT_DIR" "$VENV/bin/hypercorn")
+port=$(free_port)
+if start_server hypercorn-h2c "$port" "${HYPERCORN[@]}" --bind "127.0.0.1:$port" asgi_echo:app; then
+    run_step g-hypercorn-h2c hypercorn-h2c "$PY" "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "ws://127.0.0.1:$port/" --http2
+    log_says g-hypercorn-h2c-was-http2 hypercorn-h2c "websocket over HTTP/2"
+else
+    step_broken g-hypercorn-h2c hypercorn-h2c
+fi
+if [ -s "$LOGDIR/h2-cert.pem" ]; then
+    port=$(free_port)
+    if start_server hypercorn-h2-tls "$port" "${HYPERCORN[@]}" --bind "127.0.0.1:$port" \
+        --certfile "$LOGDIR/h2-cert.pem" --keyfile "$LOGDIR/h2-key.pem" asgi_echo:app; then
+        run_step g-hypercorn-tls hypercorn-h2-tls "$PY" "$SCRIPT_DIR/../connect_check.py" "$FERRY_BIN" "wss://127.0.0.1:$port/" --http2 --insecure
+        log_says g-hypercorn-tls-was-http2 hypercorn-h2-tls "websocket over HTTP/2"
+    else
+        step_broken g-hypercorn-tls hypercorn-h2-tls
+    fi
 fi
 
 summary

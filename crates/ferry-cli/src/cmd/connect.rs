@@ -85,6 +85,10 @@ pub struct ConnectArgs {
     /// With --reconnect: bytes of input kept while disconnected; past it, input waits.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
     pub reconnect_queue: usize,
+    /// Open the WebSocket as a stream of an HTTP/2 connection (RFC 8441): ALPN h2 for wss://,
+    /// prior knowledge for ws://. Falls back to HTTP/1.1 when the server does not allow it.
+    #[arg(long, conflicts_with = "reconnect")]
+    pub http2: bool,
     /// Print nothing on stderr but the final error, if any.
     #[arg(short, long)]
     pub quiet: bool,
@@ -417,17 +421,22 @@ async fn connect(args: ConnectArgs) -> Result<(), Failure> {
     if args.reconnect {
         return reconnecting(args, config, mode).await;
     }
-    let (sender, receiver, response) = ferry::connect_with(&args.url, &config)
-        .await
-        .map_err(|err| connect_failure(&args.url, &err))?;
+    let connected = if args.http2 {
+        ferry::http2::connect(&args.url, &config).await
+    } else {
+        ferry::connect_with(&args.url, &config).await
+    };
+    let (sender, receiver, response) = connected.map_err(|err| connect_failure(&args.url, &err))?;
     if !args.quiet {
         let protocol = response.protocol.as_deref().unwrap_or("none");
         let extensions = match sender.deflate() {
             Some(params) => params.to_header(),
             None => "none".into(),
         };
+        // 101 answers an HTTP/1.1 upgrade; an HTTP/2 extended CONNECT gets a 2xx.
+        let http = if response.status == 101 { "1.1" } else { "2" };
         eprintln!(
-            "ferry connect: connected to {} (subprotocol: {protocol}; extensions: {extensions})",
+            "ferry connect: connected to {} over HTTP/{http} (subprotocol: {protocol}; extensions: {extensions})",
             args.url
         );
     }
