@@ -115,6 +115,47 @@ fn echo_with_deflate_verifies_what_the_server_compresses() {
     );
 }
 
+/// --http2: the WebSockets are streams of HTTP/2 connections (3 of them for 10 WebSockets at 4
+/// each), every echo still checked, compressed ones included; the server counts HTTP/2
+/// WebSockets only.
+#[test]
+fn echo_over_http2_streams() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/echo", server.addr);
+    let (output, json, stderr) = bench(&[
+        "--url",
+        &url,
+        "--http2",
+        "--http2-streams",
+        "4",
+        "--connections",
+        "10",
+        "--pipeline",
+        "2",
+        "--messages",
+        "500",
+        "--size",
+        "4KiB",
+        "--deflate",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    let json = json.expect("one JSON object on stdout");
+    assert_eq!(json["messages"], 500, "{json}");
+    assert_eq!(json["http2_streams_per_connection"], 4, "{json}");
+    let metrics = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(http(&server.addr, "GET", "/metrics", &[], b""))
+        .1;
+    assert!(
+        metrics.contains("ferry_connections_total{http=\"2\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_connections_total{http=\"1.1\"} 0"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn deflate_refused_by_the_server_fails_the_run_and_says_why() {
     let server = Server::echo(&["--no-deflate"]);

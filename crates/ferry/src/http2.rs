@@ -74,6 +74,9 @@ impl From<Error> for Unavailable {
     }
 }
 
+/// One stream of an HTTP/2 connection, carrying a WebSocket's frames both ways.
+pub type Http2Stream = TokioIo<hyper::upgrade::Upgraded>;
+
 /// One HTTP/2 connection whose server allows WebSockets (its SETTINGS enable extended
 /// CONNECT); each [`websocket`](Self::websocket) is a stream of it. Cloning shares the
 /// connection.
@@ -153,6 +156,24 @@ impl Http2Connection {
     /// this connection's subprotocols, Origin, headers and permessage-deflate offer, checked
     /// like an HTTP/1.1 handshake, within `Limits::handshake_timeout`.
     pub async fn websocket(&self, path: &str) -> Result<(Sender, Receiver, Response), Error> {
+        let (stream, connection, response) = self.open_stream(path).await?;
+        let (sender, receiver) = socket::start(stream, connection, response.deflate);
+        Ok((sender, receiver, response))
+    }
+
+    /// [`websocket`](Self::websocket) without ferry's connection on top: the stream whose
+    /// bytes are WebSocket frames, and the accepted response (its subprotocol and
+    /// permessage-deflate parameters), for a caller that runs the frames itself (`ferry
+    /// bench`, a proxy).
+    pub async fn websocket_stream(&self, path: &str) -> Result<(Http2Stream, Response), Error> {
+        let (stream, _, response) = self.open_stream(path).await?;
+        Ok((stream, response))
+    }
+
+    async fn open_stream(
+        &self,
+        path: &str,
+    ) -> Result<(Http2Stream, ferry_proto::Connection, Response), Error> {
         let config = &self.config;
         let request = ClientRequest {
             host: self.authority.clone(),
@@ -195,9 +216,7 @@ impl Http2Connection {
             tokio::time::timeout(config.limits.handshake_timeout, exchange)
                 .await
                 .map_err(|_| Error::HandshakeTimeout)??;
-        let (sender, receiver) =
-            socket::start(TokioIo::new(upgraded), connection, response.deflate);
-        Ok((sender, receiver, response))
+        Ok((TokioIo::new(upgraded), connection, response))
     }
 
     /// Whether the connection can still open streams.

@@ -38,6 +38,10 @@ use crate::size::{parse_duration, parse_size};
 /// --deflate offers permessage-deflate, sends a JSON-like payload compressed once at start-up,
 /// and inflates and checks what comes back; the run fails if the server declines.
 ///
+/// --http2 opens the WebSockets as streams of HTTP/2 connections (RFC 8441; cleartext, prior
+/// knowledge), --http2-streams of them per connection: the same checks, the server's cost per
+/// message or per idle WebSocket when they share connections.
+///
 /// Examples:
 ///   ferry bench --connections 100 --size 1KiB --server-pid "$(pgrep -f 'ferry echo')"
 ///   ferry bench bulk --size 16MiB --duration 10s
@@ -47,6 +51,7 @@ use crate::size::{parse_duration, parse_size};
 ///   ferry bench fanout --url ws://127.0.0.1:8080/ws/topics/bench --connections 1000 --size 1KiB
 ///   ferry bench fanout --url ws://10.0.0.1:8080/ws/topics/b --url ws://10.0.0.2:8080/ws/topics/b
 ///   ferry bench --deflate --size 16KiB --server-pid "$(pgrep -f 'ferry echo')"
+///   ferry bench --http2 --url ws://127.0.0.1:8080/ws/echo --connections 100 --server-pid PID
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
@@ -96,6 +101,14 @@ pub struct BenchArgs {
     /// --payload json.
     #[arg(long)]
     pub deflate: bool,
+    /// Open the WebSockets as streams of HTTP/2 connections (RFC 8441, cleartext with prior
+    /// knowledge), --http2-streams on each, instead of one TCP connection each.
+    #[arg(long)]
+    pub http2: bool,
+    /// With --http2: WebSockets per HTTP/2 connection (keep it within the server's
+    /// --http2-max-streams, 100 by default).
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "http2")]
+    pub http2_streams: usize,
     /// Payload content: pattern (a byte pattern) or json (deterministic JSON-like text, which
     /// compresses like real traffic) [pattern; json with --deflate].
     #[arg(long, value_enum, value_name = "CONTENT")]

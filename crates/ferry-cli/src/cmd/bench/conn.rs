@@ -12,12 +12,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use ferry::Limits;
 use ferry::proto::extension::deflate::RSV1;
 use ferry::proto::frame::{FrameHeader, OpCode};
-use ferry::proto::handshake::{ClientHandshake, ClientRequest};
+use ferry::proto::handshake::{ClientHandshake, ClientRequest, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::args::{Mode, Protocol};
-use super::plan::{Plan, build_frame};
+use super::plan::{Http2Plan, Plan, build_frame};
 use super::sequence::{SEQ_LEN, SeqState};
 use super::settings::Target;
 use super::shared::Worker;
@@ -350,9 +350,56 @@ pub(super) fn describe_close(body: &[u8]) -> String {
     )
 }
 
+/// A benchmark connection's byte stream: its own TCP connection, or a stream of an HTTP/2
+/// connection (--http2).
+pub(super) enum BenchStream {
+    Tcp(TcpStream),
+    Http2(ferry::http2::Http2Stream),
+}
+
+impl AsyncRead for BenchStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            BenchStream::Http2(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BenchStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            BenchStream::Http2(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            BenchStream::Http2(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            BenchStream::Http2(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 pub(super) struct Conn {
     pub(super) id: usize,
-    pub(super) stream: TcpStream,
+    pub(super) stream: BenchStream,
     pub(super) rx: Rx,
     /// Messages granted whose last byte is not yet written.
     pub(super) unsent: u64,
@@ -365,7 +412,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(id: usize, stream: TcpStream, rx: Rx, pipeline: usize) -> Conn {
+    pub(super) fn new(id: usize, stream: BenchStream, rx: Rx, pipeline: usize) -> Conn {
         Conn {
             id,
             stream,
@@ -575,55 +622,67 @@ pub(super) async fn upgrade(
             .receive(data)
             .map_err(|e| anyhow!("handshake refused: {e}"))?
         {
-            let inflater = match (&plan.deflate, response.deflate) {
-                (None, None) => None,
-                (None, Some(_)) => bail!("the server accepted an extension that was not offered"),
-                (Some(_), None) => bail!(
-                    "--deflate: the server declined permessage-deflate; turn it on in the server \
-                     (ferry echo: drop --no-deflate) or drop --deflate"
-                ),
-                (Some(_), Some(params)) => {
-                    // The payload was compressed once with our window; a server that allows us
-                    // less could not inflate it.
-                    if let Some(bits) = params
-                        .client_max_window_bits
-                        .filter(|&b| b < super::deflate::OWN_WINDOW_BITS)
-                    {
-                        bail!(
-                            "--deflate: the server limits our window to {bits} bits; ferry \
-                             bench compresses with {}",
-                            super::deflate::OWN_WINDOW_BITS
-                        );
-                    }
-                    let _ = plan.negotiated.set(params.to_header());
-                    Some(super::deflate::Inflater::new(
-                        params.server_max_window_bits.unwrap_or(15),
-                        params.server_no_context_takeover,
-                    ))
-                }
-            };
-            let leftover = &response.leftover[..];
-            rx.reset();
-            rx.inflater = inflater;
-            rx.buf
-                .get_mut(..leftover.len())
-                .ok_or_else(|| anyhow!("handshake leftover larger than the read buffer"))?
-                .copy_from_slice(leftover);
-            rx.end = leftover.len();
-            return Ok(());
+            return adopt(&response, rx, plan);
         }
     }
+}
+
+/// Takes the accepted response: the inflater for what it agreed, and the bytes after it (over
+/// HTTP/1.1) moved to the front of the read buffer.
+fn adopt(response: &Response, rx: &mut Rx, plan: &Plan) -> Result<()> {
+    let inflater = match (&plan.deflate, response.deflate) {
+        (None, None) => None,
+        (None, Some(_)) => bail!("the server accepted an extension that was not offered"),
+        (Some(_), None) => bail!(
+            "--deflate: the server declined permessage-deflate; turn it on in the server \
+                 (ferry echo: drop --no-deflate) or drop --deflate"
+        ),
+        (Some(_), Some(params)) => {
+            // The payload was compressed once with our window; a server that allows us
+            // less could not inflate it.
+            if let Some(bits) = params
+                .client_max_window_bits
+                .filter(|&b| b < super::deflate::OWN_WINDOW_BITS)
+            {
+                bail!(
+                    "--deflate: the server limits our window to {bits} bits; ferry \
+                         bench compresses with {}",
+                    super::deflate::OWN_WINDOW_BITS
+                );
+            }
+            let _ = plan.negotiated.set(params.to_header());
+            Some(super::deflate::Inflater::new(
+                params.server_max_window_bits.unwrap_or(15),
+                params.server_no_context_takeover,
+            ))
+        }
+    };
+    let leftover = &response.leftover[..];
+    rx.reset();
+    rx.inflater = inflater;
+    rx.buf
+        .get_mut(..leftover.len())
+        .ok_or_else(|| anyhow!("handshake leftover larger than the read buffer"))?
+        .copy_from_slice(leftover);
+    rx.end = leftover.len();
+    Ok(())
 }
 
 /// Connect to connection `id`'s server ([`Plan::target`]), and upgrade for WebSocket.
 pub(super) async fn open(plan: &Plan, id: usize, source_index: usize, rx: Rx) -> Result<Conn> {
     let target = plan.target(id);
     let opening = async {
-        let mut stream = connect(target, plan.source(source_index)).await?;
         let mut rx = rx;
-        if plan.protocol == Protocol::Ws {
-            upgrade(&mut stream, &mut rx, plan, target).await?;
-        }
+        let stream = match &plan.http2 {
+            Some(http2) => BenchStream::Http2(open_stream(plan, http2, id, target, &mut rx).await?),
+            None => {
+                let mut stream = connect(target, plan.source(source_index)).await?;
+                if plan.protocol == Protocol::Ws {
+                    upgrade(&mut stream, &mut rx, plan, target).await?;
+                }
+                BenchStream::Tcp(stream)
+            }
+        };
         if plan.mode == Mode::Fanout {
             rx.seq = Some(SeqState::new());
         }
@@ -641,4 +700,41 @@ pub(super) async fn open(plan: &Plan, id: usize, source_index: usize, rx: Rx) ->
         return result.with_context(|| format!("--url {}", target.url));
     }
     result
+}
+
+/// --http2: connection `id`'s WebSocket as a stream of its group's HTTP/2 connection, which the
+/// first of the group opens.
+async fn open_stream(
+    plan: &Plan,
+    http2: &Http2Plan,
+    id: usize,
+    target: &Target,
+    rx: &mut Rx,
+) -> Result<ferry::http2::Http2Stream> {
+    let key = (target.url.clone(), id / http2.streams);
+    let connection = {
+        let mut connections = http2.connections.lock().await;
+        match connections.get(&key) {
+            Some(connection) if connection.is_open() => connection.clone(),
+            _ => {
+                let config = ferry::Config {
+                    deflate: plan.deflate.as_ref().map(|d| d.offer.clone()),
+                    proxy: ferry::proxy::ProxySetting::None,
+                    ..ferry::Config::default()
+                };
+                let url = format!("ws://{}", target.host);
+                let connection = ferry::http2::Http2Connection::connect(&url, &config)
+                    .await
+                    .map_err(|e| anyhow!("--http2: {e}"))?;
+                connections.insert(key, connection.clone());
+                connection
+            }
+        }
+    };
+    let (stream, response) = connection
+        .websocket_stream(&plan.path)
+        .await
+        .map_err(|e| anyhow!("handshake refused: {e}"))?;
+    adopt(&response, rx, plan)?;
+    Ok(stream)
 }

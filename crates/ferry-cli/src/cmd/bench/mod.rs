@@ -536,6 +536,8 @@ mod tests {
             quiet: true,
             rate: None,
             deflate: false,
+            http2: false,
+            http2_streams: 100,
             payload: None,
         }
     }

@@ -54,6 +54,17 @@ pub(super) struct Plan {
     pub(super) sync_frame: Vec<u8>,
     /// fanout: messages per second, if paced.
     pub(super) rate: Option<f64>,
+    pub(super) http2: Option<Http2Plan>,
+}
+
+/// --http2: the WebSockets are streams of a few HTTP/2 connections, opened as needed.
+pub(super) struct Http2Plan {
+    /// WebSockets per connection.
+    pub(super) streams: usize,
+    /// The connections by target URL and group (connection id / `streams`).
+    pub(super) connections: tokio::sync::Mutex<
+        std::collections::HashMap<(String, usize), ferry::http2::Http2Connection>,
+    >,
 }
 
 pub(super) struct DeflatePlan {
@@ -156,6 +167,10 @@ impl Plan {
             seq_mask_offset,
             sync_frame,
             rate: s.rate,
+            http2: s.http2_streams.map(|streams| Http2Plan {
+                streams,
+                connections: tokio::sync::Mutex::default(),
+            }),
         }
     }
 

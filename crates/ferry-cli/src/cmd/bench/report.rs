@@ -56,6 +56,8 @@ pub(super) struct Report {
     pub(super) payload: PayloadKind,
     pub(super) fanout: Option<FanoutFigures>,
     pub(super) deflate: Option<DeflateFigures>,
+    /// --http2: WebSockets per HTTP/2 connection.
+    pub(super) http2_streams: Option<usize>,
 }
 
 /// fanout: what the publisher did in the measured window.
@@ -145,6 +147,7 @@ impl Report {
             kind: s.kind,
             urls: s.targets.iter().map(|t| t.url.clone()).collect(),
             connections: s.connections,
+            http2_streams: s.http2_streams,
             size: s.size,
             pipeline: s.pipeline,
             threads: s.threads,
@@ -256,6 +259,13 @@ impl Report {
                     group(self.connections as u64),
                     bytes(self.size)
                 );
+                if let Some(streams) = self.http2_streams {
+                    let _ = write!(
+                        t,
+                        " (WebSockets over HTTP/2: {} per connection)",
+                        group(streams as u64)
+                    );
+                }
             }
         }
         if matches!(self.mode, Mode::Echo | Mode::Bulk) {
@@ -509,6 +519,7 @@ impl Report {
             "url": self.urls.join(", "),
             "urls": self.urls,
             "connections": self.connections,
+            "http2_streams_per_connection": self.http2_streams,
             "size": self.size,
             "pipeline": self.pipeline,
             "threads": self.threads,

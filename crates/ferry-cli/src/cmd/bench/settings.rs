@@ -37,6 +37,8 @@ pub(super) struct Settings {
     pub(super) rate: Option<f64>,
     pub(super) deflate: bool,
     pub(super) payload: PayloadKind,
+    /// --http2: WebSockets per HTTP/2 connection.
+    pub(super) http2_streams: Option<usize>,
 }
 
 impl Settings {
@@ -91,6 +93,17 @@ impl Settings {
                 bail!("--rate {r}: need a positive number of messages per second, e.g. 1000")
             }
             _ => {}
+        }
+        if args.http2 {
+            if args.protocol == Protocol::Tcp {
+                bail!("--http2 carries WebSockets; drop it with --protocol tcp");
+            }
+            if args.source_ips.is_some() {
+                bail!("--http2 with --source-ips: the streams share a few connections; drop one");
+            }
+            if args.http2_streams == 0 {
+                bail!("--http2-streams 0: need at least 1 WebSocket per HTTP/2 connection");
+            }
         }
         if args.deflate && args.protocol == Protocol::Tcp {
             bail!("--deflate is a WebSocket extension; drop it with --protocol tcp");
@@ -200,6 +213,7 @@ impl Settings {
             rate: args.rate,
             deflate: args.deflate,
             payload,
+            http2_streams: args.http2.then_some(args.http2_streams),
         })
     }
 }
