@@ -74,7 +74,7 @@ pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve, serve_with};
 pub use origin::{InvalidOrigin, OriginPolicy};
 pub use server::{accept, accept_with, accept_with_request, from_accepted, from_raw};
-pub use socket::{Incoming, Overflow, Receiver, SendMessage, Sender, WebSocket};
+pub use socket::{Incoming, MessageSink, Overflow, Receiver, SendMessage, Sender, WebSocket};
 
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;

@@ -20,6 +20,7 @@ pub(crate) mod pool;
 mod receiver;
 mod sender;
 mod shared;
+mod sink;
 mod transport;
 mod websocket;
 
@@ -32,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use incoming::Incoming;
 pub use receiver::Receiver;
 pub use sender::{Overflow, Sender};
+pub use sink::MessageSink;
 pub use websocket::{SendMessage, WebSocket};
 
 /// Encoded bytes the driver keeps ready to write before it pulls more messages from the queue.

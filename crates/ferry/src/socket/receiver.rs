@@ -138,3 +138,10 @@ impl futures_core::Stream for Receiver {
         self.get_mut().poll_recv(cx)
     }
 }
+
+/// Once the close item has been yielded the stream is over, and polling it again yields `None`.
+impl futures_core::stream::FusedStream for Receiver {
+    fn is_terminated(&self) -> bool {
+        self.finished
+    }
+}
