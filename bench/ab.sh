@@ -13,7 +13,9 @@
 # and --quiet are added). Knobs (environment): RUNS (10), DURATION and WARMUP in seconds (2,
 # 0.5), A_ARGS and B_ARGS (extra `ferry echo` arguments per side), CONNECTIONS (1), PORT (9391),
 # SERVER_CPU (0), CLIENT_CPU (1), BENCH (the `ferry` that generates load: NEW_FERRY), SERVE=1 (run
-# `ferry serve` and load its /ws/echo route, the path users run, instead of `ferry echo`).
+# `ferry serve` and load its /ws/echo route, the path users run, instead of `ferry echo`),
+# A_LOAD and B_LOAD (extra `ferry bench` arguments per side: B_LOAD=--http2 compares WebSockets
+# over HTTP/2 streams with HTTP/1.1 connections on one server binary).
 # Per run: the rate (payload MB/s for bulk, else operations/s), server CPU µs per operation and
 # the server's minor page faults over the run (from /proc/PID/stat: how much fresh memory it
 # touched).
@@ -29,6 +31,8 @@ RUNS=${RUNS:-10} DURATION=${DURATION:-2} WARMUP=${WARMUP:-0.5} CONNECTIONS=${CON
 PORT=${PORT:-9391} SERVER_CPU=${SERVER_CPU:-0} CLIENT_CPU=${CLIENT_CPU:-1} BENCH=${BENCH:-$B}
 read -r -a A_ARGS <<<"${A_ARGS:-}"
 read -r -a B_ARGS <<<"${B_ARGS:-}"
+read -r -a A_LOAD <<<"${A_LOAD:-}"
+read -r -a B_LOAD <<<"${B_LOAD:-}"
 
 listening() { grep -q "$(printf '0100007F:%04X 00000000:0000 0A' "$1")" /proc/net/tcp; }
 minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
@@ -55,7 +59,11 @@ else
 fi
 for run in $(seq 1 "$RUNS"); do
     for side in A B; do
-        if [[ $side == A ]]; then bin=$A args=("${A_ARGS[@]}"); else bin=$B args=("${B_ARGS[@]}"); fi
+        if [[ $side == A ]]; then
+            bin=$A args=("${A_ARGS[@]}") load=("${A_LOAD[@]}")
+        else
+            bin=$B args=("${B_ARGS[@]}") load=("${B_LOAD[@]}")
+        fi
         taskset -c "$SERVER_CPU" "$bin" "${server[@]}" "${args[@]}" </dev/null >/dev/null 2>&1 &
         SERVER_PID=$!
         for _ in $(seq 1 100); do listening "$PORT" && break; sleep 0.05; done
@@ -63,7 +71,7 @@ for run in $(seq 1 "$RUNS"); do
         faults=$(minor_faults "$SERVER_PID")
         out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench "$MODE" --url "$url" \
             --connections "$CONNECTIONS" --duration "${DURATION}s" --warmup "${WARMUP}s" \
-            --server-pid "$SERVER_PID" --json --quiet "$@")
+            --server-pid "$SERVER_PID" --json --quiet "${load[@]}" "$@")
         faults=$(($(minor_faults "$SERVER_PID") - faults))
         kill "$SERVER_PID"
         wait "$SERVER_PID" 2>/dev/null || true

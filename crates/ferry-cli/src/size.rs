@@ -31,24 +31,41 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration: a number with `ms`, `s` (the default), `m` or `h`.
+/// Parses a duration: a number with `ms`, `s` (the default), `m` or `h`. Whole numbers are
+/// exact; a fraction is rounded to the millisecond, the unit durations are printed in, so what
+/// `--print-config` shows reads back as the same duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; try 10s or 500ms"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
+    let millis_per_unit: u64 = match unit.trim() {
+        "" | "s" => 1000,
+        "ms" => 1,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(format!("unknown duration unit {unit:?}; use ms, s, m or h")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+    let out_of_range = || format!("{text:?} is out of range");
+    let not_a_duration = || format!("{text:?} is not a duration; try 10s or 500ms");
+    if !number.contains('.') {
+        let whole: u64 = number.parse().map_err(|_| not_a_duration())?;
+        return match millis_per_unit {
+            1000 => Ok(Duration::from_secs(whole)),
+            1 => Ok(Duration::from_millis(whole)),
+            _ => whole
+                .checked_mul(millis_per_unit / 1000)
+                .map(Duration::from_secs)
+                .ok_or_else(out_of_range),
+        };
+    }
+    let number: f64 = number.parse().map_err(|_| not_a_duration())?;
+    let millis = (number * millis_per_unit as f64).round();
+    if !(0.0..=u64::MAX as f64).contains(&millis) {
+        return Err(out_of_range());
+    }
+    Ok(Duration::from_millis(millis as u64))
 }
 
 /// A byte size in the config: `1048576`, `"64KiB"` or `"16MiB"`.
@@ -131,11 +148,44 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
     }
 
+    /// Found by the config_file fuzz target: `idle_timeout = 3333333333333333333` printed as
+    /// seconds and read back through f64, a different number. What is printed must read back
+    /// as itself.
+    #[test]
+    fn printed_durations_read_back_the_same() {
+        for text in [
+            "3333333333333333333",
+            "\"0.0006s\"",
+            "\"1.25m\"",
+            "\"18446744073709551615ms\"",
+        ] {
+            let first: Dur = toml::from_str::<toml::Value>(&format!("d = {text}"))
+                .ok()
+                .and_then(|v| v.get("d").cloned())
+                .map(|v| v.try_into().unwrap())
+                .unwrap();
+            let printed =
+                toml::to_string(&std::collections::BTreeMap::from([("d", first)])).unwrap();
+            let again: std::collections::BTreeMap<String, Dur> = toml::from_str(&printed).unwrap();
+            assert_eq!(again["d"], first, "{text} printed as {printed}");
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        // Whole numbers are exact however large; fractions round to the millisecond.
+        assert_eq!(
+            parse_duration("3333333333333333333s"),
+            Ok(Duration::from_secs(3_333_333_333_333_333_333))
+        );
+        assert_eq!(parse_duration("0.0004s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.0006s"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("18446744073709551615h").is_err());
+        assert!(parse_duration("1e400s").is_err());
         assert!(parse_duration("soon").is_err());
     }
 }
