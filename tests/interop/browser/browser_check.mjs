@@ -23,6 +23,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, fail, main, ok } from './chromium.mjs';
 
 const MAX_SIZE = 16 * 1024 * 1024;
 const SIZES = [0, 1, 125, 126, 127, 65535, 65536, 1 << 20, MAX_SIZE - 1024];
@@ -34,24 +35,6 @@ const KINDS = [
   ['json', true],
   ['random', true],
 ];
-// Chromium runs as root in a container: no sandbox, and nothing that reaches out on its own.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-let failures = 0;
-const ok = (what) => console.log(`ok   ${what}`);
-const fail = (what) => {
-  failures += 1;
-  console.log(`FAIL ${what}`);
-};
 
 function parseArgs(argv) {
   const options = { url: null, expected: null, chromium: '/usr/bin/chromium' };
@@ -175,9 +158,4 @@ async function run(options) {
 }
 
 const options = parseArgs(process.argv.slice(2));
-try {
-  await run(options);
-} catch (err) {
-  fail(`${err.name}: ${err.message.split('\n')[0]}`);
-}
-process.exit(failures ? 1 : 0);
+await main(() => run(options));

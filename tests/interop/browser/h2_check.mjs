@@ -17,24 +17,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, fail, main, ok } from './chromium.mjs';
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-let failures = 0;
-const ok = (what) => console.log(`ok   ${what}`);
-const fail = (what) => {
-  failures += 1;
-  console.log(`FAIL ${what}`);
-};
 const check = (condition, what, why) => (condition ? ok(what) : fail(`${what}: ${why}`));
 
 function parseArgs(argv) {
@@ -133,9 +117,4 @@ async function run(options) {
 }
 
 const options = parseArgs(process.argv.slice(2));
-try {
-  await run(options);
-} catch (err) {
-  fail(`${err.name}: ${err.message.split('\n')[0]}`);
-}
-process.exit(failures ? 1 : 0);
+await main(() => run(options));
