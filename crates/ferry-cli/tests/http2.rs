@@ -141,3 +141,34 @@ async fn wss_over_http2_with_alpn() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The limits hold per WebSocket over HTTP/2 as over HTTP/1.1: a message over
+/// --max-message-size closes that stream's WebSocket with 1009, and its neighbour on the same
+/// connection goes on.
+#[tokio::test]
+async fn limits_close_one_stream_and_spare_its_neighbour() {
+    let server = Server::serve(&["--max-message-size", "1KiB"]);
+    let connection = Http2Connection::connect(&format!("ws://{}", server.addr), &Config::default())
+        .await
+        .unwrap();
+    let (big_tx, mut big_rx, _) = connection.websocket("/ws/echo").await.unwrap();
+    let (small_tx, mut small_rx, _) = connection.websocket("/ws/echo").await.unwrap();
+    big_tx.send(Message::binary(vec![1u8; 1025])).await.unwrap();
+    let closed = loop {
+        match big_rx.recv().await {
+            Some(ferry::Incoming::Closed(info)) => break info,
+            Some(ferry::Incoming::Message(_)) => continue,
+            None => panic!("no close item"),
+        }
+    };
+    assert_eq!(closed.code, CloseCode::MESSAGE_TOO_BIG);
+    small_tx
+        .send(Message::binary(vec![2u8; 1024]))
+        .await
+        .unwrap();
+    assert_eq!(
+        small_rx.recv_message().await,
+        Some(Message::binary(vec![2u8; 1024]))
+    );
+    assert!(connection.is_open());
+}
