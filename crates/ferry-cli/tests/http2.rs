@@ -172,3 +172,29 @@ async fn limits_close_one_stream_and_spare_its_neighbour() {
     );
     assert!(connection.is_open());
 }
+
+/// --max-connections-per-ip counts every WebSocket of an HTTP/2 connection, beside the
+/// connection itself: with 3 allowed, the connection and two WebSockets fit, a third gets 503.
+#[tokio::test]
+async fn the_per_ip_limit_counts_each_websocket_of_a_connection() {
+    let server = Server::serve(&["--max-connections-per-ip", "3"]);
+    let connection = Http2Connection::connect(&format!("ws://{}", server.addr), &Config::default())
+        .await
+        .unwrap();
+    let first = connection.websocket("/ws/echo").await.unwrap();
+    let second = connection.websocket("/ws/echo").await.unwrap();
+    match connection.websocket("/ws/echo").await {
+        Err(Error::Handshake(ferry::proto::handshake::HandshakeError::Status { code, .. })) => {
+            assert_eq!(code, 503);
+        }
+        other => panic!("expected 503, got {:?}", other.map(|(_, _, r)| r.status)),
+    }
+    // Closing one frees its place.
+    first.0.close(CloseCode::NORMAL, "done").await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let third = connection.websocket("/ws/echo").await.unwrap();
+    third.0.send(Message::text("in")).await.unwrap();
+    let (_, mut third_rx, _) = third;
+    assert_eq!(third_rx.recv_message().await, Some(Message::text("in")));
+    drop(second);
+}

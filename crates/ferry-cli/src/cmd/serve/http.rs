@@ -397,7 +397,10 @@ fn upgrade<S: Transport>(
         header("x-forwarded-for"),
     );
     // Behind a trusted proxy the connection is the proxy's; this WebSocket is the client's.
-    let slot = if client == slot.ip() {
+    // Over HTTP/2 the connection carries many WebSockets: each counts under
+    // --max-connections-per-ip too, beside the connection itself.
+    let stream_of_many = req.version() == hyper::Version::HTTP_2;
+    let slot = if client == slot.ip() && !stream_of_many {
         slot
     } else {
         let client_slot = state.per_ip.acquire(client);
