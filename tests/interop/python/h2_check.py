@@ -7,9 +7,10 @@ Usage:
   h2_check.py echo URL      many WebSockets on one HTTP/2 connection, with and without
                             permessage-deflate; refusals (501, 400, 426); the metric by version
   h2_check.py stall URL     a stream whose reader stops does not stall its neighbour
-  h2_check.py stall URL --expect-stall
-                            the same with the connection window no larger than a stream's:
-                            the neighbour does stall (what the window knobs are for)
+  h2_check.py stall URL --expect-stall BYTES
+                            the same against a server whose connection window (BYTES) is no
+                            larger than a stream's: the stalled stream alone holds at least
+                            a quarter of it (what the window knobs are for)
   h2_check.py off URL       a server with --http2 off does not speak HTTP/2
 
 URL is http://HOST:PORT (h2c, prior knowledge) or https://HOST:PORT (ALPN h2; the test
@@ -329,20 +330,25 @@ def stall(url, expect_stall):
           f"connection window left {conn.h2.outbound_flow_control_window >> 10} KiB", flush=True)
     check("stall: the server stops taking data on the stream whose reader stopped",
           offered < 64 << 20, f"it took {offered} bytes")
+    left = conn.h2.outbound_flow_control_window
+    if expect_stall is not None:
+        # The connection's window is shared: the stalled stream holds what it sent unread. With
+        # the connection window no larger than a stream's, that is a large part of it (how much
+        # depends on when the server's WINDOW_UPDATEs went out: all of it in some runs, three
+        # quarters in others), and a neighbour gets at most the rest.
+        check("stall: with one stream's window for the whole connection, the stalled stream "
+              "holds at least a quarter of it",
+              left <= expect_stall * 3 // 4, f"{left} of {expect_stall} bytes still open")
+        conn.close()
+        return
     started = time.monotonic()
     for i in range(50):
-        if conn.h2.outbound_flow_control_window < 64:
-            break
         neighbour.send(f"ping {i}")
         conn.pump(lambda: len(neighbour.messages) > i, timeout=3)
     took = time.monotonic() - started
-    if expect_stall:
-        check("stall: with the connection window no larger than a stream's, the neighbour stalls",
-              len(neighbour.messages) < 50, f"{len(neighbour.messages)} echoes got through")
-    else:
-        check("stall: the neighbouring WebSocket on the same connection still echoes",
-              len(neighbour.messages) == 50,
-              f"{len(neighbour.messages)} of 50 echoes in {took:.1f} s")
+    check("stall: the neighbouring WebSocket on the same connection still echoes",
+          len(neighbour.messages) == 50,
+          f"{len(neighbour.messages)} of 50 echoes in {took:.1f} s")
     conn.close()
 
 
@@ -361,7 +367,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["echo", "stall", "off"])
     parser.add_argument("url")
-    parser.add_argument("--expect-stall", action="store_true")
+    parser.add_argument("--expect-stall", type=int, metavar="CONNECTION_WINDOW",
+                        help="the server's connection window, no larger than a stream's")
     args = parser.parse_args()
     try:
         if args.mode == "echo":
