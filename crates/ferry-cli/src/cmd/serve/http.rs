@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::upgrade::{Upgrade, UpgradeError};
-use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Refusal, Sender};
+use ferry::upgrade::{Upgrade, UpgradeError, refusal_response};
+use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Sender};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -262,24 +262,6 @@ fn asset(content_type: &'static str, body: String) -> Reply {
     reply
 }
 
-fn refusal(refusal: &Refusal, http2: bool) -> Reply {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut reply = text(status, &refusal.body);
-    for (name, value) in &refusal.headers {
-        // HTTP/2 has no Upgrade header (RFC 9113 §8.2.2); hyper would reset the stream.
-        if http2 && name.eq_ignore_ascii_case("upgrade") {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(*name),
-            HeaderValue::try_from(value.as_str()),
-        ) {
-            reply.headers_mut().insert(name, value);
-        }
-    }
-    reply
-}
-
 /// Where an upgrade goes.
 enum Target {
     Echo,
@@ -399,8 +381,8 @@ fn upgrade<S: Transport>(
     // Behind a trusted proxy the connection is the proxy's; this WebSocket is the client's.
     // Over HTTP/2 the connection carries many WebSockets: each counts under
     // --max-connections-per-ip too, beside the connection itself.
-    let stream_of_many = req.version() == hyper::Version::HTTP_2;
-    let slot = if client == slot.ip() && !stream_of_many {
+    let http2 = req.version() == hyper::Version::HTTP_2;
+    let slot = if client == slot.ip() && !http2 {
         slot
     } else {
         let client_slot = state.per_ip.acquire(client);
@@ -437,13 +419,12 @@ fn upgrade<S: Transport>(
         Ok(authorized) => authorized,
         Err(reply) => return *reply,
     };
-    let http2 = req.version() == hyper::Version::HTTP_2;
     // ferry's handshake rules, through the library's hyper integration (ferry::upgrade).
     let upgrade = match Upgrade::from_request(&mut req) {
         Ok(upgrade) => upgrade,
         Err(err) => {
             state.metrics.handshake_failed(failure_reason(&err));
-            return refusal(&err.refusal(), http2);
+            return refusal_response(&err.refusal(), req.version());
         }
     };
     let request = upgrade.request();
