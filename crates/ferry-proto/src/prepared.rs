@@ -26,8 +26,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+#[cfg(feature = "deflate")]
 use crate::extension::Extension;
-use crate::extension::deflate::PerMessageDeflate;
 use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use crate::message::Message;
 
@@ -131,13 +131,19 @@ fn encode(message: &Message, encoding: FrameEncoding) -> (Bytes, bool) {
         Message::Text(text) => (OpCode::Text, text.as_bytes()),
         Message::Binary(data) => (OpCode::Binary, &data[..]),
     };
-    let compressed = match encoding {
+    let compressed: Option<Bytes> = match encoding {
         FrameEncoding::Plain => None,
+        // Without context takeover the codec is stateless between messages, so a fresh one
+        // with the group's settings compresses exactly as each connection's own would.
+        #[cfg(feature = "deflate")]
         FrameEncoding::Deflate(settings) => {
-            // Without context takeover the codec is stateless between messages, so a fresh one
-            // with the group's settings compresses exactly as each connection's own would.
-            PerMessageDeflate::stateless(settings).encode(payload, message.is_text())
+            crate::extension::deflate::PerMessageDeflate::stateless(settings)
+                .encode(payload, message.is_text())
         }
+        // A build without the codec sends the message uncompressed, which RFC 7692 §6 always
+        // allows (and no such build negotiates the extension in the first place).
+        #[cfg(not(feature = "deflate"))]
+        FrameEncoding::Deflate(_) => None,
     };
     let (body, rsv) = match &compressed {
         Some(bytes) => (&bytes[..], crate::extension::deflate::RSV1),
@@ -158,12 +164,13 @@ fn encode(message: &Message, encoding: FrameEncoding) -> (Bytes, bool) {
     (out.freeze(), compressed.is_some())
 }
 
-#[cfg(test)]
+// The tests share frames between deflate connections.
+#[cfg(all(test, feature = "deflate"))]
 mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::extension::deflate::{DeflateConfig, DeflateParams};
+    use crate::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
     use crate::{Config, Connection, Event, Role};
 
     fn deflate_pair(server_nct: bool) -> (Connection, Connection) {

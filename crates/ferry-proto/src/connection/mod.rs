@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use crate::assembler::Assembler;
 use crate::error::ProtocolError;
 use crate::extension::Extension;
-use crate::extension::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
+use crate::extension::deflate::{DeflateConfig, DeflateParams};
 use crate::transmit::Transmit;
 
 mod config;
@@ -147,9 +147,16 @@ impl Connection {
         now: Instant,
     ) -> Self {
         let mut conn = Connection::new(role, config, now);
+        // Without the `deflate` feature no handshake negotiates the extension, so there is
+        // nothing to install.
+        #[cfg(feature = "deflate")]
         if let Some((params, settings)) = deflate {
-            conn.extension = Some(Box::new(PerMessageDeflate::new(role, params, settings)));
+            conn.extension = Some(Box::new(crate::extension::deflate::PerMessageDeflate::new(
+                role, params, settings,
+            )));
         }
+        #[cfg(not(feature = "deflate"))]
+        let _ = deflate;
         if !leftover.is_empty() {
             conn.receive_data(leftover, now);
         }

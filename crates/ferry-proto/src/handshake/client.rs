@@ -170,7 +170,7 @@ impl ClientHandshake {
                 request.protocols.join(", ")
             ));
         }
-        if let Some(deflate) = &request.deflate {
+        if let Some(deflate) = deflate::usable(request.deflate.as_ref()) {
             deflate.validate().map_err(HandshakeError::InvalidHeader)?;
             out.push_str(&format!(
                 "Sec-WebSocket-Extensions: {}\r\n",
@@ -187,7 +187,7 @@ impl ClientHandshake {
         let state = ClientHandshake {
             expected_accept: Some(accept_key(key.as_bytes())),
             protocols: request.protocols.clone(),
-            deflate: request.deflate.clone(),
+            deflate: deflate::usable(request.deflate.as_ref()).cloned(),
             buf: Vec::new(),
             max_bytes: limits.max_handshake_bytes,
             max_headers: limits.max_headers,
@@ -229,7 +229,7 @@ impl ClientHandshake {
                 request.protocols.join(", "),
             ));
         }
-        if let Some(deflate) = &request.deflate {
+        if let Some(deflate) = deflate::usable(request.deflate.as_ref()) {
             headers.push((
                 "sec-websocket-extensions".to_owned(),
                 deflate.client_offer(),
@@ -584,7 +584,7 @@ mod tests {
         let response = client.extended_connect_response(200, answer).unwrap();
         assert_eq!(response.protocol.as_deref(), Some("v1"));
         assert_eq!(response.deflate, accepted.deflate);
-        assert!(response.deflate.is_some());
+        assert_eq!(response.deflate.is_some(), cfg!(feature = "deflate"));
     }
 
     #[test]

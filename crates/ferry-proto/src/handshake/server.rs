@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::connection::{Config, Connection};
-use crate::extension::deflate::{DeflateConfig, DeflateParams};
+use crate::extension::deflate::{self, DeflateConfig, DeflateParams};
 use crate::extension::{ExtensionOffer, parse_extensions};
 use crate::limits::Limits;
 use crate::role::Role;
@@ -414,8 +414,9 @@ impl Request {
     /// let deflate = DeflateConfig::default();
     /// let accepted = request.accept_connection(&["chat"], Some(&deflate), Config::default(), Instant::now());
     /// assert_eq!(accepted.protocol.as_deref(), Some("chat"));
-    /// assert!(accepted.deflate.is_some());
-    /// assert!(accepted.connection.extension().is_some());
+    /// // (Without the `deflate` feature, the offer is declined.)
+    /// assert_eq!(accepted.deflate.is_some(), cfg!(feature = "deflate"));
+    /// assert_eq!(accepted.connection.extension().is_some(), cfg!(feature = "deflate"));
     /// assert!(accepted.response().starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
     /// ```
     pub fn accept_connection(
@@ -426,7 +427,8 @@ impl Request {
         now: Instant,
     ) -> Accepted {
         let protocol = self.choose_protocol(protocols).map(str::to_owned);
-        let negotiated = deflate.and_then(|d| Some((d.accept_offer(&self.extension_offers())?, d)));
+        let negotiated = deflate::usable(deflate)
+            .and_then(|d| Some((d.accept_offer(&self.extension_offers())?, d)));
         let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
         let extra: Vec<(&str, &str)> = extension
             .map(|h| ("Sec-WebSocket-Extensions", h))
@@ -748,11 +750,15 @@ mod tests {
         );
         assert_eq!(accepted.status, 200);
         assert_eq!(accepted.protocol.as_deref(), Some("superchat"));
-        assert!(accepted.deflate.is_some());
+        assert_eq!(accepted.deflate.is_some(), cfg!(feature = "deflate"));
         let names: Vec<&str> = accepted.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let expected: &[&str] = if cfg!(feature = "deflate") {
+            &["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"]
+        } else {
+            &["Sec-WebSocket-Protocol"]
+        };
         assert_eq!(
-            names,
-            ["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"],
+            names, expected,
             "no Upgrade, Connection or Accept over HTTP/2"
         );
         // Connection-specific headers cannot be added by the caller either (RFC 9113 §8.2.2).

@@ -12,12 +12,24 @@
 //! always allows; it still decompresses what the peer sends.
 //!
 //! The negotiation is in `negotiation.rs`, the codec in `codec.rs`.
+//!
+//! **Feature `deflate`** (on by default) compiles the codec and zlib-rs. Without it the
+//! settings types stay (so code that names them builds either way) but a handshake never offers
+//! or accepts the extension: a server declines every offer, which RFC 7692 §5 allows, and a
+//! client sends none.
 
+#[cfg(feature = "deflate")]
 mod codec;
 mod negotiation;
 
+#[cfg(feature = "deflate")]
 pub use codec::{PerMessageDeflate, looks_compressed};
 pub use negotiation::{DeflateConfig, DeflateParams};
+
+/// The settings a handshake may use: `config`, or none when this build has no codec.
+pub(crate) fn usable(config: Option<&DeflateConfig>) -> Option<&DeflateConfig> {
+    config.filter(|_| cfg!(feature = "deflate"))
+}
 
 /// The extension token.
 pub const NAME: &str = "permessage-deflate";
@@ -25,7 +37,7 @@ pub const NAME: &str = "permessage-deflate";
 /// RSV1: the "Per-Message Compressed" bit (RFC 7692 §6).
 pub const RSV1: u8 = 0b100;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "deflate"))]
 mod tests {
     use bytes::BytesMut;
 
