@@ -235,6 +235,7 @@ async fn ferry_bridge_serves_one_target_on_any_path() {
     }
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn a_unix_socket_target() {
     let path = std::env::temp_dir().join(format!("ferry-bridge-{}.sock", std::process::id()));

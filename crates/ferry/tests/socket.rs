@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ferry::{
     CloseCode, Config, Incoming, Initiator, Limits, Message, Receiver, Sender, TrySendError,
 };
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A server on loopback that hands each accepted connection to `serve`.
 async fn server<F, Fut>(config: Config, serve: F) -> String
@@ -249,8 +249,10 @@ async fn complete_server_handshake(mut stream: TcpStream) -> (TcpStream, ferry::
     }
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn unix_socket_roundtrip() {
+    use tokio::net::UnixListener;
     let dir = std::env::temp_dir().join(format!("ferry-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("echo.sock");

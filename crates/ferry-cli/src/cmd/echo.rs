@@ -66,6 +66,13 @@ async fn serve(listen: String, config: Config) -> Result<()> {
     // Shared: each connection's task would otherwise hold a copy of it (over 300 bytes) for
     // its whole life.
     let config = std::sync::Arc::new(config);
+    #[cfg(not(unix))]
+    if listen.starts_with("unix:") {
+        anyhow::bail!(
+            "--listen {listen}: Unix sockets do not exist on this platform; use HOST:PORT"
+        );
+    }
+    #[cfg(unix)]
     if let Some(path) = listen.strip_prefix("unix:") {
         // A stale socket file from an earlier run would make bind fail.
         let _ = std::fs::remove_file(path);

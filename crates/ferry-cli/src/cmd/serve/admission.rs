@@ -54,9 +54,12 @@ const ACCEPT_QUIET: Duration = Duration::from_secs(3);
 
 impl AcceptFailures {
     pub fn failed(&mut self, err: &std::io::Error, metrics: &Metrics) -> Duration {
+        #[cfg(unix)]
         let out_of_files = [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE]
             .iter()
             .any(|e| err.raw_os_error() == Some(e.raw_os_error()));
+        #[cfg(not(unix))]
+        let out_of_files = false;
         let kind = if out_of_files {
             "no_file_descriptors"
         } else {

@@ -147,10 +147,16 @@ async fn connect(target: &Target) -> std::io::Result<(BoxRead, BoxWrite)> {
             let (read, write) = stream.into_split();
             Ok((Box::pin(read), Box::pin(write)))
         }
+        #[cfg(unix)]
         Target::Unix(path) => {
             let (read, write) = tokio::net::UnixStream::connect(path).await?.into_split();
             Ok((Box::pin(read), Box::pin(write)))
         }
+        #[cfg(not(unix))]
+        Target::Unix(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "unix: targets need Unix sockets, which this platform does not have",
+        )),
     }
 }
 

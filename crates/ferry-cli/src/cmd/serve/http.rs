@@ -80,6 +80,7 @@ pub async fn serve(
 ) -> Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    #[cfg(unix)]
     if let Some(tls) = &tls {
         tokio::spawn(reload_on_sighup(tls.clone()));
     }
@@ -177,6 +178,8 @@ async fn futures_join<F: std::future::Future<Output = ()> + Send + 'static>(
     }
 }
 
+/// SIGHUP reloads the certificate and key (Unix only: elsewhere restart to reload).
+#[cfg(unix)]
 async fn reload_on_sighup(tls: Arc<Tls>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
@@ -193,6 +196,13 @@ async fn reload_on_sighup(tls: Arc<Tls>) {
     }
 }
 
+/// Ctrl-C, or SIGTERM on Unix (what service managers send), starts the graceful shutdown.
+#[cfg(not(unix))]
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(unix)]
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {

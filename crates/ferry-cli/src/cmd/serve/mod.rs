@@ -435,6 +435,7 @@ pub enum SlowSubscriberArg {
 /// Raises the soft open-file limit to the hard one (a WebSocket is a file descriptor; the
 /// usual soft limit of 1,024 would cap the server far below --max-connections), and warns
 /// when --max-connections still cannot fit.
+#[cfg(unix)]
 fn raise_open_file_limit(max_connections: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
@@ -462,6 +463,10 @@ fn raise_open_file_limit(max_connections: usize) {
         }
     }
 }
+
+/// Elsewhere the platform's own limits apply, and nothing here can read them.
+#[cfg(not(unix))]
+fn raise_open_file_limit(_max_connections: usize) {}
 
 /// Checks a topic pattern as tokens carry them (for `ferry token`).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
