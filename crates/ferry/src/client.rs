@@ -1,5 +1,6 @@
 //! Connecting to WebSocket servers.
 
+#[cfg(feature = "tls")]
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,26 +14,38 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::proxy::{Proxy, ProxySetting};
 use crate::socket::{self, Receiver, Sender, WebSocket};
+use crate::target::IntoClientRequest;
+#[cfg(feature = "tls")]
 use crate::tls;
 
-/// Connects to a `ws://`, `wss://` or `ws+unix://` URL with the default [`Config`].
+/// Connects to a `ws://`, `wss://` or `ws+unix://` URL with the default [`Config`]. The URL
+/// can also be an `http::Uri`, or an `http::Request<()>` whose headers go into the handshake
+/// (see [`IntoClientRequest`]).
 ///
 /// Each stage has its own deadline: `Config::connect_timeout` for the TCP (or Unix socket)
 /// connection, `Config::tls_timeout` for TLS, `Limits::handshake_timeout` for the WebSocket
 /// handshake.
-pub async fn connect(url: &str) -> Result<(Sender, Receiver, Response), Error> {
-    connect_with(url, &Config::default()).await
+pub async fn connect(
+    request: impl IntoClientRequest,
+) -> Result<(Sender, Receiver, Response), Error> {
+    connect_with(request, &Config::default()).await
 }
 
 /// Connects with a given [`Config`]: subprotocols, Origin, extra headers, limits, timeouts,
 /// TLS settings.
 pub async fn connect_with(
-    url: &str,
+    request: impl IntoClientRequest,
     config: &Config,
 ) -> Result<(Sender, Receiver, Response), Error> {
-    let address = Address::parse(url)?;
+    let target = request.into_target()?;
+    let config = &*target.apply(config);
+    let address = Address::parse(&target.url)?;
     match &address.transport {
         Transport::Tcp { host, port } => {
+            #[cfg(not(feature = "tls"))]
+            if address.secure {
+                return Err(no_tls());
+            }
             let proxy = match &config.proxy {
                 ProxySetting::None => None,
                 ProxySetting::FromEnv => Proxy::from_env(host, address.secure)?,
@@ -60,12 +73,18 @@ pub async fn connect_with(
             .await??;
             stream.set_nodelay(true)?;
             if address.secure {
-                let stream = tls_handshake(stream, host, config).await?;
-                timed_handshake(stream, &address, config).await
+                #[cfg(feature = "tls")]
+                {
+                    let stream = tls_handshake(stream, host, config).await?;
+                    timed_handshake(stream, &address, config).await
+                }
+                #[cfg(not(feature = "tls"))]
+                unreachable!("refused above")
             } else {
                 timed_handshake(stream, &address, config).await
             }
         }
+        #[cfg(unix)]
         Transport::Unix(path) => {
             let stream = deadline(
                 config.connect_timeout,
@@ -75,11 +94,25 @@ pub async fn connect_with(
             .await??;
             timed_handshake(stream, &address, config).await
         }
+        #[cfg(not(unix))]
+        Transport::Unix(_) => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "ws+unix:// needs Unix sockets, which this platform does not have",
+        ))),
     }
+}
+
+/// The error for a `wss://` URL in a build without TLS.
+#[cfg(not(feature = "tls"))]
+pub(crate) fn no_tls() -> Error {
+    Error::TlsConfig(
+        "wss:// needs ferry built with TLS: enable the `ring` or `aws-lc-rs` feature".into(),
+    )
 }
 
 /// Runs the TLS handshake of a `wss://` connection over an open transport (a TCP connection,
 /// a proxy tunnel), within `Config::tls_timeout`, with `Config::tls` or the built-in roots.
+#[cfg(feature = "tls")]
 pub async fn tls_handshake<S>(
     stream: S,
     host: &str,
@@ -101,6 +134,7 @@ where
 }
 
 /// The built-in roots' configuration, built once: parsing the root store takes a while.
+#[cfg(feature = "tls")]
 pub(crate) fn default_tls() -> Result<Arc<tls::ClientConfig>, Error> {
     static DEFAULT: OnceLock<Arc<tls::ClientConfig>> = OnceLock::new();
     if let Some(config) = DEFAULT.get() {
@@ -153,17 +187,20 @@ where
 }
 
 /// Runs the client handshake over a transport the caller opened (TLS, a proxy tunnel, an
-/// in-memory pipe), for the given URL's host and path. The caller does TLS itself, if any
-/// (see [`tls_handshake`]).
+/// in-memory pipe), for the given URL's host and path (or those of an `http::Uri` or
+/// `http::Request<()>`, see [`IntoClientRequest`]). The caller does TLS itself, if any (see
+/// `tls_handshake`).
 pub async fn connect_stream<S>(
     stream: S,
-    url: &str,
+    request: impl IntoClientRequest,
     config: &Config,
 ) -> Result<(Sender, Receiver, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let address = Address::parse(url)?;
+    let target = request.into_target()?;
+    let config = &*target.apply(config);
+    let address = Address::parse(&target.url)?;
     timed_handshake(stream, &address, config).await
 }
 
@@ -227,12 +264,27 @@ where
     /// ```
     pub async fn connect_stream(
         stream: S,
-        url: &str,
+        request: impl IntoClientRequest,
         config: &crate::Config,
     ) -> Result<(Self, ferry_proto::handshake::Response), crate::Error> {
-        let address = crate::Address::parse(url)?;
+        let target = request.into_target()?;
+        let config = &*target.apply(config);
+        let address = crate::Address::parse(&target.url)?;
         let (opened, response) = timed_open(stream, &address, config).await?;
         let ws = socket::websocket(opened.stream, opened.connection, response.deflate);
         Ok((ws, response))
+    }
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_build_without_tls_refuses_wss_before_connecting() {
+        // Port 1 on loopback refuses; the answer must come before any attempt.
+        let err = connect("wss://127.0.0.1:1/").await.unwrap_err();
+        assert!(matches!(err, Error::TlsConfig(_)), "{err:?}");
+        assert!(err.to_string().contains("`ring` or `aws-lc-rs`"), "{err}");
     }
 }

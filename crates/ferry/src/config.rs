@@ -46,7 +46,8 @@ pub struct Config {
     pub tls_timeout: Duration,
     /// Client only: the TLS configuration for `wss://`. `None` checks servers against the
     /// built-in Mozilla roots; build one with [`TlsOptions`](crate::tls::TlsOptions) for a
-    /// private CA or a client certificate.
+    /// private CA or a client certificate. (Feature `tls`, on by default through `ring`.)
+    #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::ClientConfig>>,
     /// Client only: the proxy for `ws://` and `wss://` URLs. None by default; see
     /// [`ProxySetting`](crate::proxy::ProxySetting).
@@ -62,9 +63,11 @@ impl Default for Config {
             protocols: Vec::new(),
             origin: None,
             headers: Vec::new(),
-            deflate: Some(DeflateConfig::default()),
+            // A build without the codec has nothing to offer (see the `deflate` feature).
+            deflate: cfg!(feature = "deflate").then(DeflateConfig::default),
             connect_timeout: Duration::from_secs(10),
             tls_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
             tls: None,
             proxy: crate::proxy::ProxySetting::None,
         }

@@ -41,6 +41,10 @@ pub enum Error {
     /// HTTP/2 at all, or SETTINGS that do not allow extended CONNECT.
     /// [`http2::connect`](crate::http2::connect) falls back to HTTP/1.1 instead.
     Http2Unavailable(&'static str),
+    /// An `http::Request` given to [`connect`](crate::connect) that cannot open a WebSocket:
+    /// not GET, or a header the handshake writes itself (Host, Upgrade, Connection,
+    /// Sec-WebSocket-Key, -Version, -Extensions).
+    InvalidRequest(String),
 }
 
 impl fmt::Display for Error {
@@ -57,6 +61,7 @@ impl fmt::Display for Error {
             Error::TlsConfig(err) => write!(f, "TLS settings: {err}"),
             Error::Proxy(err) => write!(f, "proxy: {err}"),
             Error::Http2Unavailable(why) => write!(f, "no WebSockets over HTTP/2: {why}"),
+            Error::InvalidRequest(why) => write!(f, "invalid request: {why}"),
         }
     }
 }

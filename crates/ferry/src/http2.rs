@@ -45,7 +45,17 @@ const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// picks http/1.1, the server does not speak HTTP/2, or its SETTINGS do not allow extended
 /// CONNECT. A proxy from `config.proxy` means HTTP/1.1. Each call opens its own connection; use
 /// [`Http2Connection`] to run many WebSockets on one.
-pub async fn connect(url: &str, config: &Config) -> Result<(Sender, Receiver, Response), Error> {
+///
+/// `request` is a URL, an `http::Uri` or an `http::Request<()>` (see
+/// [`IntoClientRequest`](crate::IntoClientRequest)); a request's headers go into either
+/// handshake.
+pub async fn connect(
+    request: impl crate::IntoClientRequest,
+    config: &Config,
+) -> Result<(Sender, Receiver, Response), Error> {
+    let target = request.into_target()?;
+    let config = &*target.apply(config);
+    let url = target.url.as_str();
     let address = Address::parse(url)?;
     match Http2Connection::open(&address, config).await {
         Ok(connection) => connection.websocket(&address.path).await,
@@ -125,22 +135,7 @@ impl Http2Connection {
         .map_err(Error::Io)?;
         stream.set_nodelay(true).map_err(Error::Io)?;
         let requests = if address.secure {
-            let mut tls = match &config.tls {
-                Some(tls) => (**tls).clone(),
-                None => (*crate::client::default_tls()?).clone(),
-            };
-            // Only h2: a server that picks nothing, or http/1.1, is not served here.
-            tls.alpn_protocols = vec![b"h2".to_vec()];
-            let stream = tokio::time::timeout(
-                config.tls_timeout,
-                crate::tls::handshake(stream, host, Arc::new(tls)),
-            )
-            .await
-            .map_err(|_| Error::TlsTimeout)??;
-            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(Unavailable::Http2("the server did not choose h2 in ALPN"));
-            }
-            start(stream, config).await?
+            start(tls_h2(stream, host, config).await?, config).await?
         } else {
             start(stream, config).await?
         };
@@ -227,6 +222,36 @@ impl Http2Connection {
 
 /// Runs HTTP/2's handshake on `stream` and waits (up to [`SETTINGS_WAIT`]) for the server to
 /// allow extended CONNECT; then leaves the connection to a task of its own.
+/// The TLS handshake of an `https` HTTP/2 connection, offering only `h2` in ALPN: a server
+/// that picks nothing, or http/1.1, is not served here.
+#[cfg(feature = "tls")]
+async fn tls_h2(
+    stream: TcpStream,
+    host: &str,
+    config: &Config,
+) -> Result<crate::tls::TlsStream<TcpStream>, Unavailable> {
+    let mut tls = match &config.tls {
+        Some(tls) => (**tls).clone(),
+        None => (*crate::client::default_tls()?).clone(),
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = tokio::time::timeout(
+        config.tls_timeout,
+        crate::tls::handshake(stream, host, Arc::new(tls)),
+    )
+    .await
+    .map_err(|_| Error::TlsTimeout)??;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Unavailable::Http2("the server did not choose h2 in ALPN"));
+    }
+    Ok(stream)
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls_h2(_: TcpStream, _: &str, _: &Config) -> Result<TcpStream, Unavailable> {
+    Err(crate::client::no_tls().into())
+}
+
 async fn start<S>(stream: S, config: &Config) -> Result<SendRequest<Empty<Bytes>>, Unavailable>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

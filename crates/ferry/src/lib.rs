@@ -47,6 +47,23 @@
 //! sender.close(CloseCode::NORMAL, "done").await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `ring` | yes | `wss://` with rustls and the ring crypto provider |
+//! | `aws-lc-rs` | no | `wss://` with rustls and the aws-lc-rs provider instead (with both on, ring is used) |
+//! | `tls` | with either | `wss://` with the provider the process installed (`rustls::crypto::CryptoProvider::install_default`) |
+//! | `webpki-roots` | yes | the Mozilla root store compiled in, trusted by default |
+//! | `native-roots` | yes | the platform's store, with `TlsOptions::platform_roots` |
+//! | `deflate` | yes | permessage-deflate (RFC 7692); without it no handshake offers or accepts it |
+//! | `hyper` | no | `ferry::upgrade` (WebSockets inside hyper and axum, HTTP/1.1 and HTTP/2) and `ferry::http2` (the client over HTTP/2) |
+//!
+//! A build without TLS (`default-features = false` and none of `ring`, `aws-lc-rs`, `tls`)
+//! refuses `wss://` URLs with [`Error::TlsConfig`] naming the features. A provider the process
+//! installed wins over the compiled-in ones. Unix-socket transports (`ws+unix://`) exist on Unix
+//! only; elsewhere connecting to one is an [`Error::Io`] of kind `Unsupported`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -63,18 +80,25 @@ pub mod pubsub;
 pub mod reconnect;
 mod server;
 mod socket;
+mod target;
+#[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "hyper")]
 pub mod upgrade;
 
 pub use address::{Address, Transport};
-pub use client::{connect, connect_stream, connect_with, tls_handshake};
+#[cfg(feature = "tls")]
+pub use client::tls_handshake;
+pub use client::{connect, connect_stream, connect_with};
 pub use config::Config;
 pub use error::{Error, SendError, TrySendError};
 pub use handler::{Handler, serve, serve_with};
 pub use origin::{InvalidOrigin, OriginPolicy};
-pub use server::{accept, accept_with, accept_with_request, from_accepted, from_raw};
+pub use server::{
+    accept, accept_with, accept_with_parts, accept_with_request, from_accepted, from_raw,
+};
 pub use socket::{Incoming, MessageSink, Overflow, Receiver, SendMessage, Sender, WebSocket};
+pub use target::IntoClientRequest;
 
 /// The protocol core, for those who need the state machine itself.
 pub use ferry_proto as proto;

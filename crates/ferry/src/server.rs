@@ -58,21 +58,72 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Refusal>,
 {
-    let (ws, request) = accept_websocket(stream, config, check).await?;
+    let (ws, request, ()) = accept_websocket(stream, config, check).await?;
     let (sender, receiver) = ws.split();
     Ok((sender, receiver, request))
 }
 
+/// Accepts after letting `check` see the request as the `http` crate's
+/// [`Parts`](http::request::Parts) (method, URI, version, headers), the type hyper, axum and
+/// tower code already works with; otherwise like [`accept_with_request`].
+///
+/// ```no_run
+/// # async fn f(stream: tokio::net::TcpStream) -> Result<(), ferry::Error> {
+/// use ferry::{Config, Refusal};
+/// let (sender, receiver, parts) = ferry::accept_with_parts(stream, &Config::default(), |parts| {
+///     match parts.headers.get(http::header::AUTHORIZATION) {
+///         Some(value) if value == "Bearer open-sesame" => Ok(()),
+///         _ => Err(Refusal::new(401, "a bearer token is needed")),
+///     }
+/// })
+/// .await?;
+/// println!("a WebSocket on {}", parts.uri.path());
+/// # Ok(()) }
+/// ```
+pub async fn accept_with_parts<S, F>(
+    stream: S,
+    config: &Config,
+    check: F,
+) -> Result<(Sender, Receiver, http::request::Parts), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&http::request::Parts) -> Result<(), Refusal>,
+{
+    let (ws, _request, parts) = accept_websocket(stream, config, |request| {
+        let parts = http_parts(request)?;
+        check(&parts)?;
+        Ok(parts)
+    })
+    .await?;
+    let (sender, receiver) = ws.split();
+    Ok((sender, receiver, parts))
+}
+
+/// The request as `http` types. The handshake already checked the method, version and header
+/// syntax; what `http` is stricter about (a header value with bytes `http` refuses, a
+/// request-target it cannot parse) is refused with 400.
+fn http_parts(request: &Request) -> Result<http::request::Parts, Refusal> {
+    let mut builder = http::Request::get(request.path()).version(http::Version::HTTP_11);
+    for (name, value) in request.headers() {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(())
+        .map(|request| request.into_parts().0)
+        .map_err(|_| Refusal::new(400, "the request cannot be represented as HTTP types"))
+}
+
 /// The server's opening handshake (RFC 6455 §4.2): read and check the request, answer it, and
-/// build the connection, driven by the calling task until it is split.
-pub(crate) async fn accept_websocket<S, F>(
+/// build the connection, driven by the calling task until it is split. What `check` makes of
+/// the request comes back with it.
+pub(crate) async fn accept_websocket<S, F, T>(
     mut stream: S,
     config: &Config,
     check: F,
-) -> Result<(WebSocket<S>, Request), Error>
+) -> Result<(WebSocket<S>, Request, T), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnOnce(&Request) -> Result<(), Refusal>,
+    F: FnOnce(&Request) -> Result<T, Refusal>,
 {
     let timeout = config.limits.handshake_timeout;
     let read = tokio::time::timeout(timeout, read_request(&mut stream, config)).await;
@@ -91,10 +142,13 @@ where
         Ok(Err(err)) => return Err(err),
         Ok(Ok(request)) => request,
     };
-    if let Err(refusal) = check(&request) {
-        let _ = write_refusal(&mut stream, &refusal).await;
-        return Err(Error::Refused(refusal.status));
-    }
+    let checked = match check(&request) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            let _ = write_refusal(&mut stream, &refusal).await;
+            return Err(Error::Refused(refusal.status));
+        }
+    };
     let offered: Vec<&str> = config.protocols.iter().map(String::as_str).collect();
     let accepted = request.accept_connection(
         &offered,
@@ -104,7 +158,7 @@ where
     );
     stream.write_all(&accepted.response()).await?;
     let ws = socket::websocket(stream, accepted.connection, accepted.deflate);
-    Ok((ws, request))
+    Ok((ws, request, checked))
 }
 
 /// Starts a connection on a transport whose handshake was done elsewhere (by an HTTP server
@@ -181,7 +235,7 @@ where
     /// Accepts a WebSocket connection on `stream`, on any path, like [`accept_with`](crate::accept_with),
     /// and returns it to be driven by the calling task.
     pub async fn accept(stream: S, config: &crate::Config) -> Result<Self, crate::Error> {
-        let (ws, _request) = accept_websocket(stream, config, |_| Ok(())).await?;
+        let (ws, _request, ()) = accept_websocket(stream, config, |_| Ok(())).await?;
         Ok(ws)
     }
 
@@ -195,6 +249,7 @@ where
     where
         F: FnOnce(&ferry_proto::handshake::Request) -> Result<(), ferry_proto::handshake::Refusal>,
     {
-        accept_websocket(stream, config, check).await
+        let (ws, request, ()) = accept_websocket(stream, config, check).await?;
+        Ok((ws, request))
     }
 }

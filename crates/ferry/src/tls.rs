@@ -53,9 +53,17 @@ impl TlsOptions {
     /// WebSocket handshake is an HTTP/1.1 request).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
         let mut roots = rustls::RootCertStore::empty();
+        #[cfg(feature = "webpki-roots")]
         if !self.only_ca_file {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        #[cfg(not(feature = "native-roots"))]
+        if self.platform_roots && !self.only_ca_file {
+            return Err(Error::TlsConfig(
+                "platform_roots needs ferry built with the `native-roots` feature".into(),
+            ));
+        }
+        #[cfg(feature = "native-roots")]
         if self.platform_roots && !self.only_ca_file {
             let found = rustls_native_certs::load_native_certs();
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -81,7 +89,14 @@ impl TlsOptions {
                 "only_ca_file is set but no ca_file is given".into(),
             ));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        if roots.is_empty() && !self.insecure_skip_verify {
+            return Err(Error::TlsConfig(
+                "no root certificates to check servers with: build ferry with the `webpki-roots` \
+                 feature, or set platform_roots or ca_file"
+                    .into(),
+            ));
+        }
+        let provider = crypto_provider()?;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| Error::TlsConfig(err.to_string()))?
@@ -111,6 +126,25 @@ impl TlsOptions {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+/// The crypto provider: the process's default if one is installed
+/// (`rustls::crypto::CryptoProvider::install_default`), else the one compiled in, ring before
+/// aws-lc-rs when both features are on.
+fn crypto_provider() -> Result<Arc<rustls::crypto::CryptoProvider>, Error> {
+    if let Some(provider) = rustls::crypto::CryptoProvider::get_default() {
+        return Ok(provider.clone());
+    }
+    #[cfg(feature = "ring")]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
+    return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    #[allow(unreachable_code)]
+    Err(Error::TlsConfig(
+        "no TLS crypto provider: build ferry with the `ring` or `aws-lc-rs` feature, or install \
+         one with rustls::crypto::CryptoProvider::install_default"
+            .into(),
+    ))
 }
 
 /// `insecure_skip_verify`: takes any certificate, but still checks that the server holds its
@@ -193,4 +227,49 @@ where
         .connect(name, stream)
         .await
         .map_err(Error::Tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "webpki-roots"))]
+    #[test]
+    fn without_built_in_roots_a_client_needs_roots_of_its_own() {
+        let err = TlsOptions::default().client_config().unwrap_err();
+        assert!(err.to_string().contains("`webpki-roots`"), "{err}");
+    }
+
+    #[cfg(not(feature = "native-roots"))]
+    #[test]
+    fn platform_roots_need_their_feature() {
+        let options = TlsOptions {
+            platform_roots: true,
+            ..TlsOptions::default()
+        };
+        let err = options.client_config().unwrap_err();
+        assert!(err.to_string().contains("`native-roots`"), "{err}");
+    }
+
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    #[test]
+    fn without_a_provider_the_error_says_how_to_get_one() {
+        let options = TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        };
+        let err = options.client_config().unwrap_err();
+        assert!(err.to_string().contains("install_default"), "{err}");
+    }
+
+    #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+    #[test]
+    fn a_build_with_a_provider_makes_a_config() {
+        let options = TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        };
+        let config = options.client_config().expect("config");
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
 }

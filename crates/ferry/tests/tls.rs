@@ -59,7 +59,7 @@ impl Pki {
     }
 
     fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("versions");
@@ -273,4 +273,13 @@ fn bad_tls_files_are_named() {
             .to_string()
             .contains("both")
     );
+}
+
+/// The provider the build has: ring, or aws-lc-rs when that is the only one (CI runs this file
+/// both ways).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "ring")]
+    return Arc::new(rustls::crypto::ring::default_provider());
+    #[cfg(not(feature = "ring"))]
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -389,13 +389,27 @@ fn abort<S: 'static>(io: &S) -> bool {
     let io: &dyn Any = io;
     let tcp = if let Some(tcp) = io.downcast_ref::<TcpStream>() {
         tcp
-    } else if let Some(tls) = io.downcast_ref::<tokio_rustls::client::TlsStream<TcpStream>>() {
-        tls.get_ref().0
-    } else if let Some(tls) = io.downcast_ref::<tokio_rustls::server::TlsStream<TcpStream>>() {
-        tls.get_ref().0
+    } else if let Some(tcp) = tls_tcp(io) {
+        tcp
     } else {
         return false;
     };
     // A failure leaves the ordinary close, which is still a close.
     tcp.set_zero_linger().is_ok()
+}
+
+/// The TCP stream under a rustls stream ferry opens or accepts.
+#[cfg(feature = "tls")]
+fn tls_tcp(io: &dyn Any) -> Option<&TcpStream> {
+    if let Some(tls) = io.downcast_ref::<tokio_rustls::client::TlsStream<TcpStream>>() {
+        Some(tls.get_ref().0)
+    } else {
+        let tls = io.downcast_ref::<tokio_rustls::server::TlsStream<TcpStream>>()?;
+        Some(tls.get_ref().0)
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_tcp(_: &dyn Any) -> Option<&TcpStream> {
+    None
 }
