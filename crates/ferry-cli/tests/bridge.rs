@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use ferry::{CloseCode, Config, Incoming, Message};
+use ferry::{CloseCode, Config, Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -251,7 +251,7 @@ async fn a_unix_socket_target() {
         .await
         .unwrap();
     sender
-        .send(Message::binary(vec![42u8; 70_000]))
+        .send(ferry::Message::binary(vec![42u8; 70_000]))
         .await
         .unwrap();
     assert_eq!(read_bytes(&mut receiver, 70_000).await, vec![42u8; 70_000]);

@@ -1,0 +1,312 @@
+//! The same conversations over the two transports a WebSocket can ride: an HTTP/1.1 connection
+//! of its own (RFC 6455) and a stream of an HTTP/2 connection (RFC 8441). The server is hyper
+//! (HTTP/1.1 and HTTP/2 on one port, as `ferry serve` and axum run) with `ferry::upgrade`; the
+//! client is `ferry::connect_with` or `ferry::http2::Http2Connection`. Every check runs on
+//! both, so a difference between the transports fails here: message sizes around the length
+//! encodings, fragmentation, compression, closing, limits, and protocol violations written as
+//! raw bytes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry::http2::Http2Connection;
+use ferry::upgrade::{Upgrade, refusal_response};
+use ferry::{CloseCode, Config, Incoming, Limits, Message};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Http1,
+    Http2,
+}
+
+const BOTH: [Transport; 2] = [Transport::Http1, Transport::Http2];
+
+/// An echo server: hyper's version-sniffing server with extended CONNECT enabled, ferry
+/// behind it with `config`.
+async fn server(config: Config) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Arc::new(config);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |mut req| {
+                    let config = config.clone();
+                    async move {
+                        let upgrade = match Upgrade::from_request(&mut req) {
+                            Ok(upgrade) => upgrade,
+                            Err(err) => {
+                                return Ok::<_, Infallible>(refusal_response::<Full<Bytes>>(
+                                    &err.refusal(),
+                                    req.version(),
+                                ));
+                            }
+                        };
+                        let (response, pending) = upgrade.accept(&config);
+                        tokio::spawn(async move {
+                            let Ok((sender, mut receiver)) = pending.websocket().await else {
+                                return;
+                            };
+                            while let Some(message) = receiver.recv_message().await {
+                                if sender.send(message).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        Ok(response)
+                    }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().enable_connect_protocol();
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("ws://{addr}")
+}
+
+async fn open(
+    transport: Transport,
+    base: &str,
+    config: &Config,
+) -> (ferry::Sender, ferry::Receiver, ferry::Response) {
+    match transport {
+        Transport::Http1 => ferry::connect_with(format!("{base}/echo"), config)
+            .await
+            .unwrap(),
+        Transport::Http2 => Http2Connection::connect(base, config)
+            .await
+            .unwrap()
+            .websocket("/echo")
+            .await
+            .unwrap(),
+    }
+}
+
+/// Deterministic bytes that compress a little (xorshift over a small alphabet).
+fn payload(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b"abcdefgh"[(state % 8) as usize]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_of_every_length_encoding_echo_whole() {
+    let base = server(Config::default()).await;
+    for transport in BOTH {
+        let (sender, mut receiver, response) = open(transport, &base, &Config::default()).await;
+        assert!(
+            response.deflate.is_some(),
+            "{transport:?}: deflate negotiated"
+        );
+        // 7-bit, 16-bit and 64-bit lengths, at and around their edges (RFC 6455 §5.2).
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let data = payload(len);
+            sender.send(Message::binary(data.clone())).await.unwrap();
+            let text = String::from_utf8(data.clone()).unwrap();
+            sender.send(Message::text(text.clone())).await.unwrap();
+            let binary = receiver.recv_message().await.unwrap();
+            assert_eq!(binary.as_bytes(), &data[..], "{transport:?} binary {len}");
+            let echoed = receiver.recv_message().await.unwrap();
+            assert_eq!(
+                echoed.as_text(),
+                Some(&text[..]),
+                "{transport:?} text {len}"
+            );
+        }
+        let info = sender.close(CloseCode::NORMAL, "done").await;
+        assert_eq!(info.code, CloseCode::NORMAL, "{transport:?}");
+        assert!(info.clean, "{transport:?}: both close frames exchanged");
+    }
+}
+
+#[tokio::test]
+async fn fragmented_and_uncompressed_sends_arrive_the_same() {
+    let base = server(Config::default()).await;
+    let fragmenting = Config {
+        fragment_size: Some(1000),
+        ..Config::default().without_deflate()
+    };
+    for transport in BOTH {
+        let (sender, mut receiver, response) = open(transport, &base, &fragmenting).await;
+        assert!(
+            response.deflate.is_none(),
+            "{transport:?}: no deflate offered"
+        );
+        let data = payload(100_000);
+        sender.send(Message::binary(data.clone())).await.unwrap();
+        let echoed = receiver.recv_message().await.unwrap();
+        assert_eq!(echoed.as_bytes(), &data[..], "{transport:?}");
+        sender.close(CloseCode::NORMAL, "").await;
+    }
+}
+
+#[tokio::test]
+async fn a_close_code_and_reason_travel_both_ways() {
+    let base = server(Config::default()).await;
+    for transport in BOTH {
+        let (sender, mut receiver, _) = open(transport, &base, &Config::default()).await;
+        let info = sender.close(CloseCode::from(4000), "see you").await;
+        // The echo server's ferry answers the close with the same code (RFC 6455 §5.5.1).
+        assert_eq!(u16::from(info.code), 4000, "{transport:?}");
+        assert!(info.clean, "{transport:?}");
+        match receiver.recv().await {
+            Some(Incoming::Closed(info)) => assert_eq!(u16::from(info.code), 4000),
+            other => panic!("{transport:?}: expected the close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_servers_limit_closes_with_1009() {
+    let small = Config {
+        limits: Limits {
+            max_message_size: 1000,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let base = server(small).await;
+    for transport in BOTH {
+        let (sender, mut receiver, _) = open(transport, &base, &Config::default()).await;
+        sender.send(Message::binary(vec![7u8; 2000])).await.unwrap();
+        match receiver.recv().await {
+            Some(Incoming::Closed(info)) => {
+                assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG, "{transport:?}")
+            }
+            other => panic!("{transport:?}: expected a 1009 close, got {other:?}"),
+        }
+    }
+}
+
+/// A raw transport after the handshake: an HTTP/1.1 connection whose 101 has been read, or an
+/// HTTP/2 stream whose 200 has.
+async fn open_raw(transport: Transport, base: &str) -> Box<dyn RawStream> {
+    // No deflate: the frames below are plain.
+    let config = Config::default().without_deflate();
+    match transport {
+        Transport::Http1 => {
+            let addr = base.trim_start_matches("ws://");
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(stream.read_u8().await.unwrap());
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 101 "),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            Box::new(stream)
+        }
+        Transport::Http2 => {
+            let connection = Http2Connection::connect(base, &config).await.unwrap();
+            let (stream, response) = connection.websocket_stream("/echo").await.unwrap();
+            assert_eq!(response.status, 200);
+            Box::new(stream)
+        }
+    }
+}
+
+trait RawStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawStream for T {}
+
+/// Writes `frame` and returns the close code of the server's first frame, which must be a
+/// close.
+async fn close_code_after(transport: Transport, base: &str, frame: &[u8]) -> u16 {
+    let mut stream = open_raw(transport, base).await;
+    stream.write_all(frame).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 0x88, "{transport:?}: a final close frame first");
+    assert!(header[1] >= 2, "{transport:?}: the close has a code");
+    u16::from_be_bytes([header[2], header[3]])
+}
+
+/// A masked client frame with a zero mask (so the payload is written as is).
+fn frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![first_byte, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_the_same_code_on_both() {
+    let base = server(Config::default()).await;
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        (
+            "invalid UTF-8 in a text message",
+            frame(0x81, &[0xc3, 0x28]),
+            1007,
+        ),
+        ("a reserved opcode", frame(0x83, b""), 1002),
+        (
+            "an unmasked client frame",
+            vec![0x81, 0x02, b'h', b'i'],
+            1002,
+        ),
+        ("RSV1 without an extension", frame(0xc1, b"hi"), 1002),
+    ];
+    for transport in BOTH {
+        for (what, bytes, code) in &cases {
+            let got = close_code_after(transport, &base, bytes).await;
+            assert_eq!(got, *code, "{transport:?}: {what}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn many_websockets_share_one_http2_connection() {
+    let base = server(Config::default()).await;
+    let connection = Arc::new(
+        Http2Connection::connect(&base, &Config::default())
+            .await
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let connection = connection.clone();
+        tasks.push(tokio::spawn(async move {
+            let (sender, mut receiver, _) = connection.websocket("/echo").await.unwrap();
+            for j in 0..10 {
+                let text = format!("stream {i} message {j}");
+                sender.send(Message::text(text.clone())).await.unwrap();
+                let echoed = receiver.recv_message().await.unwrap();
+                assert_eq!(echoed.as_text(), Some(&text[..]));
+            }
+            sender.close(CloseCode::NORMAL, "").await
+        }));
+    }
+    for task in tasks {
+        let info = task.await.unwrap();
+        assert!(info.clean);
+    }
+    assert!(
+        connection.is_open(),
+        "closing WebSockets leaves the connection open"
+    );
+}
