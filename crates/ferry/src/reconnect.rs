@@ -301,10 +301,18 @@ impl fmt::Debug for Client {
 pub type Updates = mpsc::Receiver<Update>;
 
 impl Client {
-    /// Starts connecting in the background; must be called within a tokio runtime. Fails
-    /// only on a URL that cannot be parsed; everything else arrives as events.
-    pub fn start(url: &str, config: Config, policy: Policy) -> Result<(Client, Updates), Error> {
-        Address::parse(url)?;
+    /// Starts connecting in the background; must be called within a tokio runtime. `request`
+    /// is a URL, an `http::Uri` or an `http::Request<()>` whose headers go into every
+    /// handshake (see [`IntoClientRequest`](crate::IntoClientRequest)). Fails only on a URL or
+    /// request that cannot be used; everything else arrives as events.
+    pub fn start(
+        request: impl crate::IntoClientRequest,
+        config: Config,
+        policy: Policy,
+    ) -> Result<(Client, Updates), Error> {
+        let target = request.into_target()?;
+        let config = target.apply(&config).into_owned();
+        Address::parse(&target.url)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 messages: VecDeque::new(),
@@ -318,7 +326,7 @@ impl Client {
         let (close_tx, close_rx) = watch::channel(None);
         let (updates_tx, updates_rx) = mpsc::channel(256);
         let manager = Manager {
-            url: url.to_owned(),
+            url: target.url,
             config,
             policy,
             shared: shared.clone(),

@@ -129,7 +129,7 @@ async fn server_killed_mid_stream_and_back_queued_messages_arrive_once_in_order(
         ..Policy::default()
     };
     let (client, mut updates) = Client::start(
-        &format!("ws://127.0.0.1:{port}/"),
+        format!("ws://127.0.0.1:{port}/"),
         Config::default(),
         policy.clone(),
     )
@@ -226,12 +226,8 @@ async fn a_full_queue_hands_the_message_back() {
         queue_bytes: 10,
         ..Policy::default()
     };
-    let (client, _updates) = Client::start(
-        &format!("ws://127.0.0.1:{port}/"),
-        Config::default(),
-        policy,
-    )
-    .expect("start");
+    let (client, _updates) =
+        Client::start(format!("ws://127.0.0.1:{port}/"), Config::default(), policy).expect("start");
     client.send("12345678").expect("fits");
     assert_eq!(
         client.send("abc"),
@@ -254,7 +250,7 @@ async fn gives_up_after_max_attempts_with_bounded_delays() {
         ..Policy::default()
     };
     let (_client, mut updates) = Client::start(
-        &format!("ws://127.0.0.1:{port}/"),
+        format!("ws://127.0.0.1:{port}/"),
         Config::default(),
         policy.clone(),
     )
@@ -289,7 +285,7 @@ async fn http_404_is_not_retried() {
         }
     });
     let (_client, mut updates) = Client::start(
-        &format!("ws://127.0.0.1:{port}/"),
+        format!("ws://127.0.0.1:{port}/"),
         Config::default(),
         Policy::default(),
     )
@@ -331,12 +327,8 @@ async fn send_wait_waits_for_room_and_keeps_the_order() {
         queue_bytes: 10,
         ..Policy::default()
     };
-    let (client, mut updates) = Client::start(
-        &format!("ws://127.0.0.1:{port}/"),
-        Config::default(),
-        policy,
-    )
-    .expect("start");
+    let (client, mut updates) =
+        Client::start(format!("ws://127.0.0.1:{port}/"), Config::default(), policy).expect("start");
     client.send("12345678").expect("fits");
     let waiting = tokio::spawn({
         let client = client.clone();
