@@ -310,3 +310,37 @@ async fn many_websockets_share_one_http2_connection() {
         "closing WebSockets leaves the connection open"
     );
 }
+
+/// Every size limit holds per WebSocket on both transports, with the same close code.
+#[tokio::test]
+async fn frame_and_fragment_limits_close_with_1009_on_both() {
+    let limited = Config {
+        limits: Limits {
+            max_frame_size: 100,
+            max_fragments: 3,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let base = server(limited).await;
+    let big_frame = {
+        // A 126-byte payload needs the 16-bit length form.
+        let mut out = vec![0x82, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+        out.extend_from_slice(&[1; 126]);
+        out
+    };
+    let many_fragments: Vec<u8> = [
+        frame(0x01, b"a"),
+        frame(0x00, b"b"),
+        frame(0x00, b"c"),
+        frame(0x00, b"d"),
+        frame(0x80, b"e"),
+    ]
+    .concat();
+    for transport in BOTH {
+        let got = close_code_after(transport, &base, &big_frame).await;
+        assert_eq!(got, 1009, "{transport:?}: a frame over max_frame_size");
+        let got = close_code_after(transport, &base, &many_fragments).await;
+        assert_eq!(got, 1009, "{transport:?}: a message over max_fragments");
+    }
+}
