@@ -86,12 +86,24 @@ where
 
 /// Handles of a connection that has already ended: the receiver yields `closed`, then `None`;
 /// every send fails.
-fn closed_handles(closed: CloseInfo) -> (Sender, Receiver) {
+/// Handles of a connection that has already closed: the receiver yields `messages` that were
+/// received and not yet taken, then the close.
+fn closed_handles(
+    messages: impl IntoIterator<Item = ferry_proto::Message>,
+    closed: CloseInfo,
+) -> (Sender, Receiver) {
     let shared = Arc::new(shared::Shared::new(
         &ferry_proto::Limits::default(),
         None,
         None,
     ));
+    for message in messages {
+        // Counted as the connection task counts what it hands over; the receiver uncounts it.
+        shared
+            .received
+            .fetch_add(message.len(), std::sync::atomic::Ordering::AcqRel);
+        let _ = shared.push_incoming(Incoming::Message(message));
+    }
     let _ = shared.push_incoming(Incoming::Closed(closed.clone()));
     shared.set_closed(closed);
     shared

@@ -69,7 +69,10 @@ where
     /// finished. Boxed: needed once, and every byte here is in the owning task for the
     /// connection's whole life (docs/memory.md).
     close: Option<Box<CloseInfo>>,
-    /// The close was returned by `recv`: nothing more comes.
+    /// Messages that arrived while [`close`](Self::close) waited for the peer's reply, for
+    /// `recv` to return afterwards, as a `Receiver` would. Boxed: rarely used.
+    held: Option<Box<Held>>,
+    /// The close was returned by `recv`: nothing more comes (but what `held` keeps).
     finished: bool,
     /// This is the copy `Drop` closes in a task of its own: dropping it must not spawn again.
     detached: bool,
@@ -86,6 +89,7 @@ where
             deflate,
             send_budget,
             close: None,
+            held: None,
             finished: false,
             detached: false,
         }
@@ -103,12 +107,24 @@ where
     /// Polls for the next item; the building block of [`recv`](Self::recv) and the `Stream`
     /// impl.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        let Some(t) = self.t.as_mut() else {
-            return Poll::Ready(None);
-        };
+        if let Some(held) = self.held.as_mut() {
+            if let Some(message) = held.messages.pop_front() {
+                held.bytes -= message.len();
+                return Poll::Ready(Some(Incoming::Message(message)));
+            }
+            // After the held messages, the close that `close` returned, once.
+            let close = held.close.take();
+            self.held = None;
+            if let Some(info) = close {
+                return Poll::Ready(Some(Incoming::Closed(info)));
+            }
+        }
         if self.finished {
             return Poll::Ready(None);
         }
+        let Some(t) = self.t.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
             while let Some(event) = t.conn.poll_event() {
                 match event {
@@ -137,6 +153,10 @@ where
                     }
                 }
                 self.finished = true;
+                // Done with the transport: drop it now, as the connection task of the handles
+                // does, so the socket closes (or resets, after a keepalive failure) without
+                // waiting for the application to drop this value (RFC 6455 §7.1.1).
+                self.t = None;
                 let info = self.close.take().map_or_else(
                     || CloseInfo {
                         code: CloseCode::ABNORMAL,
@@ -336,29 +356,46 @@ where
     /// Closes the connection: what is queued is written first, then the close frame. Returns
     /// how the connection ended, once the closing handshake completes or
     /// `Limits::close_timeout` passes (then the transport is dropped and the code is 1006).
-    /// Messages that arrive meanwhile are discarded. An invalid code (one §7.4 reserves)
-    /// closes with 1000 instead.
+    /// An invalid code (one §7.4 reserves) closes with 1000 instead.
+    ///
+    /// Messages that arrive meanwhile are kept: afterwards `recv` returns them, then the close,
+    /// as a [`Receiver`] does after [`Sender::close`]. They are kept up to
+    /// `Limits::recv_queue_bytes`; past that, reading pauses, as it does for a `Receiver`
+    /// nobody reads, and the close may time out.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> CloseInfo {
+        if self.finished {
+            return closed_elsewhere();
+        }
         let Some(t) = self.t.as_mut() else {
             return closed_elsewhere();
         };
         let timeout = t.conn.config().limits.close_timeout;
+        let budget = t.conn.config().limits.recv_queue_bytes;
         if t.conn.state() == State::Open
             && t.conn.close(code, reason, Instant::now()).is_err()
             && t.conn.state() == State::Open
         {
             let _ = t.conn.close(CloseCode::NORMAL, reason, Instant::now());
         }
+        let mut held = Held::default();
         let finish = async {
             loop {
+                if held.bytes >= budget {
+                    // Over the receive budget: stop reading until the timeout, as the
+                    // connection task of a `Receiver` nobody reads would.
+                    std::future::pending::<()>().await;
+                }
                 match self.recv().await {
-                    Some(Incoming::Message(_)) => {}
+                    Some(Incoming::Message(message)) => {
+                        held.bytes += message.len();
+                        held.messages.push_back(message);
+                    }
                     Some(Incoming::Closed(info)) => return info,
                     None => return closed_elsewhere(),
                 }
             }
         };
-        match tokio::time::timeout(timeout, finish).await {
+        let info = match tokio::time::timeout(timeout, finish).await {
             Ok(info) => info,
             Err(_) => {
                 self.finished = true;
@@ -370,7 +407,10 @@ where
                     clean: false,
                 }
             }
-        }
+        };
+        held.close = Some(info.clone());
+        self.held = Some(Box::new(held));
+        info
     }
 
     /// Hands the connection to a task of its own and returns the [`Sender`] and [`Receiver`]
@@ -379,13 +419,30 @@ where
     pub fn split(mut self) -> (Sender, Receiver) {
         match self.t.take() {
             Some(t) if !self.finished => super::spawn(t, self.deflate),
-            _ => super::closed_handles(
-                self.close
-                    .take()
-                    .map_or_else(closed_elsewhere, |info| *info),
-            ),
+            _ => match self.held.take() {
+                // After `close`: what it held, then its close.
+                Some(held) => super::closed_handles(
+                    held.messages,
+                    held.close.unwrap_or_else(closed_elsewhere),
+                ),
+                None => super::closed_handles(
+                    [],
+                    self.close
+                        .take()
+                        .map_or_else(closed_elsewhere, |info| *info),
+                ),
+            },
         }
     }
+}
+
+/// What [`WebSocket::close`] received while it waited: the messages, their bytes, and the
+/// close it returned, which `recv` reports after them.
+#[derive(Default)]
+struct Held {
+    messages: std::collections::VecDeque<Message>,
+    bytes: usize,
+    close: Option<CloseInfo>,
 }
 
 fn closed_elsewhere() -> CloseInfo {
