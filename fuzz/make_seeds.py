@@ -128,6 +128,20 @@ write(CH, "forbidden_403", b"\x00" + b"HTTP/1.1 403 Forbidden\r\nContent-Length:
 write(CH, "wrong_accept", b"\x01" + RESPONSE.replace(b"s3pP", b"XXXX") + b"\r\n")
 write(CH, "unoffered_extension", b"\x00" + RESPONSE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
 
+# extended_connect: [ctl] lines: method, :protocol, :authority, :path, then "name: value"
+# headers. ctl bit 0 deflate on, bits 1-2 the server speaks "chat" / "superchat".
+EC = "extended_connect"
+H2 = b"CONNECT\nwebsocket\nserver.example.com\n/chat\nsec-websocket-version: 13\n"
+write(EC, "chromium_offer", b"\x07" + H2 + b"origin: https://example.com\n"
+      b"sec-websocket-extensions: permessage-deflate; client_max_window_bits\n"
+      b"sec-websocket-protocol: superchat, chat\n")
+write(EC, "plain", b"\x00" + H2)
+write(EC, "unknown_protocol_501", b"\x00" + H2.replace(b"websocket", b"webtransport"))
+write(EC, "not_connect_400", b"\x00" + H2.replace(b"CONNECT", b"GET", 1))
+write(EC, "no_authority_400", b"\x00" + H2.replace(b"server.example.com", b"-"))
+write(EC, "version_8_426", b"\x01" + H2.replace(b"13", b"8"))
+write(EC, "connection_header", b"\x03" + H2 + b"connection: upgrade\nupgrade: websocket\n")
+
 # control_request: the text of one request on PREFIX/control (docs/control-protocol.md).
 CR = "control_request"
 write(CR, "subscribe", b'{"op":"subscribe","id":1,"topics":["news","chat.room-1"]}')

@@ -885,6 +885,105 @@ pub fn server_handshake(data: &[u8]) {
     }
 }
 
+/// An HTTP/2 extended CONNECT (RFC 8441) as an HTTP/2 stack hands it over: the first byte
+/// picks the server's settings (bit 0: deflate on; bits 1-2: which of "chat"/"superchat" it
+/// speaks), then lines: method, `:protocol` ("-" for none), `:authority` ("-" for none),
+/// `:path`, and one `name: value` header per line (names lowercase, as HTTP/2 requires).
+///
+/// Invariants: the same input always gives the same answer; a refusal is a 4xx or 501; an
+/// accepted request answers 200 with no connection-specific header, no CR/LF/NUL in what it
+/// writes, a subprotocol both sides named, and a connection that starts clean.
+pub fn extended_connect(data: &[u8]) {
+    let Some((&ctl, input)) = data.split_first() else {
+        return;
+    };
+    let mut lines = input.split(|&b| b == b'\n');
+    let mut field = || String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let method = field();
+    let protocol = field();
+    let authority = field();
+    let path = field();
+    let headers: Vec<(String, Vec<u8>)> = lines
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = String::from_utf8_lossy(&line[..colon]).to_ascii_lowercase();
+            let value = line[colon + 1..].trim_ascii().to_vec();
+            Some((name, value))
+        })
+        .collect();
+    let optional = |text: &str| (text != "-").then(|| text.to_owned());
+    let (protocol, authority) = (optional(&protocol), optional(&authority));
+    let parse = || {
+        Request::from_extended_connect(
+            &method,
+            protocol.as_deref(),
+            authority.as_deref(),
+            path.clone(),
+            headers.clone(),
+        )
+    };
+    let first = parse();
+    match (&first, parse()) {
+        (Ok(a), Ok(b)) => assert_eq!(request_summary(a), request_summary(&b)),
+        (Err(a), Err(b)) => assert_eq!(a, &b),
+        _ => panic!("the same request gave two answers"),
+    }
+    let mut request = match first {
+        Err(err) => {
+            let refusal = err.refusal().expect("every server-side error has a refusal");
+            assert!(
+                (400..500).contains(&refusal.status) || refusal.status == 501,
+                "refused with {}",
+                refusal.status
+            );
+            return;
+        }
+        Ok(request) => request,
+    };
+    assert!(request.is_http2());
+    let spoken: Vec<&str> = ["chat", "superchat"]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| ctl & (2 << i) != 0)
+        .map(|(_, p)| p)
+        .collect();
+    let offered = request.protocols().to_vec();
+    let deflate = (ctl & 1 != 0).then(ferry_proto::extension::deflate::DeflateConfig::default);
+    let accepted =
+        request.accept_connection(&spoken, deflate.as_ref(), Config::default(), Instant::now());
+    assert_eq!(accepted.status, 200);
+    for (name, value) in &accepted.headers {
+        let lower = name.to_ascii_lowercase();
+        assert!(
+            ![
+                "connection",
+                "upgrade",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "sec-websocket-accept",
+            ]
+            .contains(&lower.as_str()),
+            "{name} in an HTTP/2 response"
+        );
+        for text in [name, value] {
+            assert!(!text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)), "{text:?}");
+        }
+    }
+    if let Some(chosen) = &accepted.protocol {
+        assert!(spoken.contains(&chosen.as_str()), "{chosen} not spoken");
+        assert!(offered.contains(chosen), "{chosen} not offered");
+    }
+    if accepted.deflate.is_some() {
+        assert!(deflate.is_some(), "deflate negotiated while off");
+    }
+    let mut conn = accepted.connection;
+    let mut events = Vec::new();
+    settle(&mut conn, Instant::now(), &mut events);
+    let sent = conn.take_transmit().to_vec();
+    check_outcome(&conn, &events, &sent, &AppActions::default());
+}
+
 fn response_summary(r: &Response) -> impl PartialEq + std::fmt::Debug {
     (r.status, r.headers.clone(), r.protocol.clone())
 }
