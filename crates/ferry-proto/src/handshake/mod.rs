@@ -7,6 +7,7 @@
 
 mod client;
 mod error;
+mod headers;
 mod server;
 
 pub use client::{ClientHandshake, ClientRequest, Response};

@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
+use super::headers::Headers;
 use super::{HandshakeError, accept_key, find_header_end, has_token, is_safe_header, split_list};
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,12 +116,11 @@ fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
     let method = parsed.method.unwrap_or_default();
     let path = parsed.path.unwrap_or_default().to_owned();
     let minor = parsed.version.unwrap_or_default();
-    let headers = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
-    Request::from_parts(method, minor, path, headers)
+    let mut headers = Headers::with_capacity(block.len(), parsed.headers.len());
+    for header in parsed.headers.iter() {
+        headers.push(header.name, header.value);
+    }
+    Request::from_headers(method, minor, path, headers)
 }
 
 fn describe(err: httparse::Error) -> &'static str {
@@ -143,7 +143,7 @@ fn describe(err: httparse::Error) -> &'static str {
 #[derive(Clone, Debug)]
 pub struct Request {
     path: String,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Headers,
     /// Sec-WebSocket-Key of an HTTP/1.1 upgrade; `None` for an HTTP/2 extended CONNECT, which
     /// has no key and no Accept (RFC 8441 §5).
     key: Option<String>,
@@ -199,6 +199,15 @@ impl Request {
         path: String,
         headers: Vec<(String, Vec<u8>)>,
     ) -> Result<Request, HandshakeError> {
+        Request::from_headers(method, http_minor, path, Headers::from(headers))
+    }
+
+    fn from_headers(
+        method: &str,
+        http_minor: u8,
+        path: String,
+        headers: Headers,
+    ) -> Result<Request, HandshakeError> {
         // §4.1: "The method of the request MUST be GET, and the HTTP version MUST be at least 1.1."
         if method != "GET" {
             return Err(HandshakeError::MethodNotAllowed);
@@ -206,12 +215,7 @@ impl Request {
         if http_minor < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_slice())
-        };
+        let get = |name: &str| headers.get(name);
         if get("host").is_none() {
             return Err(HandshakeError::MissingHost);
         }
@@ -219,10 +223,7 @@ impl Request {
             return Err(HandshakeError::NotWebSocket);
         }
         // The Connection header may list other tokens (keep-alive, Upgrade), and may repeat.
-        let connection_ok = headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .any(|(_, v)| has_token(v, "upgrade"));
+        let connection_ok = headers.all("connection").any(|v| has_token(v, "upgrade"));
         if !connection_ok {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
@@ -230,17 +231,20 @@ impl Request {
         if get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        let keys: Vec<&[u8]> = headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
-            .map(|(_, v)| v.trim_ascii())
-            .collect();
-        let key = match keys.as_slice() {
-            [key] if BASE64.decode(key).is_ok_and(|k| k.len() == 16) => {
+        // Exactly one key, the base64 of 16 bytes (§4.2.1 item 5). Decoded on the stack: room
+        // for 18 bytes tells 16 from more.
+        let mut keys = headers.all("sec-websocket-key").map(<[u8]>::trim_ascii);
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None)
+                if BASE64
+                    .decode_slice(key, &mut [0u8; 18])
+                    .is_ok_and(|len| len == 16) =>
+            {
                 String::from_utf8_lossy(key).into_owned()
             }
             _ => return Err(HandshakeError::InvalidKey),
         };
+        drop(keys);
         Ok(Request::negotiable(path, headers, Some(key)))
     }
 
@@ -267,8 +271,9 @@ impl Request {
         protocol: Option<&str>,
         authority: Option<&str>,
         path: String,
-        mut headers: Vec<(String, Vec<u8>)>,
+        headers: Vec<(String, Vec<u8>)>,
     ) -> Result<Request, HandshakeError> {
+        let mut headers = Headers::from(headers);
         let Some(protocol) = protocol.filter(|_| method == "CONNECT") else {
             return Err(HandshakeError::NotExtendedConnect);
         };
@@ -277,20 +282,14 @@ impl Request {
         if !protocol.eq_ignore_ascii_case("websocket") {
             return Err(HandshakeError::UnknownProtocol);
         }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_slice())
-        };
-        let has_host = get("host").is_some();
-        if get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+        let has_host = headers.get("host").is_some();
+        if headers.get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
             return Err(HandshakeError::UnsupportedVersion);
         }
         match authority {
             // RFC 9113 §8.3.1: :authority replaces Host; keep it where Request::host looks.
             Some(authority) if !has_host => {
-                headers.push(("host".to_owned(), authority.as_bytes().to_vec()));
+                headers.push("host", authority.as_bytes());
             }
             Some(_) => {}
             None if has_host => {}
@@ -300,21 +299,16 @@ impl Request {
     }
 
     /// The request, its subprotocol and extension offers read from `headers`.
-    fn negotiable(path: String, headers: Vec<(String, Vec<u8>)>, key: Option<String>) -> Request {
-        let list = |name: &str| -> Vec<String> {
-            headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-                .flat_map(split_list)
-                .map(str::to_owned)
-                .collect()
-        };
-        let protocols = list("sec-websocket-protocol");
+    fn negotiable(path: String, headers: Headers, key: Option<String>) -> Request {
+        let protocols = headers
+            .all("sec-websocket-protocol")
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(split_list)
+            .map(str::to_owned)
+            .collect();
         let extensions = headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .all("sec-websocket-extensions")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned)
             .collect();
         Request {
@@ -340,10 +334,7 @@ impl Request {
 
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name)
     }
 
     /// The first value of a header as text, if it is valid UTF-8.
@@ -353,7 +344,7 @@ impl Request {
 
     /// Every header, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 
     /// The Host header.
