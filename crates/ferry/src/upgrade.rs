@@ -169,10 +169,10 @@ fn read(
     headers: &HeaderMap,
     extensions: &mut Extensions,
 ) -> Result<Upgrade, UpgradeError> {
+    // Copied once, into the request's own buffer.
     let pairs = headers
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let parsed = if version == Version::HTTP_2 {
         Request::from_extended_connect(

@@ -562,10 +562,7 @@ mod tests {
             Some("websocket"),
             Some("example.com:443"),
             request.path.clone(),
-            headers
-                .into_iter()
-                .map(|(n, v)| (n, v.into_bytes()))
-                .collect(),
+            headers.into_iter().map(|(n, v)| (n, v.into_bytes())),
         )
         .unwrap();
         assert_eq!(server_request.header_str("x-trace"), Some("7"));

@@ -76,12 +76,18 @@ impl Headers {
     }
 }
 
-impl From<Vec<(String, Vec<u8>)>> for Headers {
-    fn from(pairs: Vec<(String, Vec<u8>)>) -> Headers {
-        let bytes = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let mut headers = Headers::with_capacity(bytes, pairs.len());
-        for (name, value) in &pairs {
-            headers.push(name, value);
+impl Headers {
+    /// The fields of an HTTP stack's own header list (hyper's `HeaderMap`, a `Vec` of pairs),
+    /// copied once into one buffer.
+    pub(crate) fn collect<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Headers
+    where
+        N: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let pairs = pairs.into_iter();
+        let mut headers = Headers::with_capacity(256, pairs.size_hint().0);
+        for (name, value) in pairs {
+            headers.push(name.as_ref(), value.as_ref());
         }
         headers
     }
@@ -124,7 +130,7 @@ mod tests {
             ("a".to_owned(), b"1".to_vec()),
             ("b".to_owned(), b"22".to_vec()),
         ];
-        let headers = Headers::from(pairs);
+        let headers = Headers::collect(pairs);
         let all: Vec<(&str, &[u8])> = headers.iter().collect();
         assert_eq!(all, [("a", b"1".as_slice()), ("b", b"22".as_slice())]);
     }

@@ -193,13 +193,16 @@ impl Request {
     /// HTTP/1.1. The checks are those of RFC 6455 §4.2.1, in an order that gives each client the
     /// most useful refusal: 405, 400 (version, Host), 426 (no Upgrade, so a plain HTTP request),
     /// 400 (Connection), 426 (Sec-WebSocket-Version), 400 (key).
+    ///
+    /// `headers` are the fields as the HTTP stack holds them: pairs of a name (`&str`,
+    /// `String`) and a value (`&[u8]`, `Vec<u8>`, anything `AsRef<[u8]>`), copied once.
     pub fn from_parts(
         method: &str,
         http_minor: u8,
         path: String,
-        headers: Vec<(String, Vec<u8>)>,
+        headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<[u8]>)>,
     ) -> Result<Request, HandshakeError> {
-        Request::from_headers(method, http_minor, path, Headers::from(headers))
+        Request::from_headers(method, http_minor, path, Headers::collect(headers))
     }
 
     fn from_headers(
@@ -271,9 +274,9 @@ impl Request {
         protocol: Option<&str>,
         authority: Option<&str>,
         path: String,
-        headers: Vec<(String, Vec<u8>)>,
+        headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<[u8]>)>,
     ) -> Result<Request, HandshakeError> {
-        let mut headers = Headers::from(headers);
+        let mut headers = Headers::collect(headers);
         let Some(protocol) = protocol.filter(|_| method == "CONNECT") else {
             return Err(HandshakeError::NotExtendedConnect);
         };
@@ -784,7 +787,7 @@ mod tests {
             Some("websocket"),
             Some("a"),
             "/".into(),
-            vec![("sec-websocket-version".into(), b"8".to_vec())],
+            [("sec-websocket-version", b"8")],
         );
         assert_eq!(old.unwrap_err(), E::UnsupportedVersion);
         // The refusal of an unknown :protocol echoes nothing of the request.
