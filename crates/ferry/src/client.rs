@@ -78,8 +78,9 @@ pub async fn connect_with(
                     let stream = tls_handshake(stream, host, config).await?;
                     timed_handshake(stream, &address, config).await
                 }
+                // Refused above, before connecting; kept so the branch needs no panic.
                 #[cfg(not(feature = "tls"))]
-                unreachable!("refused above")
+                Err(no_tls())
             } else {
                 timed_handshake(stream, &address, config).await
             }
