@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry::{
     CloseCode, CloseInfo, Config, Handler, Incoming, Initiator, Limits, Message, OriginPolicy,
-    Receiver, Request, Sender, WebSocket,
+    Receiver, Request, Sender, TrySendError, WebSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +45,20 @@ impl Server {
             Server::Handles(sender, _) | Server::Handler(sender, _) => {
                 sender.send(message).await.unwrap()
             }
+        }
+    }
+
+    fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        match self {
+            Server::WebSocket(ws) => ws.try_send(message),
+            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.try_send(message),
+        }
+    }
+
+    fn buffered_amount(&mut self) -> usize {
+        match self {
+            Server::WebSocket(ws) => ws.buffered_amount(),
+            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.buffered_amount(),
         }
     }
 
@@ -409,5 +423,46 @@ async fn an_abandoned_recv_loses_nothing() {
         let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
         assert_eq!(got, expected, "{layer:?}");
         drop(writer.await.unwrap());
+    }
+}
+
+/// A peer that stops reading fills the send queue: `try_send` then hands the message back
+/// (`Full`) on every layer, and what is queued stays within the budget plus one message.
+#[tokio::test]
+async fn a_full_send_queue_hands_the_message_back() {
+    const BUDGET: usize = 256 * 1024;
+    const MESSAGE: usize = 64 * 1024;
+    let config = Config {
+        limits: Limits {
+            send_queue_bytes: BUDGET,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    for layer in LAYERS {
+        let (mut server, client) = pair(layer, config.clone()).await;
+        // The client reads nothing: once the kernel's buffers are full, the queue fills.
+        let mut accepted = 0;
+        let refused = loop {
+            match server.try_send(Message::binary(vec![1u8; MESSAGE])) {
+                Ok(()) => accepted += 1,
+                Err(TrySendError::Full(message)) => break message,
+                Err(TrySendError::Closed(_)) => panic!("{layer:?}: closed"),
+            }
+            assert!(accepted < 10_000, "{layer:?}: the queue never filled");
+            // Let a connection task write what it can.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        assert_eq!(
+            refused.len(),
+            MESSAGE,
+            "{layer:?}: the message comes back whole"
+        );
+        let queued = server.buffered_amount();
+        assert!(
+            queued <= BUDGET + MESSAGE + 64,
+            "{layer:?}: {queued} bytes queued over a {BUDGET}-byte budget"
+        );
+        drop(client);
     }
 }
