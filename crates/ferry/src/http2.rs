@@ -220,8 +220,6 @@ impl Http2Connection {
     }
 }
 
-/// Runs HTTP/2's handshake on `stream` and waits (up to [`SETTINGS_WAIT`]) for the server to
-/// allow extended CONNECT; then leaves the connection to a task of its own.
 /// The TLS handshake of an `https` HTTP/2 connection, offering only `h2` in ALPN: a server
 /// that picks nothing, or http/1.1, is not served here.
 #[cfg(feature = "tls")]
@@ -252,6 +250,8 @@ async fn tls_h2(_: TcpStream, _: &str, _: &Config) -> Result<TcpStream, Unavaila
     Err(crate::client::no_tls().into())
 }
 
+/// Runs HTTP/2's handshake on `stream` and waits (up to [`SETTINGS_WAIT`]) for the server to
+/// allow extended CONNECT; then leaves the connection to a task of its own.
 async fn start<S>(stream: S, config: &Config) -> Result<SendRequest<Empty<Bytes>>, Unavailable>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

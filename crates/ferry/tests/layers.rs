@@ -3,6 +3,8 @@
 //! `ferry::serve_with`. Each check runs against each layer as the server, with a raw client
 //! writing frames byte by byte, so a difference between the layers is a failing test.
 
+mod common;
+
 use std::time::Duration;
 
 use ferry::{
@@ -146,37 +148,13 @@ struct RawClient {
 
 impl RawClient {
     async fn connect(addr: std::net::SocketAddr) -> RawClient {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let request = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101 "));
+        let stream = common::upgraded_tcp(&addr.to_string(), "/").await;
         RawClient { stream }
     }
 
     async fn frame(&mut self, first_byte: u8, payload: &[u8]) {
-        let mut out = vec![first_byte];
-        match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
-            len @ 126..=65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(payload);
-        self.stream.write_all(&out).await.unwrap();
+        let frame = common::masked_frame(first_byte, payload);
+        self.stream.write_all(&frame).await.unwrap();
     }
 
     async fn text(&mut self, text: &str) {

@@ -6,17 +6,20 @@
 //! encodings, fragmentation, compression, closing, limits, and protocol violations written as
 //! raw bytes.
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::masked_frame as frame;
 use ferry::http2::Http2Connection;
 use ferry::upgrade::{Upgrade, refusal_response};
 use ferry::{CloseCode, Config, Incoming, Limits, Message};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[derive(Clone, Copy, Debug)]
 enum Transport {
@@ -204,22 +207,7 @@ async fn open_raw(transport: Transport, base: &str) -> Box<dyn RawStream> {
     match transport {
         Transport::Http1 => {
             let addr = base.trim_start_matches("ws://");
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            let request = format!(
-                "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            );
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                head.push(stream.read_u8().await.unwrap());
-            }
-            assert!(
-                head.starts_with(b"HTTP/1.1 101 "),
-                "{}",
-                String::from_utf8_lossy(&head)
-            );
-            Box::new(stream)
+            Box::new(common::upgraded_tcp(addr, "/echo").await)
         }
         Transport::Http2 => {
             let connection = Http2Connection::connect(base, &config).await.unwrap();
@@ -244,14 +232,6 @@ async fn close_code_after(transport: Transport, base: &str, frame: &[u8]) -> u16
     assert_eq!(header[0], 0x88, "{transport:?}: a final close frame first");
     assert!(header[1] >= 2, "{transport:?}: the close has a code");
     u16::from_be_bytes([header[2], header[3]])
-}
-
-/// A masked client frame with a zero mask (so the payload is written as is).
-fn frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![first_byte, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    out.extend_from_slice(payload);
-    out
 }
 
 #[tokio::test]
@@ -323,12 +303,8 @@ async fn frame_and_fragment_limits_close_with_1009_on_both() {
         ..Config::default()
     };
     let base = server(limited).await;
-    let big_frame = {
-        // A 126-byte payload needs the 16-bit length form.
-        let mut out = vec![0x82, 0x80 | 126, 0, 126, 0, 0, 0, 0];
-        out.extend_from_slice(&[1; 126]);
-        out
-    };
+    // A 126-byte payload: the 16-bit length form.
+    let big_frame = frame(0x82, &[1; 126]);
     let many_fragments: Vec<u8> = [
         frame(0x01, b"a"),
         frame(0x00, b"b"),

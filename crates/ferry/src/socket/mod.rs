@@ -84,10 +84,8 @@ where
     (Sender::new(shared.clone()), Receiver::new(shared))
 }
 
-/// Handles of a connection that has already ended: the receiver yields `closed`, then `None`;
-/// every send fails.
-/// Handles of a connection that has already closed: the receiver yields `messages` that were
-/// received and not yet taken, then the close.
+/// Handles of a connection that has already ended: the receiver yields `messages` that were
+/// received and not yet taken, then `closed`, then `None`; every send fails.
 fn closed_handles(
     messages: impl IntoIterator<Item = ferry_proto::Message>,
     closed: CloseInfo,
