@@ -49,8 +49,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let out_of_range = || format!("{text:?} is out of range");
     let not_a_duration = || format!("{text:?} is not a duration; try 10s or 500ms");
-    if !number.contains('.') {
-        let whole: u64 = number.parse().map_err(|_| not_a_duration())?;
+    // Whole numbers that fit take the exact path; a fraction, or too many digits, goes through
+    // f64 (rounded to the millisecond, or out of range).
+    if let Ok(whole) = number.parse::<u64>() {
         return match millis_per_unit {
             1000 => Ok(Duration::from_secs(whole)),
             1 => Ok(Duration::from_millis(whole)),
@@ -185,7 +186,18 @@ mod tests {
         assert_eq!(parse_duration("0.0006s"), Ok(Duration::from_millis(1)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("18446744073709551615h").is_err());
-        assert!(parse_duration("1e400s").is_err());
+        // Digits and a point make the number: an exponent is not one.
+        assert!(
+            parse_duration("1e400s")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
+        // Too many digits for a u64 is a number out of range, not a malformed one.
+        assert!(
+            parse_duration("99999999999999999999999s")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(parse_duration("soon").is_err());
     }
 }
