@@ -532,6 +532,29 @@ async fn an_expired_token_closes_its_connection_and_a_refresh_extends_it() {
 }
 
 #[tokio::test]
+async fn an_expired_token_closes_an_echo_connection_with_4001() {
+    // The echo route runs on one task of its own (no handles): the expiry reaches it there.
+    let (server, _secret) = protected(&[]);
+    let mut c = claims("erin", &[], &[]);
+    c["exp"] = json!(now() + 2);
+    let url = format!("ws://{}/ws/echo?token={}", server.addr, hs256(&c));
+    let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
+    sender.send("before").await.unwrap();
+    assert_eq!(
+        receiver.recv_message().await,
+        Some(ferry::Message::text("before"))
+    );
+    let close = closed(&mut receiver).await;
+    assert_eq!(close.code.as_u16(), 4001);
+    assert_eq!(&*close.reason, "token expired");
+    let text = metrics(&server).await;
+    assert!(
+        text.contains(r#"ferry_closes_total{code="4001",initiator="server"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn topic_rules_open_some_topics_to_anyone_and_keep_others_for_the_api() {
     let config = TempFile::new(
         "rules.toml",

@@ -96,6 +96,7 @@ pub use handler::{Handler, serve, serve_with};
 pub use origin::{InvalidOrigin, OriginPolicy};
 pub use server::{
     accept, accept_with, accept_with_parts, accept_with_request, from_accepted, from_raw,
+    websocket_from_accepted,
 };
 pub use socket::{Incoming, MessageSink, Overflow, Receiver, SendMessage, Sender, WebSocket};
 pub use target::IntoClientRequest;

@@ -194,6 +194,20 @@ where
     socket::start(stream, conn, accepted.deflate)
 }
 
+/// [`from_accepted`], as a single-task [`WebSocket`] driven by whoever awaits it, instead of
+/// handles with a connection task of their own: what a route that only answers what it
+/// receives (an echo) wants, at the cost of one task less per connection.
+pub fn websocket_from_accepted<S>(stream: S, accepted: Accepted, leftover: &[u8]) -> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = accepted.connection;
+    if !leftover.is_empty() {
+        conn.receive_data(leftover, socket::now());
+    }
+    socket::websocket(stream, conn, accepted.deflate)
+}
+
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     config: &Config,

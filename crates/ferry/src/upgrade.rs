@@ -30,19 +30,24 @@
 //! hyper serves HTTP/1.1 upgrades only on a connection served `with_upgrades()`, and HTTP/2
 //! WebSockets only with `enable_connect_protocol()` on its HTTP/2 builder.
 
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use ferry_proto::handshake::{Accepted, HandshakeError, Refusal, Request};
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::socket::{Receiver, Sender};
+use crate::socket::{Receiver, Sender, WebSocket};
 
 /// Why a request cannot become a WebSocket; [`refusal`](Self::refusal) is the answer to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,6 +241,131 @@ impl PendingWebSocket {
         let upgraded = self.on_upgrade.await.map_err(std::io::Error::other)?;
         Ok(start_on::<S>(upgraded, self.accepted))
     }
+
+    /// Waits for the stream and returns the WebSocket as a single-task [`WebSocket`], driven
+    /// by the task that awaits it: no connection task of its own, no queues between tasks. For
+    /// a handler that only answers what it receives; [`websocket`](Self::websocket) gives
+    /// handles for sending from other tasks. On a hyper server over TCP.
+    ///
+    /// ```
+    /// # async fn handle(pending: ferry::upgrade::PendingWebSocket) {
+    /// let Ok(mut ws) = pending.into_websocket().await else { return };
+    /// while let Some(message) = ws.recv_message().await {
+    ///     if ws.send(message).await.is_err() {
+    ///         break;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn into_websocket(self) -> Result<WebSocket<UpgradedIo<TcpStream>>, Error> {
+        self.into_websocket_on::<TcpStream>().await
+    }
+
+    /// [`into_websocket`](Self::into_websocket) for a server whose connections are `S` (a TLS
+    /// stream, say): over HTTP/1.1 the WebSocket runs on `S` itself, else on hyper's stream.
+    pub async fn into_websocket_on<S>(self) -> Result<WebSocket<UpgradedIo<S>>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let upgraded = self.on_upgrade.await.map_err(std::io::Error::other)?;
+        let (io, leftover) = take_back::<S>(upgraded);
+        Ok(crate::websocket_from_accepted(io, self.accepted, &leftover))
+    }
+}
+
+/// The stream under a WebSocket accepted through hyper as a single-task [`WebSocket`]: the
+/// connection's own stream when hyper could hand it back (HTTP/1.1 on an `S`), else hyper's
+/// (an HTTP/2 stream, or a connection of another type).
+#[derive(Debug)]
+pub enum UpgradedIo<S> {
+    /// The connection's own stream, taken back from hyper.
+    Own(S),
+    /// hyper's stream: an HTTP/2 stream, or a connection that is not an `S`.
+    Hyper(TokioIo<Upgraded>),
+}
+
+impl<S> UpgradedIo<S> {
+    /// The connection's own stream, if the WebSocket runs on it.
+    pub fn own(&self) -> Option<&S> {
+        match self {
+            UpgradedIo::Own(io) => Some(io),
+            UpgradedIo::Hyper(_) => None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for UpgradedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpgradedIo::Own(io) => Pin::new(io).poll_read(cx, buf),
+            UpgradedIo::Hyper(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for UpgradedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpgradedIo::Own(io) => Pin::new(io).poll_write(cx, buf),
+            UpgradedIo::Hyper(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpgradedIo::Own(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            UpgradedIo::Hyper(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpgradedIo::Own(io) => io.is_write_vectored(),
+            UpgradedIo::Hyper(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpgradedIo::Own(io) => Pin::new(io).poll_flush(cx),
+            UpgradedIo::Hyper(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpgradedIo::Own(io) => Pin::new(io).poll_shutdown(cx),
+            UpgradedIo::Hyper(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The stream hyper hands over, as the connection's own `S` with what hyper read past the
+/// request when it can be, else as hyper's stream.
+fn take_back<S>(upgraded: Upgraded) -> (UpgradedIo<S>, Bytes)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgraded = match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) => return (UpgradedIo::Own(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => upgraded,
+    };
+    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<S>>(upgraded) {
+        Ok(parts) => (UpgradedIo::Own(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => (UpgradedIo::Hyper(TokioIo::new(upgraded)), Bytes::new()),
+    }
 }
 
 /// Runs the WebSocket on the connection's own stream when it is an `S` (served by hyper
@@ -244,13 +374,9 @@ fn start_on<S>(upgraded: Upgraded, accepted: Accepted) -> (Sender, Receiver)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let upgraded = match upgraded.downcast::<TokioIo<S>>() {
-        Ok(parts) => return crate::from_accepted(parts.io.into_inner(), accepted, &parts.read_buf),
-        Err(upgraded) => upgraded,
-    };
-    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<S>>(upgraded) {
-        Ok(parts) => crate::from_accepted(parts.io.into_inner(), accepted, &parts.read_buf),
-        Err(upgraded) => crate::from_accepted(TokioIo::new(upgraded), accepted, &[]),
+    match take_back::<S>(upgraded) {
+        (UpgradedIo::Own(io), leftover) => crate::from_accepted(io, accepted, &leftover),
+        (UpgradedIo::Hyper(io), leftover) => crate::from_accepted(io, accepted, &leftover),
     }
 }
 

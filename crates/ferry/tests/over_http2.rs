@@ -2,9 +2,10 @@
 //! of its own (RFC 6455) and a stream of an HTTP/2 connection (RFC 8441). The server is hyper
 //! (HTTP/1.1 and HTTP/2 on one port, as `ferry serve` and axum run) with `ferry::upgrade`; the
 //! client is `ferry::connect_with` or `ferry::http2::Http2Connection`. Every check runs on
-//! both, so a difference between the transports fails here: message sizes around the length
-//! encodings, fragmentation, compression, closing, limits, and protocol violations written as
-//! raw bytes.
+//! both transports, each against the server's two ways of holding a WebSocket (handles with a
+//! connection task; a single-task `WebSocket`), so a difference between them fails here:
+//! message sizes around the length encodings, fragmentation, compression, closing, limits, and
+//! protocol violations written as raw bytes.
 
 mod common;
 
@@ -21,13 +22,36 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// How a test reaches the echo: the transport, and how the server holds the WebSocket
+/// (handles with a connection task, or a single-task `WebSocket`: `ferry serve`'s echo route).
 #[derive(Clone, Copy, Debug)]
 enum Transport {
     Http1,
     Http2,
+    Http1Task,
+    Http2Task,
 }
 
-const BOTH: [Transport; 2] = [Transport::Http1, Transport::Http2];
+const BOTH: [Transport; 4] = [
+    Transport::Http1,
+    Transport::Http2,
+    Transport::Http1Task,
+    Transport::Http2Task,
+];
+
+impl Transport {
+    fn is_http2(self) -> bool {
+        matches!(self, Transport::Http2 | Transport::Http2Task)
+    }
+
+    /// The server's echo for this way: `/echo` on handles, `/task/echo` on a single task.
+    fn path(self) -> &'static str {
+        match self {
+            Transport::Http1 | Transport::Http2 => "/echo",
+            Transport::Http1Task | Transport::Http2Task => "/task/echo",
+        }
+    }
+}
 
 /// An echo server: hyper's version-sniffing server with extended CONNECT enabled, ferry
 /// behind it with `config`.
@@ -53,8 +77,20 @@ async fn server(config: Config) -> String {
                                 ));
                             }
                         };
+                        let single_task = upgrade.request().path().starts_with("/task/");
                         let (response, pending) = upgrade.accept(&config);
                         tokio::spawn(async move {
+                            if single_task {
+                                let Ok(mut ws) = pending.into_websocket().await else {
+                                    return;
+                                };
+                                while let Some(message) = ws.recv_message().await {
+                                    if ws.send(message).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                return;
+                            }
                             let Ok((sender, mut receiver)) = pending.websocket().await else {
                                 return;
                             };
@@ -84,16 +120,17 @@ async fn open(
     base: &str,
     config: &Config,
 ) -> (ferry::Sender, ferry::Receiver, ferry::Response) {
-    match transport {
-        Transport::Http1 => ferry::connect_with(format!("{base}/echo"), config)
-            .await
-            .unwrap(),
-        Transport::Http2 => Http2Connection::connect(base, config)
+    if transport.is_http2() {
+        Http2Connection::connect(base, config)
             .await
             .unwrap()
-            .websocket("/echo")
+            .websocket(transport.path())
             .await
-            .unwrap(),
+            .unwrap()
+    } else {
+        ferry::connect_with(format!("{base}{}", transport.path()), config)
+            .await
+            .unwrap()
     }
 }
 
@@ -204,17 +241,14 @@ async fn a_message_over_the_servers_limit_closes_with_1009() {
 async fn open_raw(transport: Transport, base: &str) -> Box<dyn RawStream> {
     // No deflate: the frames below are plain.
     let config = Config::default().without_deflate();
-    match transport {
-        Transport::Http1 => {
-            let addr = base.trim_start_matches("ws://");
-            Box::new(common::upgraded_tcp(addr, "/echo").await)
-        }
-        Transport::Http2 => {
-            let connection = Http2Connection::connect(base, &config).await.unwrap();
-            let (stream, response) = connection.websocket_stream("/echo").await.unwrap();
-            assert_eq!(response.status, 200);
-            Box::new(stream)
-        }
+    if transport.is_http2() {
+        let connection = Http2Connection::connect(base, &config).await.unwrap();
+        let (stream, response) = connection.websocket_stream(transport.path()).await.unwrap();
+        assert_eq!(response.status, 200);
+        Box::new(stream)
+    } else {
+        let addr = base.trim_start_matches("ws://");
+        Box::new(common::upgraded_tcp(addr, transport.path()).await)
     }
 }
 
@@ -318,5 +352,32 @@ async fn frame_and_fragment_limits_close_with_1009_on_both() {
         assert_eq!(got, 1009, "{transport:?}: a frame over max_frame_size");
         let got = close_code_after(transport, &base, &many_fragments).await;
         assert_eq!(got, 1009, "{transport:?}: a message over max_fragments");
+    }
+}
+
+/// A client may send its first frame in the same packet as the upgrade: hyper reads it with
+/// the request, and both server models must take it over with the stream.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_is_not_lost() {
+    let base = server(Config::default().without_deflate()).await;
+    let addr = base.trim_start_matches("ws://");
+    for transport in [Transport::Http1, Transport::Http1Task] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut bytes = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            transport.path()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&frame(0x81, b"early"));
+        stream.write_all(&bytes).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{transport:?}");
+        let mut echoed = [0u8; 7];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"\x81\x05early", "{transport:?}");
     }
 }

@@ -391,6 +391,8 @@ fn abort<S: 'static>(io: &S) -> bool {
         tcp
     } else if let Some(tcp) = tls_tcp(io) {
         tcp
+    } else if let Some(tcp) = upgraded_tcp(io) {
+        tcp
     } else {
         return false;
     };
@@ -411,5 +413,27 @@ fn tls_tcp(io: &dyn Any) -> Option<&TcpStream> {
 
 #[cfg(not(feature = "tls"))]
 fn tls_tcp(_: &dyn Any) -> Option<&TcpStream> {
+    None
+}
+
+/// The TCP stream under a WebSocket taken back from a hyper server (`ferry::upgrade`), for
+/// the connection types `ferry serve` and most servers use: TCP, and rustls over TCP.
+#[cfg(feature = "hyper")]
+fn upgraded_tcp(io: &dyn Any) -> Option<&TcpStream> {
+    use crate::upgrade::UpgradedIo;
+    if let Some(upgraded) = io.downcast_ref::<UpgradedIo<TcpStream>>() {
+        return upgraded.own();
+    }
+    #[cfg(feature = "tls")]
+    if let Some(upgraded) =
+        io.downcast_ref::<UpgradedIo<tokio_rustls::server::TlsStream<TcpStream>>>()
+    {
+        return upgraded.own().map(|tls| tls.get_ref().0);
+    }
+    None
+}
+
+#[cfg(not(feature = "hyper"))]
+fn upgraded_tcp(_: &dyn Any) -> Option<&TcpStream> {
     None
 }

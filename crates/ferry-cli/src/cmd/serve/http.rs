@@ -1,16 +1,15 @@
 //! The one listener: HTTP/1.1 and HTTP/2 by hyper, upgraded to ferry's WebSocket on the
 //! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::upgrade::{Upgrade, UpgradeError, refusal_response};
-use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Sender};
+use ferry::upgrade::{Upgrade, UpgradeError, UpgradedIo, refusal_response};
+use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Sender, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
@@ -34,40 +33,6 @@ use super::tls::Tls;
 const PAGE: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
 const STYLE_CSS: &str = include_str!("page/style.css");
-
-/// Open WebSocket connections, so shutdown can close each with 1001.
-#[derive(Default)]
-pub struct Registry {
-    next: AtomicU64,
-    open: Mutex<HashMap<u64, Sender>>,
-}
-
-impl Registry {
-    fn add(&self, sender: Sender) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, sender);
-        id
-    }
-
-    fn remove(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-
-    fn all(&self) -> Vec<Sender> {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-}
 
 /// Accepts until SIGINT or SIGTERM, then closes every WebSocket with 1001 after its queued
 /// messages, waits up to `grace`, and returns. SIGHUP reloads the TLS certificate.
@@ -151,31 +116,12 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let open = state.connections.all();
-    tracing::info!(
-        connections = open.len(),
-        "shutting down: closing every connection with 1001"
-    );
-    let closes = open.into_iter().map(|sender| async move {
-        sender
-            .close(CloseCode::GOING_AWAY, "server shutting down")
-            .await;
-    });
-    let all = futures_join(closes);
-    if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!("grace period over: dropping the connections still open");
+    tracing::info!("shutting down: closing every connection with 1001");
+    match tokio::time::timeout(grace, state.connections.close_all()).await {
+        Ok(closed) => tracing::info!(connections = closed, "every connection closed"),
+        Err(_) => tracing::warn!("grace period over: dropping the connections still open"),
     }
     Ok(())
-}
-
-/// Waits for every future, without pulling in a futures combinator crate.
-async fn futures_join<F: std::future::Future<Output = ()> + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) {
-    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
-    for task in tasks {
-        let _ = task.await;
-    }
 }
 
 /// SIGHUP reloads the certificate and key (Unix only: elsewhere restart to reload).
@@ -495,6 +441,14 @@ fn upgrade<S: Transport>(
     tokio::spawn(async move {
         // Over HTTP/1.1 the WebSocket runs on the connection's own stream (S), taken back from
         // hyper with whatever it read past the request; an HTTP/2 stream stays hyper's.
+        if let Target::Echo = target {
+            // Only answers what it receives: one task, no handles (echo.rs).
+            match pending.into_websocket_on::<S>().await {
+                Ok(ws) => run_echo(ws, state, http2, grant, slot, admission).await,
+                Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+            }
+            return;
+        }
         match pending.websocket_on::<S>().await {
             Ok((sender, receiver)) => {
                 let websocket = WebSocketRequest {
@@ -641,6 +595,45 @@ struct WebSocketRequest {
     grant: Option<Grant>,
 }
 
+/// The echo route, on the task that accepted it.
+async fn run_echo<S: Transport>(
+    mut ws: WebSocket<UpgradedIo<S>>,
+    state: Arc<State>,
+    http2: bool,
+    grant: Option<Grant>,
+    // Held for the connection's life, as in `run_websocket`.
+    _slot: Arc<Slot>,
+    _admission: Admission,
+) {
+    count_connection(&state, http2);
+    let (id, stop) = state.connections.add_task();
+    let expires_in = grant.map(|g| g.remaining());
+    let closed = super::echo::run(&mut ws, &state, &stop, expires_in).await;
+    drop(ws);
+    if let Some(info) = closed {
+        record_close(&state, &info);
+    }
+    state.connections.remove(id);
+}
+
+fn count_connection(state: &State, http2: bool) {
+    let metrics = &state.metrics;
+    let total = if http2 {
+        &metrics.connections_http2_total
+    } else {
+        &metrics.connections_http1_total
+    };
+    total.fetch_add(1, Ordering::Relaxed);
+}
+
+fn record_close(state: &State, info: &CloseInfo) {
+    let initiator = match info.initiator {
+        Initiator::Local => "server",
+        Initiator::Remote => "client",
+    };
+    state.metrics.closed(info.code.as_u16(), initiator);
+}
+
 async fn run_websocket(
     sender: Sender,
     mut receiver: ferry::Receiver,
@@ -657,12 +650,7 @@ async fn run_websocket(
         grant,
     } = websocket;
     let metrics = &state.metrics;
-    let total = if http2 {
-        &metrics.connections_http2_total
-    } else {
-        &metrics.connections_http1_total
-    };
-    total.fetch_add(1, Ordering::Relaxed);
+    count_connection(&state, http2);
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
     let expiry = match (&grant, &target) {
@@ -676,7 +664,9 @@ async fn run_websocket(
         _ => None,
     };
     let closed = match &target {
-        Target::Echo => echo_or_publish(&state, &sender, &mut receiver, None, None).await,
+        // Served on its own task by run_echo, never through handles; were it ever routed
+        // here, it would read to the close without echoing.
+        Target::Echo => drain(&mut receiver).await,
         Target::Control => {
             // Records its own close in the metrics.
             super::control::serve(state.clone(), sender, receiver, grant).await;
@@ -684,9 +674,7 @@ async fn run_websocket(
         }
         Target::Topic(name) => match state.broker.subscribe(name, sender.clone().into()).await {
             Ok(subscription) => {
-                let closed =
-                    echo_or_publish(&state, &sender, &mut receiver, Some(name), grant.as_ref())
-                        .await;
+                let closed = publish(&state, &sender, &mut receiver, name, grant.as_ref()).await;
                 state.broker.unsubscribe(name, subscription);
                 closed
             }
@@ -708,11 +696,7 @@ async fn run_websocket(
         },
     };
     if let Some(info) = closed {
-        let initiator = match info.initiator {
-            Initiator::Local => "server",
-            Initiator::Remote => "client",
-        };
-        metrics.closed(info.code.as_u16(), initiator);
+        record_close(&state, &info);
     }
     if let Some(expiry) = expiry {
         expiry.abort();
@@ -743,30 +727,14 @@ async fn next_item(
     }
 }
 
-/// The echo route (`topic` None) and the topic route: every message received is sent back, or
-/// published. Returns how the connection closed.
-async fn echo_or_publish(
+/// The topic route: every message received is published. Returns how the connection closed.
+async fn publish(
     state: &State,
     sender: &Sender,
     receiver: &mut ferry::Receiver,
-    topic: Option<&String>,
+    name: &str,
     grant: Option<&Grant>,
 ) -> Option<CloseInfo> {
-    let Some(name) = topic else {
-        loop {
-            match next_item(receiver, sender, state.idle_timeout).await? {
-                Incoming::Message(message) => {
-                    state.metrics.received(Route::Echo, message.len());
-                    let len = message.len() as u64;
-                    // Fails only once the connection is closing; the loop then sees Closed.
-                    if sender.send(message).await.is_ok() {
-                        state.metrics.sent(Route::Echo, 1, len);
-                    }
-                }
-                Incoming::Closed(info) => return Some(info),
-            }
-        }
-    };
     type Outcome = (
         Result<super::broker::Published, super::broker::Unavailable>,
         u64,

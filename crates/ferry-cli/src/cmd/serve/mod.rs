@@ -9,6 +9,7 @@ mod bridge;
 mod broker;
 pub mod config;
 pub(crate) mod control;
+mod echo;
 mod forwarded;
 mod http;
 mod http2;
@@ -18,6 +19,7 @@ pub(crate) mod names;
 mod origin;
 mod per_ip;
 mod rate;
+mod registry;
 mod reply;
 mod tls;
 
@@ -508,7 +510,7 @@ pub struct State {
     pub publish_rate: rate::Rate,
     pub handshake_rate: rate::PerAddress,
     pub metrics: metrics::Metrics,
-    pub connections: http::Registry,
+    pub connections: registry::Registry,
     /// The HTTP/2 server's settings; `None` with `--http2 off` (HTTP/1.1 only).
     pub http2: Option<hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>>,
 }
@@ -644,7 +646,7 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
             publish_rate,
             handshake_rate,
             metrics: metrics::Metrics::default(),
-            connections: http::Registry::default(),
+            connections: registry::Registry::default(),
             http2: c.http2.enabled.then(|| http2::builder(&c)),
         });
         let listener = tokio::net::TcpListener::bind(&c.listen)

@@ -1,0 +1,196 @@
+//! The open WebSocket connections, so shutdown can close each with 1001 and wait for them.
+//!
+//! A connection is held one of two ways: by its handles (`Sender`), when its route sends from
+//! more than one place (control, topics, bridges), or by its own task, when the route only
+//! answers what it receives (echo) and runs on a single-task `WebSocket`. Shutdown closes the
+//! first kind through the handle and asks the second kind's task to close.
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use ferry::{CloseCode, Sender};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
+
+/// Open WebSocket connections.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
+    /// Shutdown has begun: a connection registered from now on is asked to close at once.
+    closing: AtomicBool,
+    /// Signalled when a task-held connection leaves, so shutdown can see whether any remain.
+    task_left: Notify,
+}
+
+enum Open {
+    Handles(Sender),
+    Task(Arc<Stop>),
+}
+
+/// Shutdown's request to a connection driven by its own task.
+///
+/// The task checks [`asked`](Self::asked) between messages (one atomic load) and awaits
+/// [`wait`](Self::wait) only while it has nothing else to do, so the request costs nothing
+/// per message.
+#[derive(Default)]
+pub struct Stop {
+    asked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Stop {
+    /// Whether shutdown asked this connection to close.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::Acquire)
+    }
+
+    /// Completes once shutdown asks this connection to close.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.asked() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    fn ask(&self) {
+        self.asked.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+impl Registry {
+    /// Registers a connection held by its handles; shutdown closes it through `sender`.
+    pub fn add(&self, sender: Sender) -> u64 {
+        self.insert(Open::Handles(sender))
+    }
+
+    /// Registers a connection its own task drives; that task watches the returned [`Stop`].
+    pub fn add_task(&self) -> (u64, Arc<Stop>) {
+        let stop = Arc::new(Stop::default());
+        let id = self.insert(Open::Task(stop.clone()));
+        if self.closing.load(Ordering::Acquire) {
+            // Registered after shutdown took its list: it would otherwise never be asked.
+            stop.ask();
+        }
+        (id, stop)
+    }
+
+    fn insert(&self, open: Open) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, open);
+        id
+    }
+
+    /// The connection has ended.
+    pub fn remove(&self, id: u64) {
+        let removed = self.lock().remove(&id);
+        if let Some(Open::Task(_)) = removed {
+            self.task_left.notify_waiters();
+        }
+    }
+
+    /// Closes every connection with 1001 (after what each has queued) and waits until each
+    /// has closed; returns how many there were.
+    pub async fn close_all(&self) -> usize {
+        self.closing.store(true, Ordering::Release);
+        let open: Vec<(Option<Sender>, Option<Arc<Stop>>)> = self
+            .lock()
+            .values()
+            .map(|open| match open {
+                Open::Handles(sender) => (Some(sender.clone()), None),
+                Open::Task(stop) => (None, Some(stop.clone())),
+            })
+            .collect();
+        let count = open.len();
+        let mut closes = Vec::new();
+        for (sender, stop) in open {
+            if let Some(stop) = stop {
+                stop.ask();
+            }
+            if let Some(sender) = sender {
+                closes.push(tokio::spawn(async move {
+                    sender
+                        .close(CloseCode::GOING_AWAY, "server shutting down")
+                        .await;
+                }));
+            }
+        }
+        for close in closes {
+            let _ = close.await;
+        }
+        self.tasks_ended().await;
+        count
+    }
+
+    /// Waits until no task-held connection remains.
+    async fn tasks_ended(&self) {
+        loop {
+            let left = self.task_left.notified();
+            tokio::pin!(left);
+            // Registered before looking, so a departure between the look and the wait is seen.
+            left.as_mut().enable();
+            if !self
+                .lock()
+                .values()
+                .any(|open| matches!(open, Open::Task(_)))
+            {
+                return;
+            }
+            left.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_asks_each_task_and_waits_for_it_to_leave() {
+        let registry = Arc::new(Registry::default());
+        let (id, stop) = registry.add_task();
+        assert!(!stop.asked());
+        let left = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (registry, left) = (registry.clone(), left.clone());
+            tokio::spawn(async move {
+                stop.wait().await;
+                // The connection's close handshake would run here.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                left.store(true, Ordering::SeqCst);
+                registry.remove(id);
+            })
+        };
+        let closed = tokio::time::timeout(Duration::from_secs(5), registry.close_all())
+            .await
+            .expect("close_all returns once the task has left");
+        assert_eq!(closed, 1);
+        assert!(
+            left.load(Ordering::SeqCst),
+            "close_all returned before the task left"
+        );
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_registered_during_shutdown_is_asked_at_once() {
+        let registry = Registry::default();
+        assert_eq!(registry.close_all().await, 0);
+        let (_, stop) = registry.add_task();
+        assert!(stop.asked());
+    }
+}
