@@ -13,7 +13,10 @@
 # and --quiet are added). Knobs (environment): RUNS (10), DURATION and WARMUP in seconds (2,
 # 0.5), A_ARGS and B_ARGS (extra `ferry echo` arguments per side), CONNECTIONS (1), PORT (9391),
 # SERVER_CPU (0), CLIENT_CPU (1), BENCH (the `ferry` that generates load: NEW_FERRY), SERVE=1 (run
-# `ferry serve` and load its /ws/echo route, the path users run, instead of `ferry echo`),
+# `ferry serve` and load its /ws/echo route, the path users run, instead of `ferry echo`; SERVE=B:
+# `ferry echo` as A against `ferry serve`'s /ws/echo as B, e.g. one binary's two paths),
+# ECHO_THREADS (`ferry echo --threads`, 1: a single-threaded runtime; `ferry serve` runs a
+# multi-threaded one, as `ferry echo` does with 2 or more),
 # A_LOAD and B_LOAD (extra `ferry bench` arguments per side: B_LOAD=--http2 compares WebSockets
 # over HTTP/2 streams with HTTP/1.1 connections on one server binary).
 # Per run: the rate (payload MB/s for bulk, else operations/s), server CPU µs per operation and
@@ -45,24 +48,31 @@ trap '[[ -z $SERVER_PID ]] || kill "$SERVER_PID" 2>/dev/null || true; rm -f "$RE
 rate_key=per_s
 [[ $MODE == bulk ]] && rate_key=payload_mb_per_s
 
+serve_echo=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0
+    --no-deflate --max-message-size 64MiB)
+plain_echo=(echo --listen "127.0.0.1:$PORT" --threads "${ECHO_THREADS:-1}" --no-deflate --max-message-size 64MiB
+    --max-frame-size 64MiB)
 if [[ $MODE == fanout ]]; then
-    server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0)
-    url=ws://127.0.0.1:$PORT/ws/topics/ab
+    a_server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0)
+    b_server=("${a_server[@]}")
+    a_url=ws://127.0.0.1:$PORT/ws/topics/ab b_url=$a_url
 elif [[ ${SERVE:-0} == 1 ]]; then
-    server=(serve --listen "127.0.0.1:$PORT" --max-connections 20000 --max-connections-per-ip 0
-        --no-deflate --max-message-size 64MiB)
-    url=ws://127.0.0.1:$PORT/ws/echo
+    a_server=("${serve_echo[@]}") b_server=("${serve_echo[@]}")
+    a_url=ws://127.0.0.1:$PORT/ws/echo b_url=$a_url
+elif [[ ${SERVE:-0} == B ]]; then
+    # `ferry echo` against `ferry serve`'s /ws/echo: the benchmark path against the product's.
+    a_server=("${plain_echo[@]}") b_server=("${serve_echo[@]}")
+    a_url=ws://127.0.0.1:$PORT/ b_url=ws://127.0.0.1:$PORT/ws/echo
 else
-    server=(echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate --max-message-size 64MiB
-        --max-frame-size 64MiB)
-    url=ws://127.0.0.1:$PORT/
+    a_server=("${plain_echo[@]}") b_server=("${plain_echo[@]}")
+    a_url=ws://127.0.0.1:$PORT/ b_url=$a_url
 fi
 for run in $(seq 1 "$RUNS"); do
     for side in A B; do
         if [[ $side == A ]]; then
-            bin=$A args=("${A_ARGS[@]}") load=("${A_LOAD[@]}")
+            bin=$A args=("${A_ARGS[@]}") load=("${A_LOAD[@]}") server=("${a_server[@]}") url=$a_url
         else
-            bin=$B args=("${B_ARGS[@]}") load=("${B_LOAD[@]}")
+            bin=$B args=("${B_ARGS[@]}") load=("${B_LOAD[@]}") server=("${b_server[@]}") url=$b_url
         fi
         taskset -c "$SERVER_CPU" "$bin" "${server[@]}" "${args[@]}" </dev/null >/dev/null 2>&1 &
         SERVER_PID=$!

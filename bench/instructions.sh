@@ -13,7 +13,9 @@
 #                                     comparison that machine noise cannot blur
 #   SERVERS="ferry ferry-serve" bench/instructions.sh
 #                                     `ferry echo` beside `ferry serve`'s /ws/echo route (the
-#                                     path users run; compression off, pings off)
+#                                     path users run; compression off, pings off);
+#                                     ferry-serve-1: the same with --threads 1 (the
+#                                     single-threaded scheduler `ferry echo` runs on)
 #   WORKLOADS="echo handshake" bench/instructions.sh
 #                                     also (or only) the cost of a whole connection: TCP accept,
 #                                     the opening handshake, one 20 B echo and the close
@@ -77,10 +79,14 @@ instructions() {
             cmd=("$FERRY" serve --listen "127.0.0.1:$PORT" --no-deflate --ping-interval 0)
             path=/ws/echo
             ;;
+        ferry-serve-1)
+            cmd=("$FERRY" serve --listen "127.0.0.1:$PORT" --no-deflate --ping-interval 0 --threads 1)
+            path=/ws/echo
+            ;;
         plain-tcp) cmd=("$PEERS/tcp-echo" --listen "127.0.0.1:$PORT"); protocol=tcp ;;
         fastwebsockets) cmd=("$PEERS/fastwebsockets-echo" --listen "127.0.0.1:$PORT") ;;
         tokio-tungstenite) cmd=("$PEERS/tungstenite-echo" --listen "127.0.0.1:$PORT") ;;
-        *) die "unknown server $server (SERVERS takes ferry, ferry-serve, plain-tcp, fastwebsockets, tokio-tungstenite)" ;;
+        *) die "unknown server $server (SERVERS takes ferry, ferry-serve, ferry-serve-1, plain-tcp, fastwebsockets, tokio-tungstenite)" ;;
     esac
     [[ -x ${cmd[0]} ]] || die "${cmd[0]} is missing; build it (run without SKIP_BUILD=1)"
     valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" </dev/null >"$WORK/server.log" 2>&1 &

@@ -114,6 +114,39 @@ async fn topic_delivers_to_every_subscriber() {
 }
 
 #[tokio::test]
+async fn one_thread_serves_echo_topics_and_shutdown() {
+    // --threads 1: the single-threaded scheduler. Every route runs on it, including the
+    // connection tasks of topic subscribers, and SIGTERM still closes each with 1001.
+    let server = Server::serve(&["--threads", "1", "--grace", "5s"]);
+    let echo = format!("ws://{}/ws/echo", server.addr);
+    let (sender, mut receiver, _) = ferry::connect(&echo).await.unwrap();
+    sender.send("one thread").await.unwrap();
+    assert_eq!(
+        receiver.recv_message().await,
+        Some(Message::text("one thread"))
+    );
+    let topic = format!("ws://{}/ws/topics/solo", server.addr);
+    let (publisher, mut own, _) = ferry::connect(&topic).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher.send("to all").await.unwrap();
+    assert_eq!(own.recv_message().await, Some(Message::text("to all")));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for receiver in [&mut receiver, &mut own] {
+        match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .unwrap()
+        {
+            Some(Incoming::Closed(info)) => assert_eq!(info.code, CloseCode::GOING_AWAY),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn foreign_origin_is_refused_with_403() {
     let server = Server::serve(&[]);
     let refused = http(

@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub allow_origins: Vec<String>,
     /// How long shutdown waits for closing handshakes.
     pub grace: Dur,
+    /// Worker threads; 0: one per CPU. 1: a single-threaded runtime.
+    pub threads: usize,
     /// Address ranges of reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
@@ -50,6 +52,7 @@ impl Default for ServeConfig {
             ws_prefix: "/ws".into(),
             allow_origins: Vec::new(),
             grace: Dur(Duration::from_secs(10)),
+            threads: 0,
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             tls: None,

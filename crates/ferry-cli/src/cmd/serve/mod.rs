@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// Path prefix of the WebSocket routes.
     #[arg(long, value_name = "PATH", default_value = "/ws")]
     pub ws_prefix: String,
+    /// Worker threads; 0: one per CPU. 1 runs every connection on one thread with the
+    /// single-threaded scheduler, the least CPU per message (for one core, or one process per
+    /// core behind a balancer).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
     /// Also accept WebSocket connections from this Origin (repeatable; * for any). By default
     /// only pages from the server's own origin, and non-browser clients (no Origin), may connect.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
@@ -262,6 +267,9 @@ impl ServeArgs {
         let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         if given("listen") {
             c.listen.clone_from(&self.listen);
+        }
+        if given("threads") {
+            c.threads = self.threads;
         }
         if given("ws_prefix") {
             c.ws_prefix.clone_from(&self.ws_prefix);
@@ -571,9 +579,20 @@ pub fn start(c: ServeConfig, catch_all_bridge: Option<String>) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("trusted_proxies (--trusted-proxy) {e}"))?;
     let (max_connections, idle_timeout) = (l.max_connections, l.idle_timeout.0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match c.threads {
+        // The single-threaded scheduler skips the work-stealing one's bookkeeping per task
+        // poll: about 750 of a small echo's 4,800 instructions (bench/instructions.sh).
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     let hub = Arc::new(LocalBroker::with_config(BrokerConfig {
         slow_subscriber: match c.topics.slow_subscriber {
             SlowSubscriberArg::Close => SlowSubscriber::Close,
