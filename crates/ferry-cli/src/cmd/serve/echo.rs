@@ -38,24 +38,17 @@ where
     // When a message last arrived; the idle timer, once it fires, moves to this plus `idle`
     // instead of being reset on every message.
     let mut last_message = Instant::now();
-    loop {
+    let (code, reason) = loop {
         if stop.asked() {
-            return Some(
-                ws.close(CloseCode::GOING_AWAY, "server shutting down")
-                    .await,
-            );
+            break (CloseCode::GOING_AWAY, "server shutting down");
         }
         let item = tokio::select! {
             // The connection first: the other branches are polled only when it has nothing,
             // so they cost nothing per message.
             biased;
             item = ws.recv() => item,
-            () = stop.wait() => {
-                return Some(ws.close(CloseCode::GOING_AWAY, "server shutting down").await);
-            }
-            () = fires(&mut expiry) => {
-                return Some(ws.close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired").await);
-            }
+            () = stop.wait() => break (CloseCode::GOING_AWAY, "server shutting down"),
+            () = fires(&mut expiry) => break (CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"),
             () = fires(&mut idle_timer) => {
                 let due = last_message + idle;
                 if due > Instant::now() {
@@ -64,7 +57,7 @@ where
                     }
                     continue;
                 }
-                return Some(ws.close(CloseCode::GOING_AWAY, "idle timeout").await);
+                break (CloseCode::GOING_AWAY, "idle timeout");
             }
         };
         match item? {
@@ -81,7 +74,10 @@ where
             }
             Incoming::Closed(info) => return Some(info),
         }
-    }
+    };
+    // Boxed: the closing handshake's future (its timeout included) would otherwise be part of
+    // every connection's task for its whole life, for a step taken once.
+    Some(Box::pin(ws.close(code, reason)).await)
 }
 
 /// Completes when `timer` fires; never, without one.

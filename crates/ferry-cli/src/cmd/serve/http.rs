@@ -2,6 +2,8 @@
 //! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -438,18 +440,25 @@ fn upgrade<S: Transport>(
     // The response and the connection, settled together (subprotocol, permessage-deflate).
     let (reply, pending) = upgrade.accept_with_protocols(&state.config, protocols);
     let grant = authorized.grant;
+    // Over HTTP/1.1 the WebSocket runs on the connection's own stream (S), taken back from
+    // hyper with whatever it read past the request; an HTTP/2 stream stays hyper's. Each kind
+    // of route is its own task, so an echo connection's task is the size of the echo loop,
+    // not of the largest route's future (it lives as long as the connection: docs/memory.md).
+    if let Target::Echo = target {
+        // Only answers what it receives: one task, no handles (echo.rs). The wait for the
+        // stream is boxed and the token reduced to its expiry before the task is made: the
+        // task keeps its size for the connection's whole life (about 1 KiB against 4.9).
+        let expires_in = grant.map(|g| g.remaining());
+        let upgrading = Box::pin(pending.into_websocket_on::<S>());
+        tokio::spawn(run_echo(
+            upgrading, state, http2, expires_in, slot, admission,
+        ));
+        return reply;
+    }
+    // As for echo: the wait for the stream is boxed, so it does not size the task.
+    let upgrading = Box::pin(pending.websocket_on::<S>());
     tokio::spawn(async move {
-        // Over HTTP/1.1 the WebSocket runs on the connection's own stream (S), taken back from
-        // hyper with whatever it read past the request; an HTTP/2 stream stays hyper's.
-        if let Target::Echo = target {
-            // Only answers what it receives: one task, no handles (echo.rs).
-            match pending.into_websocket_on::<S>().await {
-                Ok(ws) => run_echo(ws, state, http2, grant, slot, admission).await,
-                Err(err) => tracing::debug!(error = %err, "upgrade failed"),
-            }
-            return;
-        }
-        match pending.websocket_on::<S>().await {
+        match upgrading.await {
             Ok((sender, receiver)) => {
                 let websocket = WebSocketRequest {
                     target,
@@ -595,19 +604,32 @@ struct WebSocketRequest {
     grant: Option<Grant>,
 }
 
-/// The echo route, on the task that accepted it.
-async fn run_echo<S: Transport>(
-    mut ws: WebSocket<UpgradedIo<S>>,
+/// The echo route, on the task that accepted it, once `upgrading` yields the WebSocket.
+///
+/// The WebSocket is a local of this function, not an argument: an `async fn` keeps an
+/// argument moved into it as well as its own binding of it, so an argument would be held twice
+/// for the connection's life.
+async fn run_echo<S, U>(
+    upgrading: Pin<Box<U>>,
     state: Arc<State>,
     http2: bool,
-    grant: Option<Grant>,
+    expires_in: Option<Duration>,
     // Held for the connection's life, as in `run_websocket`.
     _slot: Arc<Slot>,
     _admission: Admission,
-) {
+) where
+    S: Transport,
+    U: Future<Output = Result<WebSocket<UpgradedIo<S>>, ferry::Error>> + ?Sized,
+{
+    let mut ws = match upgrading.await {
+        Ok(ws) => ws,
+        Err(err) => {
+            tracing::debug!(error = %err, "upgrade failed");
+            return;
+        }
+    };
     count_connection(&state, http2);
     let (id, stop) = state.connections.add_task();
-    let expires_in = grant.map(|g| g.remaining());
     let closed = super::echo::run(&mut ws, &state, &stop, expires_in).await;
     drop(ws);
     if let Some(info) = closed {
@@ -668,8 +690,15 @@ async fn run_websocket(
         // here, it would read to the close without echoing.
         Target::Echo => drain(&mut receiver).await,
         Target::Control => {
-            // Records its own close in the metrics.
-            super::control::serve(state.clone(), sender, receiver, grant).await;
+            // Records its own close in the metrics. Boxed, as the bridge below: the task of
+            // every topic connection would otherwise be the size of the largest route's loop.
+            Box::pin(super::control::serve(
+                state.clone(),
+                sender,
+                receiver,
+                grant,
+            ))
+            .await;
             None
         }
         Target::Topic(name) => match state.broker.subscribe(name, sender.clone().into()).await {
@@ -690,7 +719,14 @@ async fn run_websocket(
         },
         Target::Bridge(name) => match state.bridges.get(name) {
             Some(bridge) => {
-                bridge::relay(bridge, sender, receiver, metrics, state.idle_timeout).await
+                Box::pin(bridge::relay(
+                    bridge,
+                    sender,
+                    receiver,
+                    metrics,
+                    state.idle_timeout,
+                ))
+                .await
             }
             None => None,
         },
