@@ -1,7 +1,8 @@
 //! One behaviour suite for every public way to hold a connection: the single-task
 //! [`WebSocket`], the [`Sender`]/[`Receiver`] handles, and a [`Handler`] under
-//! `ferry::serve_with`. Each check runs against each layer as the server, with a raw client
-//! writing frames byte by byte, so a difference between the layers is a failing test.
+//! `ferry::serve_with`. Each check runs against each layer as the server (each it applies to:
+//! a receive budget means nothing to a `Handler`, clones nothing to a `WebSocket`), with a raw
+//! client writing frames byte by byte, so a difference between the layers is a failing test.
 
 mod common;
 
@@ -442,5 +443,92 @@ async fn a_full_send_queue_hands_the_message_back() {
             "{layer:?}: {queued} bytes queued over a {BUDGET}-byte budget"
         );
         drop(client);
+    }
+}
+
+/// A server that does not take its messages stops reading: the peer's writes stall once the
+/// receive budget and the kernel's buffers are full, and nothing is lost when it reads again.
+/// (A `Handler` takes each message as it arrives; what it keeps is its own budget, so it is
+/// not part of this check.)
+#[tokio::test]
+async fn a_server_that_does_not_read_pauses_the_peer() {
+    const BUDGET: usize = 256 * 1024;
+    const MESSAGE: usize = 64 * 1024;
+    // 64 MiB: far beyond the budget plus what loopback's socket buffers hold.
+    const COUNT: usize = 1024;
+    let config = Config {
+        limits: Limits {
+            recv_queue_bytes: BUDGET,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    for layer in [Layer::WebSocket, Layer::Handles] {
+        let (mut server, mut client) = pair(layer, config.clone()).await;
+        let writer = tokio::spawn(async move {
+            for i in 0..COUNT {
+                let mut payload = vec![0u8; MESSAGE];
+                payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                client.frame(0x82, &payload).await;
+            }
+            client
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !writer.is_finished(),
+            "{layer:?}: 64 MiB went in while the server read nothing"
+        );
+        for i in 0..COUNT {
+            match server.recv().await {
+                Some(Incoming::Message(message)) => {
+                    assert_eq!(message.len(), MESSAGE, "{layer:?}");
+                    assert_eq!(
+                        message.as_bytes()[..8],
+                        (i as u64).to_be_bytes(),
+                        "{layer:?}: message {i} in order"
+                    );
+                }
+                other => panic!("{layer:?}: expected message {i}, got {other:?}"),
+            }
+        }
+        drop(writer.await.unwrap());
+    }
+}
+
+/// Clones of a `Sender` on several tasks: every message goes out whole, each task's in the
+/// order it sent them. (The single-task `WebSocket` has no clones; it is not part of this.)
+#[tokio::test]
+async fn sender_clones_on_many_tasks_keep_each_tasks_order() {
+    for layer in [Layer::Handles, Layer::Handler] {
+        let (server, mut client) = pair(layer, Config::default()).await;
+        let sender = match &server {
+            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.clone(),
+            Server::WebSocket(_) => unreachable!("not in this check"),
+        };
+        let tasks: Vec<_> = (0..4)
+            .map(|task| {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    for i in 0..100 {
+                        sender.send(format!("{task}:{i}")).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut next = [0usize; 4];
+        for _ in 0..400 {
+            let (first, payload) = client.read().await;
+            assert_eq!(first, 0x81, "{layer:?}: a whole text frame");
+            let text = String::from_utf8(payload).unwrap();
+            let (task, i) = text.split_once(':').unwrap();
+            let (task, i): (usize, usize) = (task.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[task], "{layer:?}: task {task}'s messages in order");
+            next[task] += 1;
+        }
+        assert_eq!(next, [100; 4], "{layer:?}");
+        drop(server);
     }
 }
