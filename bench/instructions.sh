@@ -15,7 +15,9 @@
 #                                     `ferry echo` beside `ferry serve`'s /ws/echo route (the
 #                                     path users run; compression off, pings off);
 #                                     ferry-serve-1: the same with --threads 1 (the
-#                                     single-threaded scheduler `ferry echo` runs on)
+#                                     single-threaded scheduler `ferry echo` runs on);
+#                                     ferry-2: `ferry echo --threads 2`, the multi-threaded
+#                                     scheduler `ferry serve` runs on by default
 #   WORKLOADS="echo handshake" bench/instructions.sh
 #                                     also (or only) the cost of a whole connection: TCP accept,
 #                                     the opening handshake, one 20 B echo and the close
@@ -75,6 +77,7 @@ instructions() {
     local server=$1 workload=$2 size=$3 n=$4 out=$WORK/callgrind.$1.$2.$3.$4 i cmd protocol=ws path=/
     case $server in
         ferry) cmd=("$FERRY" echo --listen "127.0.0.1:$PORT" --threads 1 --no-deflate) ;;
+        ferry-2) cmd=("$FERRY" echo --listen "127.0.0.1:$PORT" --threads 2 --no-deflate) ;;
         ferry-serve)
             cmd=("$FERRY" serve --listen "127.0.0.1:$PORT" --no-deflate --ping-interval 0)
             path=/ws/echo
@@ -86,7 +89,7 @@ instructions() {
         plain-tcp) cmd=("$PEERS/tcp-echo" --listen "127.0.0.1:$PORT"); protocol=tcp ;;
         fastwebsockets) cmd=("$PEERS/fastwebsockets-echo" --listen "127.0.0.1:$PORT") ;;
         tokio-tungstenite) cmd=("$PEERS/tungstenite-echo" --listen "127.0.0.1:$PORT") ;;
-        *) die "unknown server $server (SERVERS takes ferry, ferry-serve, ferry-serve-1, plain-tcp, fastwebsockets, tokio-tungstenite)" ;;
+        *) die "unknown server $server (SERVERS takes ferry, ferry-2, ferry-serve, ferry-serve-1, plain-tcp, fastwebsockets, tokio-tungstenite)" ;;
     esac
     [[ -x ${cmd[0]} ]] || die "${cmd[0]} is missing; build it (run without SKIP_BUILD=1)"
     valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" </dev/null >"$WORK/server.log" 2>&1 &

@@ -3,8 +3,9 @@
 //! does. The route only answers what it receives, so nothing else needs a handle to it;
 //! shutdown, the idle timeout and a token's expiry reach it through the same task.
 
-use std::future::pending;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ferry::{CloseCode, CloseInfo, Incoming, WebSocket};
@@ -42,14 +43,29 @@ where
         if stop.asked() {
             break (CloseCode::GOING_AWAY, "server shutting down");
         }
-        let item = tokio::select! {
-            // The connection first: the other branches are polled only when it has nothing,
+        let next = poll_fn(|cx| {
+            // The connection first; the rarer wake-ups are polled only when it has nothing,
             // so they cost nothing per message.
-            biased;
-            item = ws.recv() => item,
-            () = stop.wait() => break (CloseCode::GOING_AWAY, "server shutting down"),
-            () = fires(&mut expiry) => break (CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"),
-            () = fires(&mut idle_timer) => {
+            if let Poll::Ready(item) = ws.poll_recv(cx) {
+                return Poll::Ready(Next::Item(item));
+            }
+            if stop.poll_asked(cx) {
+                return Poll::Ready(Next::Close(CloseCode::GOING_AWAY, "server shutting down"));
+            }
+            if fired(&mut expiry, cx) {
+                let code = CloseCode::from(CLOSE_TOKEN_EXPIRED);
+                return Poll::Ready(Next::Close(code, "token expired"));
+            }
+            if fired(&mut idle_timer, cx) {
+                return Poll::Ready(Next::IdleTimer);
+            }
+            Poll::Pending
+        })
+        .await;
+        let item = match next {
+            Next::Item(item) => item,
+            Next::Close(code, reason) => break (code, reason),
+            Next::IdleTimer => {
                 let due = last_message + idle;
                 if due > Instant::now() {
                     if let Some(timer) = idle_timer.as_mut() {
@@ -80,10 +96,19 @@ where
     Some(Box::pin(ws.close(code, reason)).await)
 }
 
-/// Completes when `timer` fires; never, without one.
-async fn fires(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(timer) => timer.as_mut().await,
-        None => pending().await,
-    }
+/// What woke the echo loop.
+enum Next {
+    /// The connection's next item.
+    Item(Option<Incoming>),
+    /// Shutdown or the token's expiry: close with this.
+    Close(CloseCode, &'static str),
+    /// The idle timer fired; whether the connection was idle that long is checked then.
+    IdleTimer,
+}
+
+/// Whether `timer` has fired (never, without one); registers for its firing if not.
+fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
 }

@@ -6,10 +6,9 @@
 //! first kind through the handle and asks the second kind's task to close.
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::Context;
 
 use ferry::{CloseCode, Sender};
 use futures_util::task::AtomicWaker;
@@ -34,7 +33,7 @@ enum Open {
 /// Shutdown's request to a connection driven by its own task.
 ///
 /// The task checks [`asked`](Self::asked) between messages (one atomic load) and awaits
-/// [`wait`](Self::wait) only while it has nothing else to do, so the request costs nothing
+/// [`poll_asked`](Self::poll_asked) only while it has nothing else to do, so the request costs nothing
 /// per message.
 #[derive(Default)]
 pub struct Stop {
@@ -48,16 +47,10 @@ impl Stop {
         self.asked.load(Ordering::Acquire)
     }
 
-    /// Completes once shutdown asks this connection to close.
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.asked() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+    /// Whether shutdown asked this connection to close; if not, `cx` is woken when it does.
+    pub fn poll_asked(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.asked()
     }
 
     fn ask(&self) {
@@ -155,6 +148,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
     use std::time::Duration;
 
     use super::*;
@@ -168,7 +163,14 @@ mod tests {
         let task = {
             let (registry, left) = (registry.clone(), left.clone());
             tokio::spawn(async move {
-                stop.wait().await;
+                poll_fn(|cx| {
+                    if stop.poll_asked(cx) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
                 // The connection's close handshake would run here.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 left.store(true, Ordering::SeqCst);
