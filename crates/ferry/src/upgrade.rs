@@ -29,6 +29,11 @@
 //!
 //! hyper serves HTTP/1.1 upgrades only on a connection served `with_upgrades()`, and HTTP/2
 //! WebSockets only with `enable_connect_protocol()` on its HTTP/2 builder.
+//!
+//! [`PendingWebSocket::websocket`] gives the `Sender`/`Receiver` handles, with a connection
+//! task of their own; [`PendingWebSocket::into_websocket`] gives a single-task
+//! [`WebSocket`](crate::WebSocket) that the awaiting task drives, for a handler that only
+//! answers what it receives (one task and no queues per connection).
 
 use std::io::IoSlice;
 use std::pin::Pin;
