@@ -32,7 +32,7 @@
 //!
 //! [`PendingWebSocket::websocket`] gives the `Sender`/`Receiver` handles, with a connection
 //! task of their own; [`PendingWebSocket::into_websocket`] gives a single-task
-//! [`WebSocket`](crate::WebSocket) that the awaiting task drives, for a handler that only
+//! [`WebSocket`] that the awaiting task drives, for a handler that only
 //! answers what it receives (one task and no queues per connection).
 
 use std::io::IoSlice;
