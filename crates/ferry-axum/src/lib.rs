@@ -37,8 +37,9 @@ use axum::extract::FromRequestParts;
 use axum::http::Version;
 use axum::http::request::Parts;
 use axum::response::Response;
-use ferry::upgrade::{Upgrade, refusal_response};
-use ferry::{Config, DeflateConfig, Limits, Receiver, Request, Sender};
+use ferry::upgrade::{Upgrade, UpgradedIo, refusal_response};
+use ferry::{Config, DeflateConfig, Limits, Receiver, Request, Sender, WebSocket};
+use tokio::net::TcpStream;
 
 /// A WebSocket request, extracted: configure it, then answer it with
 /// [`on_upgrade`](Self::on_upgrade).
@@ -118,6 +119,43 @@ impl WebSocketUpgrade {
             // Fails only when the client went away before the response reached it.
             if let Ok((sender, receiver)) = pending.websocket().await {
                 callback(sender, receiver).await;
+            }
+        });
+        response
+    }
+
+    /// Accepts the WebSocket like [`on_upgrade`](Self::on_upgrade), but runs `callback` with a
+    /// single-task [`WebSocket`] that the callback's own task drives: no connection task beside
+    /// it and no queues between tasks, for a handler that only answers what it receives. Over
+    /// HTTP/1.1 the WebSocket runs on axum's TCP socket itself, over HTTP/2 on hyper's stream.
+    ///
+    /// ```no_run
+    /// use axum::response::Response;
+    /// use ferry_axum::WebSocketUpgrade;
+    ///
+    /// async fn echo(ws: WebSocketUpgrade) -> Response {
+    ///     ws.on_upgrade_websocket(|mut ws| async move {
+    ///         while let Some(message) = ws.recv_message().await {
+    ///             if ws.send(message).await.is_err() {
+    ///                 break;
+    ///             }
+    ///         }
+    ///     })
+    /// }
+    /// ```
+    pub fn on_upgrade_websocket<F, Fut>(self, callback: F) -> Response
+    where
+        F: FnOnce(WebSocket<UpgradedIo<TcpStream>>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (response, pending) = self.upgrade.accept::<Body>(&self.config);
+        // Boxed: the task keeps its size for the connection's life, and the wait for the
+        // stream is needed only until it comes.
+        let upgrading = Box::pin(pending.into_websocket());
+        tokio::spawn(async move {
+            // Fails only when the client went away before the response reached it.
+            if let Ok(ws) = upgrading.await {
+                callback(ws).await;
             }
         });
         response

@@ -31,10 +31,29 @@ async fn echo(ws: WebSocketUpgrade) -> Response {
         })
 }
 
+/// The same echo on a single-task `WebSocket`.
+async fn echo_single_task(ws: WebSocketUpgrade) -> Response {
+    let version = if ws.is_http2() { "h2" } else { "h1" };
+    ws.protocols(["echo.v2", "echo"])
+        .on_upgrade_websocket(move |mut ws| async move {
+            while let Some(message) = ws.recv_message().await {
+                let reply = match message {
+                    Message::Text(text) => Message::text(format!("{version} one task: {text}")),
+                    binary => binary,
+                };
+                if ws.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        })
+}
+
 async fn app() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let app = Router::new().route("/ws", any(echo));
+    let app = Router::new()
+        .route("/ws", any(echo))
+        .route("/ws/one-task", any(echo_single_task));
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -162,4 +181,41 @@ async fn http2_extended_connect() {
     );
     let closed = sender.close(ferry::CloseCode::NORMAL, "bye").await;
     assert_eq!(closed.code, ferry::CloseCode::NORMAL);
+}
+
+/// The single-task handler over HTTP/1.1 (on axum's socket itself) and HTTP/2 (on hyper's
+/// stream): the same echo, compression and subprotocol as the handles.
+#[tokio::test]
+async fn a_single_task_handler_over_both_versions() {
+    let addr = app().await;
+    let config = ferry::Config {
+        protocols: vec!["echo".into()],
+        ..ferry::Config::default()
+    };
+    let (sender, mut receiver, response) =
+        ferry::connect_with(&format!("ws://{addr}/ws/one-task"), &config)
+            .await
+            .unwrap();
+    assert_eq!(response.protocol.as_deref(), Some("echo"));
+    assert!(response.deflate.is_some());
+    sender.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        receiver.recv_message().await,
+        Some(Message::text("h1 one task: hello"))
+    );
+    let big = vec![7u8; 300_000];
+    sender.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(receiver.recv_message().await, Some(Message::binary(big)));
+    assert!(sender.close(ferry::CloseCode::NORMAL, "bye").await.clean);
+
+    let http2 = ferry::http2::Http2Connection::connect(&format!("ws://{addr}"), &config)
+        .await
+        .unwrap();
+    let (sender, mut receiver, _) = http2.websocket("/ws/one-task").await.unwrap();
+    sender.send(Message::text("over a stream")).await.unwrap();
+    assert_eq!(
+        receiver.recv_message().await,
+        Some(Message::text("h2 one task: over a stream"))
+    );
+    assert!(sender.close(ferry::CloseCode::NORMAL, "").await.clean);
 }
