@@ -113,6 +113,24 @@ async fn topic_delivers_to_every_subscriber() {
     );
 }
 
+fn sigterm(server: &Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn closed_with_1001(receiver: &mut ferry::Receiver) {
+    match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .unwrap()
+    {
+        Some(Incoming::Closed(info)) => assert_eq!(info.code, CloseCode::GOING_AWAY),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn one_thread_serves_echo_topics_and_shutdown() {
     // --threads 1: the single-threaded scheduler. Every route runs on it, including the
@@ -130,20 +148,9 @@ async fn one_thread_serves_echo_topics_and_shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     publisher.send("to all").await.unwrap();
     assert_eq!(own.recv_message().await, Some(Message::text("to all")));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for receiver in [&mut receiver, &mut own] {
-        match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
-            .await
-            .unwrap()
-        {
-            Some(Incoming::Closed(info)) => assert_eq!(info.code, CloseCode::GOING_AWAY),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
-    }
+    sigterm(&server);
+    closed_with_1001(&mut receiver).await;
+    closed_with_1001(&mut own).await;
 }
 
 #[tokio::test]
@@ -231,18 +238,8 @@ async fn sigterm_closes_every_connection_with_1001_and_exits_0() {
         .unwrap();
     sender.send("before").await.unwrap();
     assert_eq!(receiver.recv_message().await, Some(Message::text("before")));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    match tokio::time::timeout(Duration::from_secs(10), receiver.recv())
-        .await
-        .unwrap()
-    {
-        Some(Incoming::Closed(info)) => assert_eq!(info.code, CloseCode::GOING_AWAY),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    sigterm(&server);
+    closed_with_1001(&mut receiver).await;
     let exit = tokio::task::spawn_blocking(move || {
         let mut server = server;
         server.child.wait()

@@ -187,25 +187,28 @@ pub fn from_accepted<S>(stream: S, accepted: Accepted, leftover: &[u8]) -> (Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut conn = accepted.connection;
-    if !leftover.is_empty() {
-        conn.receive_data(leftover, socket::now());
-    }
-    socket::start(stream, conn, accepted.deflate)
+    let (conn, deflate) = fed_leftover(accepted, leftover);
+    socket::start(stream, conn, deflate)
 }
 
-/// [`from_accepted`], as a single-task [`WebSocket`] driven by whoever awaits it, instead of
-/// handles with a connection task of their own: what a route that only answers what it
-/// receives (an echo) wants, at the cost of one task less per connection.
+/// [`from_accepted`], as a single-task [`WebSocket`] driven by whoever awaits it instead of
+/// handles with a connection task of their own: one task per connection instead of two, for a
+/// route that only answers what it receives (an echo).
 pub fn websocket_from_accepted<S>(stream: S, accepted: Accepted, leftover: &[u8]) -> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (conn, deflate) = fed_leftover(accepted, leftover);
+    socket::websocket(stream, conn, deflate)
+}
+
+/// The accepted connection, having read what the HTTP server read past the request.
+fn fed_leftover(accepted: Accepted, leftover: &[u8]) -> (Connection, Option<DeflateParams>) {
     let mut conn = accepted.connection;
     if !leftover.is_empty() {
         conn.receive_data(leftover, socket::now());
     }
-    socket::websocket(stream, conn, accepted.deflate)
+    (conn, accepted.deflate)
 }
 
 async fn read_request<S: AsyncRead + Unpin>(

@@ -437,3 +437,37 @@ fn upgraded_tcp(io: &dyn Any) -> Option<&TcpStream> {
 fn upgraded_tcp(_: &dyn Any) -> Option<&TcpStream> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_keepalive_abort_resets_tcp_and_leaves_other_transports_alone() {
+        let (_client, server) = tcp_pair().await;
+        assert!(abort(&server));
+        assert_eq!(server.linger().unwrap(), Some(Duration::ZERO));
+        let (pipe, _other) = tokio::io::duplex(64);
+        assert!(!abort(&pipe), "an in-memory pipe has no TCP to reset");
+    }
+
+    /// `ferry serve`'s echo route runs on the socket taken back from hyper, wrapped in
+    /// `UpgradedIo`: a keepalive failure must still reset it.
+    #[cfg(feature = "hyper")]
+    #[tokio::test]
+    async fn a_tcp_stream_taken_back_from_hyper_is_reset_too() {
+        let (_client, server) = tcp_pair().await;
+        let io = crate::upgrade::UpgradedIo::Own(server);
+        assert!(abort(&io));
+        assert_eq!(io.own().unwrap().linger().unwrap(), Some(Duration::ZERO));
+    }
+}
