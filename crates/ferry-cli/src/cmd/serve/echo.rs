@@ -17,28 +17,52 @@ use super::auth::CLOSE_TOKEN_EXPIRED;
 use super::metrics::Route;
 use super::registry::Stop;
 
+/// The timers an echo connection may have, in one box made only when one is configured: an
+/// idle connection on the default settings carries neither (docs/memory.md).
+pub struct Timers {
+    /// The token's expiry, if a token opened the connection: the connection closes with 4001.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// `--idle-timeout`: the connection closes with 1001 once no message came for this long.
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    timer: Pin<Box<Sleep>>,
+    after: Duration,
+    /// When a message last arrived. The timer, once it fires, moves to this plus `after`
+    /// instead of being reset on every message.
+    last_message: Instant,
+}
+
+impl Timers {
+    /// The timers for a token with `expires_in` left (if any) and an idle timeout (0: none);
+    /// `None` when there are neither.
+    pub fn new(expires_in: Option<Duration>, idle: Duration) -> Option<Box<Timers>> {
+        if expires_in.is_none() && idle.is_zero() {
+            return None;
+        }
+        Some(Box::new(Timers {
+            expiry: expires_in.map(|d| Box::pin(tokio::time::sleep(d))),
+            idle: (!idle.is_zero()).then(|| Idle {
+                timer: Box::pin(tokio::time::sleep(idle)),
+                after: idle,
+                last_message: Instant::now(),
+            }),
+        }))
+    }
+}
+
 /// Echoes every message until the connection closes; returns how it closed (`None`: the
 /// transport ended without a close to report).
-///
-/// `expires_in`: the token's remaining life, if a token opened the connection; the connection
-/// closes with 4001 when it runs out.
 pub async fn run<S>(
     ws: &mut WebSocket<S>,
     state: &State,
     stop: &Stop,
-    expires_in: Option<Duration>,
+    mut timers: Option<Box<Timers>>,
 ) -> Option<CloseInfo>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The timers are boxed and made only when configured: an idle connection on the default
-    // settings carries neither (docs/memory.md).
-    let mut expiry = expires_in.map(|d| Box::pin(tokio::time::sleep(d)));
-    let idle = state.idle_timeout;
-    let mut idle_timer = (!idle.is_zero()).then(|| Box::pin(tokio::time::sleep(idle)));
-    // When a message last arrived; the idle timer, once it fires, moves to this plus `idle`
-    // instead of being reset on every message.
-    let mut last_message = Instant::now();
     let (code, reason) = loop {
         if stop.asked() {
             break (CloseCode::GOING_AWAY, "server shutting down");
@@ -52,34 +76,30 @@ where
             if stop.poll_asked(cx) {
                 return Poll::Ready(Next::Close(CloseCode::GOING_AWAY, "server shutting down"));
             }
-            if fired(&mut expiry, cx) {
-                let code = CloseCode::from(CLOSE_TOKEN_EXPIRED);
-                return Poll::Ready(Next::Close(code, "token expired"));
+            match timers.as_mut() {
+                Some(timers) => timers.poll(cx),
+                None => Poll::Pending,
             }
-            if fired(&mut idle_timer, cx) {
-                return Poll::Ready(Next::IdleTimer);
-            }
-            Poll::Pending
         })
         .await;
         let item = match next {
             Next::Item(item) => item,
             Next::Close(code, reason) => break (code, reason),
             Next::IdleTimer => {
-                let due = last_message + idle;
-                if due > Instant::now() {
-                    if let Some(timer) = idle_timer.as_mut() {
-                        timer.as_mut().reset(due);
+                if let Some(idle) = timers.as_mut().and_then(|t| t.idle.as_mut()) {
+                    let due = idle.last_message + idle.after;
+                    if due > Instant::now() {
+                        idle.timer.as_mut().reset(due);
+                        continue;
                     }
-                    continue;
                 }
                 break (CloseCode::GOING_AWAY, "idle timeout");
             }
         };
         match item? {
             Incoming::Message(message) => {
-                if idle_timer.is_some() {
-                    last_message = Instant::now();
+                if let Some(idle) = timers.as_mut().and_then(|t| t.idle.as_mut()) {
+                    idle.last_message = Instant::now();
                 }
                 state.metrics.received(Route::Echo, message.len());
                 let len = message.len() as u64;
@@ -96,6 +116,24 @@ where
     Some(Box::pin(ws.close(code, reason)).await)
 }
 
+impl Timers {
+    /// Whether a timer fired; registers `cx` for their firing if not.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        if let Some(expiry) = self.expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            let code = CloseCode::from(CLOSE_TOKEN_EXPIRED);
+            return Poll::Ready(Next::Close(code, "token expired"));
+        }
+        if let Some(idle) = self.idle.as_mut()
+            && idle.timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Next::IdleTimer);
+        }
+        Poll::Pending
+    }
+}
+
 /// What woke the echo loop.
 enum Next {
     /// The connection's next item.
@@ -104,11 +142,4 @@ enum Next {
     Close(CloseCode, &'static str),
     /// The idle timer fired; whether the connection was idle that long is checked then.
     IdleTimer,
-}
-
-/// Whether `timer` has fired (never, without one); registers for its firing if not.
-fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
-    timer
-        .as_mut()
-        .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
 }
