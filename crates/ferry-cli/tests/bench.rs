@@ -183,6 +183,35 @@ fn fanout_on_a_route_that_is_not_a_topic_fails_and_says_why() {
     assert!(stderr.contains("pub/sub topic"), "{stderr}");
 }
 
+#[test]
+fn idle_holds_one_topic_per_connection_with_path_per_connection() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/topics/idle", server.addr);
+    // Without it, the second subscriber's message reaches the first as an extra echo.
+    let (output, _, stderr) =
+        bench(&["idle", "--url", &url, "--connections", "20", "--hold", "0s"]);
+    assert!(!output.status.success(), "one shared topic should fail");
+    assert!(stderr.contains("with only 1 sent"), "{stderr}");
+    let (output, json, stderr) = bench(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "20",
+        "--hold",
+        "0s",
+        "--path-per-connection",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    assert_eq!(json.expect("a JSON report")["connections"], 20);
+    let (output, _, stderr) = bench(&["--url", &url, "--messages", "1", "--path-per-connection"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--path-per-connection applies to idle mode only"),
+        "{stderr}"
+    );
+}
+
 /// Waits until `GET /readyz` answers 200 (a node with a broker is ready once it reaches it).
 fn wait_ready(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// idle: how long to hold the connections open before reading the server's RSS [2s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub hold: Option<Duration>,
+    /// idle: connection N asks for the URL's path with "-N" appended, so each holds a pub/sub
+    /// topic of its own (ws://HOST/ws/topics/idle: idle-0, idle-1, ...) and hears nobody
+    /// else's message.
+    #[arg(long)]
+    pub path_per_connection: bool,
     /// fanout: publish at most this many messages per second [as fast as the window allows].
     #[arg(long, value_name = "MSGS_PER_S")]
     pub rate: Option<f64>,

@@ -606,8 +606,9 @@ pub(super) async fn upgrade(
     rx: &mut Rx,
     plan: &Plan,
     target: &Target,
+    path: &str,
 ) -> Result<()> {
-    let mut request = ClientRequest::new(target.host.clone(), plan.path.clone());
+    let mut request = ClientRequest::new(target.host.clone(), path);
     request.deflate = plan.deflate.as_ref().map(|d| d.offer.clone());
     let (mut handshake, bytes) = ClientHandshake::new(&request, &Limits::default())
         .map_err(|e| anyhow!("--url: cannot build the handshake request: {e}"))?;
@@ -678,7 +679,7 @@ pub(super) async fn open(plan: &Plan, id: usize, source_index: usize, rx: Rx) ->
             None => {
                 let mut stream = connect(target, plan.source(source_index)).await?;
                 if plan.protocol == Protocol::Ws {
-                    upgrade(&mut stream, &mut rx, plan, target).await?;
+                    upgrade(&mut stream, &mut rx, plan, target, &plan.path(id)).await?;
                 }
                 BenchStream::Tcp(stream)
             }
@@ -732,7 +733,7 @@ async fn open_stream(
         }
     };
     let (stream, response) = connection
-        .websocket_stream(&plan.path)
+        .websocket_stream(&plan.path(id))
         .await
         .map_err(|e| anyhow!("handshake refused: {e}"))?;
     adopt(&response, rx, plan)?;

@@ -527,6 +527,7 @@ mod tests {
             messages: None,
             warmup: None,
             hold: None,
+            path_per_connection: false,
             threads: 1,
             server_pid: None,
             source_ips: None,

@@ -23,6 +23,8 @@ pub(super) struct Plan {
     /// The servers: fanout spreads subscribers over them ([`Plan::target`]).
     pub(super) targets: Vec<Target>,
     pub(super) path: String,
+    /// Each connection's path gets "-N" appended (idle mode, --path-per-connection).
+    pub(super) path_per_connection: bool,
     pub(super) sources: Vec<IpAddr>,
     pub(super) size: usize,
     pub(super) pipeline: usize,
@@ -149,6 +151,7 @@ impl Plan {
             protocol: s.protocol,
             targets: s.targets.clone(),
             path: s.path.clone(),
+            path_per_connection: s.path_per_connection,
             sources: s.sources.clone(),
             size: s.size,
             pipeline: s.pipeline,
@@ -191,6 +194,15 @@ impl Plan {
             0
         };
         &self.targets[index]
+    }
+
+    /// The request path of connection `id`.
+    pub(super) fn path(&self, id: usize) -> std::borrow::Cow<'_, str> {
+        if self.path_per_connection {
+            std::borrow::Cow::Owned(format!("{}-{id}", self.path))
+        } else {
+            std::borrow::Cow::Borrowed(&self.path)
+        }
     }
 
     pub(super) fn source(&self, n: usize) -> Option<IpAddr> {

@@ -20,6 +20,8 @@ pub(super) struct Settings {
     pub(super) targets: Vec<Target>,
     /// The request path, the same on every target.
     pub(super) path: String,
+    /// Idle mode: each connection's path gets "-N" (its number) appended.
+    pub(super) path_per_connection: bool,
     pub(super) connections: usize,
     pub(super) size: usize,
     pub(super) pipeline: usize,
@@ -141,6 +143,8 @@ impl Settings {
             }
         } else if args.hold.is_some() {
             bail!("--hold applies to idle mode only; use --duration for {m} mode");
+        } else if args.path_per_connection {
+            bail!("--path-per-connection applies to idle mode only; drop it for {m} mode");
         }
         if args.duration == Some(Duration::ZERO) {
             bail!("--duration 0: need a positive duration such as 5s");
@@ -203,6 +207,7 @@ impl Settings {
             messages: args.messages,
             warmup,
             hold: args.hold.unwrap_or(Duration::from_secs(2)),
+            path_per_connection: args.path_per_connection,
             threads: args.threads,
             server_pid: args.server_pid,
             sources,
