@@ -131,11 +131,33 @@ async fn closed_with_1001(receiver: &mut ferry::Receiver) {
     }
 }
 
+/// The process's thread count, from /proc.
+#[cfg(target_os = "linux")]
+fn threads_of(server: &Server) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_sets_the_workers() {
+    // The main thread waits in the runtime; the workers are N more.
+    let server = Server::serve(&["--threads", "3"]);
+    assert_eq!(threads_of(&server), 4);
+}
+
 #[tokio::test]
 async fn one_thread_serves_echo_topics_and_shutdown() {
     // --threads 1: the single-threaded scheduler. Every route runs on it, including the
     // connection tasks of topic subscribers, and SIGTERM still closes each with 1001.
     let server = Server::serve(&["--threads", "1", "--grace", "5s"]);
+    // One thread in all: the flag reached the runtime (a multi-threaded one adds its workers).
+    #[cfg(target_os = "linux")]
+    assert_eq!(threads_of(&server), 1);
     let echo = format!("ws://{}/ws/echo", server.addr);
     let (sender, mut receiver, _) = ferry::connect(&echo).await.unwrap();
     sender.send("one thread").await.unwrap();

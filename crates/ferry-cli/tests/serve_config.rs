@@ -82,6 +82,7 @@ fn config_errors_name_the_key_and_the_fix() {
         ("[limits]\nidle_timeout = \"soon\"\n", "idle_timeout"),
         ("[bridges.x]\nto = \"10.0.0.1:22\"\n", "bridges.x.to"),
         ("ws_prefix = \"ws\"\n", "ws_prefix"),
+        ("threads = 200000\n", "threads (--threads) 200000"),
         ("allow_origins = [\"example.com\"]\n", "allow_origins"),
         ("[topics]\nallowed = [\"a b\"]\n", "topics.allowed"),
         (

@@ -45,6 +45,10 @@ pub struct ServeConfig {
     pub bridges: BTreeMap<String, BridgeConfig>,
 }
 
+/// More worker threads than this is a typo, not a machine: tokio would try to start them all
+/// and abort the process when the system refuses.
+const MAX_THREADS: usize = 1024;
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -371,6 +375,12 @@ impl ServeConfig {
         if !prefix.starts_with('/') || (prefix.ends_with('/') && prefix.len() > 1) {
             return Err(format!(
                 "ws_prefix (--ws-prefix) {prefix:?}: must start with / and not end with one, e.g. /ws"
+            ));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(format!(
+                "threads (--threads) {}: at most {MAX_THREADS} worker threads; 0 runs one per CPU",
+                self.threads
             ));
         }
         let limits = &self.limits;

@@ -50,6 +50,22 @@ impl Timers {
             }),
         }))
     }
+
+    /// Whether a timer fired; registers `cx` for their firing if not.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        if let Some(expiry) = self.expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            let code = CloseCode::from(CLOSE_TOKEN_EXPIRED);
+            return Poll::Ready(Next::Close(code, "token expired"));
+        }
+        if let Some(idle) = self.idle.as_mut()
+            && idle.timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Next::IdleTimer);
+        }
+        Poll::Pending
+    }
 }
 
 /// Echoes every message until the connection closes; returns how it closed (`None`: the
@@ -114,24 +130,6 @@ where
     // Boxed: the closing handshake's future (its timeout included) would otherwise be part of
     // every connection's task for its whole life, for a step taken once.
     Some(Box::pin(ws.close(code, reason)).await)
-}
-
-impl Timers {
-    /// Whether a timer fired; registers `cx` for their firing if not.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
-        if let Some(expiry) = self.expiry.as_mut()
-            && expiry.as_mut().poll(cx).is_ready()
-        {
-            let code = CloseCode::from(CLOSE_TOKEN_EXPIRED);
-            return Poll::Ready(Next::Close(code, "token expired"));
-        }
-        if let Some(idle) = self.idle.as_mut()
-            && idle.timer.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Next::IdleTimer);
-        }
-        Poll::Pending
-    }
 }
 
 /// What woke the echo loop.

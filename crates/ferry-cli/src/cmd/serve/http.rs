@@ -444,22 +444,28 @@ fn upgrade<S: Transport>(
     // hyper with whatever it read past the request; an HTTP/2 stream stays hyper's. Each kind
     // of route is its own task, so an echo connection's task is the size of the echo loop,
     // not of the largest route's future (it lives as long as the connection: docs/memory.md).
-    if let Target::Echo = target {
-        // Only answers what it receives: one task, no handles (echo.rs). The wait for the
-        // stream is boxed, and the token reduced to its expiry timer, before the task is made:
-        // the task keeps its size for the connection's whole life (under 1 KiB against 4.9).
-        let timers = super::echo::Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
-        let upgrading = Box::pin(pending.into_websocket_on::<S>());
-        tokio::spawn(run_echo(upgrading, state, http2, timers, slot, admission));
-        return reply;
-    }
+    let route = match target {
+        Target::Echo => {
+            // Only answers what it receives: one task, no handles (echo.rs). The wait for the
+            // stream is boxed, and the token reduced to its expiry timer, before the task is
+            // made: the task keeps its size for the connection's whole life (under 1 KiB
+            // against 4.9).
+            let timers = super::echo::Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
+            let upgrading = Box::pin(pending.into_websocket_on::<S>());
+            tokio::spawn(run_echo(upgrading, state, http2, timers, slot, admission));
+            return reply;
+        }
+        Target::Control => HandlesRoute::Control,
+        Target::Topic(name) => HandlesRoute::Topic(name),
+        Target::Bridge(name) => HandlesRoute::Bridge(name),
+    };
     // As for echo: the wait for the stream is boxed, so it does not size the task.
     let upgrading = Box::pin(pending.websocket_on::<S>());
     tokio::spawn(async move {
         match upgrading.await {
             Ok((sender, receiver)) => {
                 let websocket = WebSocketRequest {
-                    target,
+                    route,
                     http2,
                     grant,
                 };
@@ -594,9 +600,18 @@ fn failure_reason(err: &UpgradeError) -> &'static str {
     }
 }
 
-/// What the handshake settled about one WebSocket.
+/// A route whose connection is held by its `Sender`/`Receiver` handles, because it is sent to
+/// from more than one place (the broker, other connections, a bridge's target). The echo route
+/// is not one: it runs on a single task (`run_echo`).
+enum HandlesRoute {
+    Control,
+    Topic(String),
+    Bridge(String),
+}
+
+/// What the handshake settled about one WebSocket held by its handles.
 struct WebSocketRequest {
-    target: Target,
+    route: HandlesRoute,
     /// Whether it is a stream of an HTTP/2 connection.
     http2: bool,
     grant: Option<Grant>,
@@ -665,7 +680,7 @@ async fn run_websocket(
     _admission: Admission,
 ) {
     let WebSocketRequest {
-        target,
+        route,
         http2,
         grant,
     } = websocket;
@@ -673,8 +688,8 @@ async fn run_websocket(
     count_connection(&state, http2);
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
-    let expiry = match (&grant, &target) {
-        (Some(g), Target::Echo | Target::Topic(_) | Target::Bridge(_)) => {
+    let expiry = match (&grant, &route) {
+        (Some(g), HandlesRoute::Topic(_) | HandlesRoute::Bridge(_)) => {
             let (sender, remaining) = (sender.clone(), g.remaining());
             Some(tokio::spawn(async move {
                 tokio::time::sleep(remaining).await;
@@ -683,11 +698,8 @@ async fn run_websocket(
         }
         _ => None,
     };
-    let closed = match &target {
-        // Served on its own task by run_echo, never through handles; were it ever routed
-        // here, it would read to the close without echoing.
-        Target::Echo => drain(&mut receiver).await,
-        Target::Control => {
+    let closed = match &route {
+        HandlesRoute::Control => {
             // Records its own close in the metrics. Boxed, as the bridge below: the task of
             // every topic connection would otherwise be the size of the largest route's loop.
             Box::pin(super::control::serve(
@@ -699,23 +711,26 @@ async fn run_websocket(
             .await;
             None
         }
-        Target::Topic(name) => match state.broker.subscribe(name, sender.clone().into()).await {
-            Ok(subscription) => {
-                let closed = publish(&state, &sender, &mut receiver, name, grant.as_ref()).await;
-                state.broker.unsubscribe(name, subscription);
-                closed
+        HandlesRoute::Topic(name) => {
+            match state.broker.subscribe(name, sender.clone().into()).await {
+                Ok(subscription) => {
+                    let closed =
+                        publish(&state, &sender, &mut receiver, name, grant.as_ref()).await;
+                    state.broker.unsubscribe(name, subscription);
+                    closed
+                }
+                Err(err) => {
+                    state
+                        .metrics
+                        .broker_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %name, reason = %err, "cannot subscribe: the broker is unavailable");
+                    sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
+                    drain(&mut receiver).await
+                }
             }
-            Err(err) => {
-                state
-                    .metrics
-                    .broker_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %name, reason = %err, "cannot subscribe: the broker is unavailable");
-                sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
-                drain(&mut receiver).await
-            }
-        },
-        Target::Bridge(name) => match state.bridges.get(name) {
+        }
+        HandlesRoute::Bridge(name) => match state.bridges.get(name) {
             Some(bridge) => {
                 Box::pin(bridge::relay(
                     bridge,

@@ -25,6 +25,7 @@ pub struct Registry {
     task_left: Notify,
 }
 
+#[derive(Clone)]
 enum Open {
     Handles(Sender),
     Task(Arc<Stop>),
@@ -32,9 +33,9 @@ enum Open {
 
 /// Shutdown's request to a connection driven by its own task.
 ///
-/// The task checks [`asked`](Self::asked) between messages (one atomic load) and awaits
-/// [`poll_asked`](Self::poll_asked) only while it has nothing else to do, so the request costs nothing
-/// per message.
+/// The task checks [`asked`](Self::asked) between messages (one atomic load) and polls
+/// [`poll_asked`](Self::poll_asked) only while it has nothing else to do, so the request costs
+/// nothing per message.
 #[derive(Default)]
 pub struct Stop {
     asked: AtomicBool,
@@ -94,26 +95,17 @@ impl Registry {
     /// has closed; returns how many there were.
     pub async fn close_all(&self) -> usize {
         self.closing.store(true, Ordering::Release);
-        let open: Vec<(Option<Sender>, Option<Arc<Stop>>)> = self
-            .lock()
-            .values()
-            .map(|open| match open {
-                Open::Handles(sender) => (Some(sender.clone()), None),
-                Open::Task(stop) => (None, Some(stop.clone())),
-            })
-            .collect();
+        let open: Vec<Open> = self.lock().values().cloned().collect();
         let count = open.len();
         let mut closes = Vec::new();
-        for (sender, stop) in open {
-            if let Some(stop) = stop {
-                stop.ask();
-            }
-            if let Some(sender) = sender {
-                closes.push(tokio::spawn(async move {
+        for open in open {
+            match open {
+                Open::Task(stop) => stop.ask(),
+                Open::Handles(sender) => closes.push(tokio::spawn(async move {
                     sender
                         .close(CloseCode::GOING_AWAY, "server shutting down")
                         .await;
-                }));
+                })),
             }
         }
         for close in closes {
