@@ -22,33 +22,28 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// How a test reaches the echo: the transport, and how the server holds the WebSocket
+/// How a test reaches the echo: the way, and how the server holds the WebSocket
 /// (handles with a connection task, or a single-task `WebSocket`: `ferry serve`'s echo route).
 #[derive(Clone, Copy, Debug)]
-enum Transport {
+enum Way {
     Http1,
     Http2,
     Http1Task,
     Http2Task,
 }
 
-const BOTH: [Transport; 4] = [
-    Transport::Http1,
-    Transport::Http2,
-    Transport::Http1Task,
-    Transport::Http2Task,
-];
+const WAYS: [Way; 4] = [Way::Http1, Way::Http2, Way::Http1Task, Way::Http2Task];
 
-impl Transport {
+impl Way {
     fn is_http2(self) -> bool {
-        matches!(self, Transport::Http2 | Transport::Http2Task)
+        matches!(self, Way::Http2 | Way::Http2Task)
     }
 
     /// The server's echo for this way: `/echo` on handles, `/task/echo` on a single task.
     fn path(self) -> &'static str {
         match self {
-            Transport::Http1 | Transport::Http2 => "/echo",
-            Transport::Http1Task | Transport::Http2Task => "/task/echo",
+            Way::Http1 | Way::Http2 => "/echo",
+            Way::Http1Task | Way::Http2Task => "/task/echo",
         }
     }
 }
@@ -116,19 +111,19 @@ async fn server(config: Config) -> String {
 }
 
 async fn open(
-    transport: Transport,
+    way: Way,
     base: &str,
     config: &Config,
 ) -> (ferry::Sender, ferry::Receiver, ferry::Response) {
-    if transport.is_http2() {
+    if way.is_http2() {
         Http2Connection::connect(base, config)
             .await
             .unwrap()
-            .websocket(transport.path())
+            .websocket(way.path())
             .await
             .unwrap()
     } else {
-        ferry::connect_with(format!("{base}{}", transport.path()), config)
+        ferry::connect_with(format!("{base}{}", way.path()), config)
             .await
             .unwrap()
     }
@@ -150,12 +145,9 @@ fn payload(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn messages_of_every_length_encoding_echo_whole() {
     let base = server(Config::default()).await;
-    for transport in BOTH {
-        let (sender, mut receiver, response) = open(transport, &base, &Config::default()).await;
-        assert!(
-            response.deflate.is_some(),
-            "{transport:?}: deflate negotiated"
-        );
+    for way in WAYS {
+        let (sender, mut receiver, response) = open(way, &base, &Config::default()).await;
+        assert!(response.deflate.is_some(), "{way:?}: deflate negotiated");
         // 7-bit, 16-bit and 64-bit lengths, at and around their edges (RFC 6455 §5.2).
         for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
             let data = payload(len);
@@ -163,17 +155,13 @@ async fn messages_of_every_length_encoding_echo_whole() {
             let text = String::from_utf8(data.clone()).unwrap();
             sender.send(Message::text(text.clone())).await.unwrap();
             let binary = receiver.recv_message().await.unwrap();
-            assert_eq!(binary.as_bytes(), &data[..], "{transport:?} binary {len}");
+            assert_eq!(binary.as_bytes(), &data[..], "{way:?} binary {len}");
             let echoed = receiver.recv_message().await.unwrap();
-            assert_eq!(
-                echoed.as_text(),
-                Some(&text[..]),
-                "{transport:?} text {len}"
-            );
+            assert_eq!(echoed.as_text(), Some(&text[..]), "{way:?} text {len}");
         }
         let info = sender.close(CloseCode::NORMAL, "done").await;
-        assert_eq!(info.code, CloseCode::NORMAL, "{transport:?}");
-        assert!(info.clean, "{transport:?}: both close frames exchanged");
+        assert_eq!(info.code, CloseCode::NORMAL, "{way:?}");
+        assert!(info.clean, "{way:?}: both close frames exchanged");
     }
 }
 
@@ -184,16 +172,13 @@ async fn fragmented_and_uncompressed_sends_arrive_the_same() {
         fragment_size: Some(1000),
         ..Config::default().without_deflate()
     };
-    for transport in BOTH {
-        let (sender, mut receiver, response) = open(transport, &base, &fragmenting).await;
-        assert!(
-            response.deflate.is_none(),
-            "{transport:?}: no deflate offered"
-        );
+    for way in WAYS {
+        let (sender, mut receiver, response) = open(way, &base, &fragmenting).await;
+        assert!(response.deflate.is_none(), "{way:?}: no deflate offered");
         let data = payload(100_000);
         sender.send(Message::binary(data.clone())).await.unwrap();
         let echoed = receiver.recv_message().await.unwrap();
-        assert_eq!(echoed.as_bytes(), &data[..], "{transport:?}");
+        assert_eq!(echoed.as_bytes(), &data[..], "{way:?}");
         sender.close(CloseCode::NORMAL, "").await;
     }
 }
@@ -201,15 +186,15 @@ async fn fragmented_and_uncompressed_sends_arrive_the_same() {
 #[tokio::test]
 async fn a_close_code_and_reason_travel_both_ways() {
     let base = server(Config::default()).await;
-    for transport in BOTH {
-        let (sender, mut receiver, _) = open(transport, &base, &Config::default()).await;
+    for way in WAYS {
+        let (sender, mut receiver, _) = open(way, &base, &Config::default()).await;
         let info = sender.close(CloseCode::from(4000), "see you").await;
         // The echo server's ferry answers the close with the same code (RFC 6455 §5.5.1).
-        assert_eq!(u16::from(info.code), 4000, "{transport:?}");
-        assert!(info.clean, "{transport:?}");
+        assert_eq!(u16::from(info.code), 4000, "{way:?}");
+        assert!(info.clean, "{way:?}");
         match receiver.recv().await {
             Some(Incoming::Closed(info)) => assert_eq!(u16::from(info.code), 4000),
-            other => panic!("{transport:?}: expected the close, got {other:?}"),
+            other => panic!("{way:?}: expected the close, got {other:?}"),
         }
     }
 }
@@ -224,31 +209,31 @@ async fn a_message_over_the_servers_limit_closes_with_1009() {
         ..Config::default()
     };
     let base = server(small).await;
-    for transport in BOTH {
-        let (sender, mut receiver, _) = open(transport, &base, &Config::default()).await;
+    for way in WAYS {
+        let (sender, mut receiver, _) = open(way, &base, &Config::default()).await;
         sender.send(Message::binary(vec![7u8; 2000])).await.unwrap();
         match receiver.recv().await {
             Some(Incoming::Closed(info)) => {
-                assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG, "{transport:?}")
+                assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG, "{way:?}")
             }
-            other => panic!("{transport:?}: expected a 1009 close, got {other:?}"),
+            other => panic!("{way:?}: expected a 1009 close, got {other:?}"),
         }
     }
 }
 
-/// A raw transport after the handshake: an HTTP/1.1 connection whose 101 has been read, or an
+/// A raw way after the handshake: an HTTP/1.1 connection whose 101 has been read, or an
 /// HTTP/2 stream whose 200 has.
-async fn open_raw(transport: Transport, base: &str) -> Box<dyn RawStream> {
+async fn open_raw(way: Way, base: &str) -> Box<dyn RawStream> {
     // No deflate: the frames below are plain.
     let config = Config::default().without_deflate();
-    if transport.is_http2() {
+    if way.is_http2() {
         let connection = Http2Connection::connect(base, &config).await.unwrap();
-        let (stream, response) = connection.websocket_stream(transport.path()).await.unwrap();
+        let (stream, response) = connection.websocket_stream(way.path()).await.unwrap();
         assert_eq!(response.status, 200);
         Box::new(stream)
     } else {
         let addr = base.trim_start_matches("ws://");
-        Box::new(common::upgraded_tcp(addr, transport.path()).await)
+        Box::new(common::upgraded_tcp(addr, way.path()).await)
     }
 }
 
@@ -257,19 +242,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawStream for T {}
 
 /// Writes `frame` and returns the close code of the server's first frame, which must be a
 /// close.
-async fn close_code_after(transport: Transport, base: &str, frame: &[u8]) -> u16 {
-    let mut stream = open_raw(transport, base).await;
+async fn close_code_after(way: Way, base: &str, frame: &[u8]) -> u16 {
+    let mut stream = open_raw(way, base).await;
     stream.write_all(frame).await.unwrap();
     stream.flush().await.unwrap();
     let mut header = [0u8; 4];
     stream.read_exact(&mut header).await.unwrap();
-    assert_eq!(header[0], 0x88, "{transport:?}: a final close frame first");
-    assert!(header[1] >= 2, "{transport:?}: the close has a code");
+    assert_eq!(header[0], 0x88, "{way:?}: a final close frame first");
+    assert!(header[1] >= 2, "{way:?}: the close has a code");
     u16::from_be_bytes([header[2], header[3]])
 }
 
 #[tokio::test]
-async fn protocol_violations_close_with_the_same_code_on_both() {
+async fn protocol_violations_close_with_the_same_code_every_way() {
     let base = server(Config::default()).await;
     let cases: [(&str, Vec<u8>, u16); 4] = [
         (
@@ -285,10 +270,10 @@ async fn protocol_violations_close_with_the_same_code_on_both() {
         ),
         ("RSV1 without an extension", frame(0xc1, b"hi"), 1002),
     ];
-    for transport in BOTH {
+    for way in WAYS {
         for (what, bytes, code) in &cases {
-            let got = close_code_after(transport, &base, bytes).await;
-            assert_eq!(got, *code, "{transport:?}: {what}");
+            let got = close_code_after(way, &base, bytes).await;
+            assert_eq!(got, *code, "{way:?}: {what}");
         }
     }
 }
@@ -325,9 +310,9 @@ async fn many_websockets_share_one_http2_connection() {
     );
 }
 
-/// Every size limit holds per WebSocket on both transports, with the same close code.
+/// Every size limit holds per WebSocket, every way, with the same close code.
 #[tokio::test]
-async fn frame_and_fragment_limits_close_with_1009_on_both() {
+async fn frame_and_fragment_limits_close_with_1009_every_way() {
     let limited = Config {
         limits: Limits {
             max_frame_size: 100,
@@ -347,11 +332,11 @@ async fn frame_and_fragment_limits_close_with_1009_on_both() {
         frame(0x80, b"e"),
     ]
     .concat();
-    for transport in BOTH {
-        let got = close_code_after(transport, &base, &big_frame).await;
-        assert_eq!(got, 1009, "{transport:?}: a frame over max_frame_size");
-        let got = close_code_after(transport, &base, &many_fragments).await;
-        assert_eq!(got, 1009, "{transport:?}: a message over max_fragments");
+    for way in WAYS {
+        let got = close_code_after(way, &base, &big_frame).await;
+        assert_eq!(got, 1009, "{way:?}: a frame over max_frame_size");
+        let got = close_code_after(way, &base, &many_fragments).await;
+        assert_eq!(got, 1009, "{way:?}: a message over max_fragments");
     }
 }
 
@@ -361,23 +346,18 @@ async fn frame_and_fragment_limits_close_with_1009_on_both() {
 async fn a_frame_sent_with_the_upgrade_is_not_lost() {
     let base = server(Config::default().without_deflate()).await;
     let addr = base.trim_start_matches("ws://");
-    for transport in [Transport::Http1, Transport::Http1Task] {
+    for way in [Way::Http1, Way::Http1Task] {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut bytes = format!(
-            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            transport.path()
-        )
-        .into_bytes();
+        let mut bytes = common::upgrade_request(addr, way.path()).into_bytes();
         bytes.extend_from_slice(&frame(0x81, b"early"));
         stream.write_all(&bytes).await.unwrap();
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             head.push(stream.read_u8().await.unwrap());
         }
-        assert!(head.starts_with(b"HTTP/1.1 101 "), "{transport:?}");
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{way:?}");
         let mut echoed = [0u8; 7];
         stream.read_exact(&mut echoed).await.unwrap();
-        assert_eq!(&echoed, b"\x81\x05early", "{transport:?}");
+        assert_eq!(&echoed, b"\x81\x05early", "{way:?}");
     }
 }

@@ -10,11 +10,10 @@ use tokio::net::TcpStream;
 pub async fn upgraded_tcp(addr: &str, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+        .write_all(upgrade_request(addr, path).as_bytes())
+        .await
+        .unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(stream.read_u8().await.unwrap());
@@ -25,6 +24,14 @@ pub async fn upgraded_tcp(addr: &str, path: &str) -> TcpStream {
         String::from_utf8_lossy(&head)
     );
     stream
+}
+
+/// An HTTP/1.1 upgrade request for `path` on `addr` (`HOST:PORT`).
+pub fn upgrade_request(addr: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
 }
 
 /// A client frame: `first_byte` (FIN, RSV bits, opcode), the length in the shortest form, a
