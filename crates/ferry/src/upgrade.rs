@@ -286,7 +286,10 @@ pub enum UpgradedIo<S> {
     /// The connection's own stream, taken back from hyper.
     Own(S),
     /// hyper's stream: an HTTP/2 stream, or a connection that is not an `S`.
-    Hyper(TokioIo<Upgraded>),
+    ///
+    /// Boxed: it is the rarer kind (HTTP/2), and inline it would make every WebSocket on the
+    /// common kind a word larger, for each idle connection's whole life (docs/memory.md).
+    Hyper(Box<TokioIo<Upgraded>>),
 }
 
 impl<S> UpgradedIo<S> {
@@ -307,7 +310,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for UpgradedIo<S> {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpgradedIo::Own(io) => Pin::new(io).poll_read(cx, buf),
-            UpgradedIo::Hyper(io) => Pin::new(io).poll_read(cx, buf),
+            UpgradedIo::Hyper(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
 }
@@ -320,7 +323,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpgradedIo<S> {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpgradedIo::Own(io) => Pin::new(io).poll_write(cx, buf),
-            UpgradedIo::Hyper(io) => Pin::new(io).poll_write(cx, buf),
+            UpgradedIo::Hyper(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
 
@@ -331,7 +334,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpgradedIo<S> {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpgradedIo::Own(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            UpgradedIo::Hyper(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            UpgradedIo::Hyper(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -345,14 +348,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpgradedIo<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpgradedIo::Own(io) => Pin::new(io).poll_flush(cx),
-            UpgradedIo::Hyper(io) => Pin::new(io).poll_flush(cx),
+            UpgradedIo::Hyper(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpgradedIo::Own(io) => Pin::new(io).poll_shutdown(cx),
-            UpgradedIo::Hyper(io) => Pin::new(io).poll_shutdown(cx),
+            UpgradedIo::Hyper(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }
 }
@@ -369,7 +372,10 @@ where
     };
     match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<S>>(upgraded) {
         Ok(parts) => (UpgradedIo::Own(parts.io.into_inner()), parts.read_buf),
-        Err(upgraded) => (UpgradedIo::Hyper(TokioIo::new(upgraded)), Bytes::new()),
+        Err(upgraded) => (
+            UpgradedIo::Hyper(Box::new(TokioIo::new(upgraded))),
+            Bytes::new(),
+        ),
     }
 }
 
@@ -381,7 +387,7 @@ where
 {
     match take_back::<S>(upgraded) {
         (UpgradedIo::Own(io), leftover) => crate::from_accepted(io, accepted, &leftover),
-        (UpgradedIo::Hyper(io), leftover) => crate::from_accepted(io, accepted, &leftover),
+        (UpgradedIo::Hyper(io), leftover) => crate::from_accepted(*io, accepted, &leftover),
     }
 }
 

@@ -4,6 +4,7 @@ use std::future::poll_fn;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{
     CloseCode, CloseInfo, Event, FrameEncoding, Initiator, Message, SendOptions, State, Utf8Bytes,
@@ -196,8 +197,7 @@ where
     pub fn send(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
         SendMessage {
             ws: self,
-            message: Some(message.into()),
-            uncompressed: false,
+            message: Unsent::new(message.into(), false),
         }
     }
 
@@ -207,8 +207,7 @@ where
     pub fn send_uncompressed(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
         SendMessage {
             ws: self,
-            message: Some(message.into()),
-            uncompressed: true,
+            message: Unsent::new(message.into(), true),
         }
     }
 
@@ -497,7 +496,7 @@ where
 /// The future of [`WebSocket::send`] and [`WebSocket::send_uncompressed`]: queues one message,
 /// waiting (and writing) only while the write buffer is over its budget.
 ///
-/// A named type rather than an `async fn` so that it holds the message once (56 bytes): a task
+/// A named type rather than an `async fn` so that it holds the message once (48 bytes): a task
 /// that awaits it for every message (an echo loop, say) is sized with it for the connection's
 /// whole life, and an `async fn` kept three copies of the message (176 bytes; docs/memory.md).
 #[must_use = "futures do nothing unless awaited"]
@@ -506,9 +505,41 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     ws: &'a mut WebSocket<S>,
-    /// `None` once queued or handed back.
-    message: Option<Message>,
-    uncompressed: bool,
+    message: Unsent,
+}
+
+/// The message a [`SendMessage`] has yet to queue, and whether it may be compressed, in one
+/// tag: a `bool` beside a `Message` would add a word to the future (and to every task that
+/// awaits it).
+enum Unsent {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    UncompressedText(Utf8Bytes),
+    UncompressedBinary(Bytes),
+    /// Queued or handed back.
+    Done,
+}
+
+impl Unsent {
+    fn new(message: Message, uncompressed: bool) -> Unsent {
+        match (message, uncompressed) {
+            (Message::Text(text), false) => Unsent::Text(text),
+            (Message::Binary(data), false) => Unsent::Binary(data),
+            (Message::Text(text), true) => Unsent::UncompressedText(text),
+            (Message::Binary(data), true) => Unsent::UncompressedBinary(data),
+        }
+    }
+
+    /// The message and whether it must go uncompressed, leaving `Done`.
+    fn take(&mut self) -> Option<(Message, bool)> {
+        match std::mem::replace(self, Unsent::Done) {
+            Unsent::Text(text) => Some((Message::Text(text), false)),
+            Unsent::Binary(data) => Some((Message::Binary(data), false)),
+            Unsent::UncompressedText(text) => Some((Message::Text(text), true)),
+            Unsent::UncompressedBinary(data) => Some((Message::Binary(data), true)),
+            Unsent::Done => None,
+        }
+    }
 }
 
 impl<S> std::future::Future for SendMessage<'_, S>
@@ -519,16 +550,16 @@ where
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Some(message) = this.message.take() else {
+        let Some((message, uncompressed)) = this.message.take() else {
             return Poll::Ready(Ok(()));
         };
-        match this.ws.queue(message, this.uncompressed, cx) {
+        match this.ws.queue(message, uncompressed, cx) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError(m))),
             Err(TrySendError::Full(m)) => {
                 // Queue's write attempt registered the waker for writability; failing
                 // transports report `Closed` on the next poll.
-                this.message = Some(m);
+                this.message = Unsent::new(m, uncompressed);
                 Poll::Pending
             }
         }
@@ -541,8 +572,14 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendMessage")
-            .field("queued", &self.message.is_none())
-            .field("uncompressed", &self.uncompressed)
+            .field("queued", &matches!(self.message, Unsent::Done))
+            .field(
+                "uncompressed",
+                &matches!(
+                    self.message,
+                    Unsent::UncompressedText(_) | Unsent::UncompressedBinary(_)
+                ),
+            )
             .finish()
     }
 }
@@ -599,7 +636,7 @@ mod tests {
             "WebSocket<TcpStream> is {websocket} bytes"
         );
         let send = std::mem::size_of::<SendMessage<'_, tokio::net::TcpStream>>();
-        assert!(send <= 56, "SendMessage is {send} bytes");
+        assert!(send <= 48, "SendMessage is {send} bytes");
     }
 
     /// The buffer a large message arrived in is kept for the next large frame while the

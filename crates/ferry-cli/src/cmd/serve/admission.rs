@@ -25,6 +25,12 @@ impl Admission {
             .ok()?;
         Some(Admission(state.clone()))
     }
+
+    /// The server this place is in. A connection's task reaches the server's state through
+    /// its admission rather than a second `Arc` of its own (a word less per connection).
+    pub fn state(&self) -> &Arc<State> {
+        &self.0
+    }
 }
 
 impl Drop for Admission {

@@ -2,16 +2,14 @@
 //! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ferry::upgrade::{Upgrade, UpgradeError, UpgradedIo, refusal_response};
-use ferry::{CloseCode, CloseInfo, Incoming, Initiator, Sender, WebSocket};
+use ferry::upgrade::{Upgrade, UpgradeError, refusal_response};
+use ferry::{CloseCode, CloseInfo, Incoming, Sender};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use http_body_util::Full;
@@ -452,7 +450,9 @@ fn upgrade<S: Transport>(
             // against 4.9).
             let timers = super::echo::Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
             let upgrading = Box::pin(pending.into_websocket_on::<S>());
-            tokio::spawn(run_echo(upgrading, state, http2, timers, slot, admission));
+            tokio::spawn(super::echo::serve(
+                upgrading, http2, timers, slot, admission,
+            ));
             return reply;
         }
         Target::Control => HandlesRoute::Control,
@@ -602,7 +602,7 @@ fn failure_reason(err: &UpgradeError) -> &'static str {
 
 /// A route whose connection is held by its `Sender`/`Receiver` handles, because it is sent to
 /// from more than one place (the broker, other connections, a bridge's target). The echo route
-/// is not one: it runs on a single task (`run_echo`).
+/// is not one: it runs on a single task (`echo::serve`).
 enum HandlesRoute {
     Control,
     Topic(String),
@@ -615,58 +615,6 @@ struct WebSocketRequest {
     /// Whether it is a stream of an HTTP/2 connection.
     http2: bool,
     grant: Option<Grant>,
-}
-
-/// The echo route, on the task that accepted it, once `upgrading` yields the WebSocket.
-///
-/// The WebSocket is a local of this function, not an argument: an `async fn` keeps an
-/// argument moved into it as well as its own binding of it, so an argument would be held twice
-/// for the connection's life.
-async fn run_echo<S, U>(
-    upgrading: Pin<Box<U>>,
-    state: Arc<State>,
-    http2: bool,
-    timers: Option<Box<super::echo::Timers>>,
-    // Held for the connection's life, as in `run_websocket`.
-    _slot: Arc<Slot>,
-    _admission: Admission,
-) where
-    S: Transport,
-    U: Future<Output = Result<WebSocket<UpgradedIo<S>>, ferry::Error>> + ?Sized,
-{
-    let mut ws = match upgrading.await {
-        Ok(ws) => ws,
-        Err(err) => {
-            tracing::debug!(error = %err, "upgrade failed");
-            return;
-        }
-    };
-    count_connection(&state, http2);
-    let (id, stop) = state.connections.add_task();
-    let closed = super::echo::run(&mut ws, &state, &stop, timers).await;
-    drop(ws);
-    if let Some(info) = closed {
-        record_close(&state, &info);
-    }
-    state.connections.remove(id);
-}
-
-fn count_connection(state: &State, http2: bool) {
-    let metrics = &state.metrics;
-    let total = if http2 {
-        &metrics.connections_http2_total
-    } else {
-        &metrics.connections_http1_total
-    };
-    total.fetch_add(1, Ordering::Relaxed);
-}
-
-fn record_close(state: &State, info: &CloseInfo) {
-    let initiator = match info.initiator {
-        Initiator::Local => "server",
-        Initiator::Remote => "client",
-    };
-    state.metrics.closed(info.code.as_u16(), initiator);
 }
 
 async fn run_websocket(
@@ -685,7 +633,7 @@ async fn run_websocket(
         grant,
     } = websocket;
     let metrics = &state.metrics;
-    count_connection(&state, http2);
+    metrics.opened(http2);
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
     let expiry = match (&grant, &route) {
@@ -745,7 +693,7 @@ async fn run_websocket(
         },
     };
     if let Some(info) = closed {
-        record_close(&state, &info);
+        metrics.closed(&info);
     }
     if let Some(expiry) = expiry {
         expiry.abort();
@@ -877,28 +825,5 @@ async fn drain(receiver: &mut ferry::Receiver) -> Option<CloseInfo> {
             Incoming::Message(_) => {}
             Incoming::Closed(info) => return Some(info),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The size of the future a function returns, from the function alone.
-    fn future_size<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// An echo connection's task holds `run_echo`'s future for the connection's whole life:
-    /// 904 bytes measured (the wait for the stream behind a thin pointer; here a `dyn`'s fat
-    /// one adds 8), under tokio's 1,024-byte task cell once its header and trailer (about 104
-    /// bytes) are added. Past 920 the cell is 1,152 bytes: a memory regression on every idle
-    /// echo connection (docs/memory.md).
-    #[test]
-    fn the_echo_task_stays_in_a_1_kib_cell() {
-        type Upgrading = dyn Future<Output = Result<WebSocket<UpgradedIo<tokio::net::TcpStream>>, ferry::Error>>
-            + Send;
-        let size = future_size(run_echo::<tokio::net::TcpStream, Upgrading>);
-        assert!(size <= 920, "run_echo's future is {size} bytes");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry::pubsub::{BrokerStats, TopicStats};
+use ferry::{CloseInfo, Initiator};
 
 use super::broker::BrokerMetrics;
 
@@ -85,9 +86,24 @@ impl Metrics {
         }
     }
 
-    pub fn closed(&self, code: u16, initiator: &'static str) {
+    /// A WebSocket was accepted (over HTTP/2 as an extended CONNECT stream, else HTTP/1.1).
+    pub fn opened(&self, http2: bool) {
+        let total = if http2 {
+            &self.connections_http2_total
+        } else {
+            &self.connections_http1_total
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket closed as `info` says, by the close code and which side started it.
+    pub fn closed(&self, info: &CloseInfo) {
+        let initiator = match info.initiator {
+            Initiator::Local => "server",
+            Initiator::Remote => "client",
+        };
         let mut closes = self.closes.lock().unwrap_or_else(|e| e.into_inner());
-        *closes.entry((code, initiator)).or_default() += 1;
+        *closes.entry((info.code.as_u16(), initiator)).or_default() += 1;
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {

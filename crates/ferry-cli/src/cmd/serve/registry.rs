@@ -39,8 +39,10 @@ enum Open {
 /// The task checks [`asked`](Self::asked) between messages (one atomic load) and polls
 /// [`poll_asked`](Self::poll_asked) only while it has nothing else to do, so the request costs
 /// nothing per message.
-#[derive(Default)]
 pub struct Stop {
+    /// The connection's key in the registry, kept here rather than beside the `Arc` in the
+    /// task, whose every byte is paid by each idle connection (docs/memory.md).
+    id: u64,
     asked: AtomicBool,
     waker: AtomicWaker,
 }
@@ -69,22 +71,32 @@ impl Registry {
         self.insert(Open::Handles(sender))
     }
 
-    /// Registers a connection its own task drives; that task watches the returned [`Stop`].
-    pub fn add_task(&self) -> (u64, Arc<Stop>) {
-        let stop = Arc::new(Stop::default());
+    /// Registers a connection its own task drives; that task watches the returned [`Stop`],
+    /// and gives it to [`remove_task`](Self::remove_task) when the connection ends.
+    pub fn add_task(&self) -> Arc<Stop> {
+        let stop = Arc::new(Stop {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            asked: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
         self.tasks.fetch_add(1, Ordering::AcqRel);
-        let id = self.insert(Open::Task(stop.clone()));
+        self.lock().insert(stop.id, Open::Task(stop.clone()));
         if self.closing.load(Ordering::Acquire) {
             // Registered after shutdown took its list: it would otherwise never be asked.
             stop.ask();
         }
-        (id, stop)
+        stop
     }
 
     fn insert(&self, open: Open) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, open);
         id
+    }
+
+    /// The task-held connection of `stop` has ended.
+    pub fn remove_task(&self, stop: &Stop) {
+        self.remove(stop.id);
     }
 
     /// The connection has ended.
@@ -151,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_asks_each_task_and_waits_for_it_to_leave() {
         let registry = Arc::new(Registry::default());
-        let (id, stop) = registry.add_task();
+        let stop = registry.add_task();
         assert!(!stop.asked());
         let left = Arc::new(AtomicBool::new(false));
         let task = {
@@ -168,7 +180,7 @@ mod tests {
                 // The connection's close handshake would run here.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 left.store(true, Ordering::SeqCst);
-                registry.remove(id);
+                registry.remove_task(&stop);
             })
         };
         let closed = tokio::time::timeout(Duration::from_secs(5), registry.close_all())
@@ -186,7 +198,7 @@ mod tests {
     async fn a_task_registered_during_shutdown_is_asked_at_once() {
         let registry = Registry::default();
         assert_eq!(registry.close_all().await, 0);
-        let (_, stop) = registry.add_task();
+        let stop = registry.add_task();
         assert!(stop.asked());
     }
 }

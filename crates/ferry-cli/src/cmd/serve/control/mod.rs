@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ferry::pubsub::{Envelope, Position, Subscriber, SubscriptionId};
-use ferry::{CloseCode, Incoming, Initiator, Message, Receiver, Sender};
+use ferry::{CloseCode, Incoming, Message, Receiver, Sender};
 use serde_json::{Map, Value, json};
 
 pub use request::{Parsed, Refused, Request, parse, refused};
@@ -123,13 +123,7 @@ pub async fn serve(
                     break;
                 }
             }
-            Incoming::Closed(info) => {
-                let initiator = match info.initiator {
-                    Initiator::Local => "server",
-                    Initiator::Remote => "client",
-                };
-                state.metrics.closed(info.code.as_u16(), initiator);
-            }
+            Incoming::Closed(info) => state.metrics.closed(&info),
         }
     }
     for (topic, id) in session.topics.drain() {
