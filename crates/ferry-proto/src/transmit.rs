@@ -15,6 +15,12 @@
 //!
 //! The boundaries are read from the data itself: at a boundary the next bytes are a frame
 //! header, which says how long the frame is.
+//!
+//! **A client's large payload is masked as it goes out**, a window at a time, not when it is
+//! queued: a client must mask every byte it sends (§5.3), and masking a whole 16 MiB message at
+//! once would hold a 16 MiB copy of it for as long as it waits. Queued, it is shared with the
+//! application's message like a server's; only the window about to be written (64 KiB) is
+//! masked into a buffer of its own, made when the payload reaches the front of the queue.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -22,10 +28,18 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::frame::FrameHeader;
+use crate::mask::apply_mask;
 
-/// Payloads at least this long are queued by reference rather than copied (server side; a client
-/// must copy anyway to mask).
+/// Payloads at least this long are queued by reference rather than copied (server side).
 const SHARE_THRESHOLD: usize = 1024;
+
+/// A client's payloads at least this long are masked a window at a time as they go out
+/// ([`Transmit::put_masked`]); shorter ones are masked by copy when queued, so that a batch of
+/// them still leaves in one write.
+pub(crate) const LAZY_MASK_THRESHOLD: usize = 64 * 1024;
+
+/// How much of a lazily masked payload is masked ahead of the writes.
+const MASK_WINDOW: usize = 64 * 1024;
 
 /// Bytes waiting to be written to the transport.
 ///
@@ -35,7 +49,7 @@ const SHARE_THRESHOLD: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Transmit {
     /// Data chunks sealed in order; `tail` comes after them.
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     /// Small data writes accumulate here until a shared chunk must follow them.
     tail: BytesMut,
     /// Total bytes in `chunks`.
@@ -46,6 +60,65 @@ pub struct Transmit {
     /// is used: every connection holds a `Transmit` for its whole life, and control frames are
     /// rare (docs/memory.md).
     control: Option<Box<ControlLane>>,
+}
+
+/// A sealed data chunk.
+#[derive(Debug)]
+enum Chunk {
+    /// Bytes as they go on the wire.
+    Wire(Bytes),
+    /// A client's payload, masked a window at a time. Boxed: rare, and larger than `Bytes`.
+    Masked(Box<Masked>),
+}
+
+/// A client's payload that is masked as it goes out.
+#[derive(Debug)]
+struct Masked {
+    /// The payload not yet masked, as the application gave it.
+    payload: Bytes,
+    key: [u8; 4],
+    /// Bytes of this frame's payload masked so far (the mask's phase continues from it).
+    offset: usize,
+    /// The masked window that [`Buf::chunk`] offers; filled only while this chunk is at the
+    /// front of the queue, so however many such payloads wait, one window is masked.
+    window: BytesMut,
+}
+
+impl Masked {
+    /// Masks the next window if the current one is used up.
+    fn fill(&mut self) {
+        if !self.window.is_empty() || self.payload.is_empty() {
+            return;
+        }
+        let piece = self.payload.split_to(self.payload.len().min(MASK_WINDOW));
+        self.window.clear();
+        self.window.extend_from_slice(&piece);
+        apply_mask(&mut self.window, self.key, self.offset);
+        self.offset += piece.len();
+    }
+
+    fn len(&self) -> usize {
+        self.window.len() + self.payload.len()
+    }
+}
+
+impl Chunk {
+    /// The bytes ready to be written: all of a wire chunk, the masked window of a masked one
+    /// (empty until it reaches the front).
+    fn ready(&self) -> &[u8] {
+        match self {
+            Chunk::Wire(bytes) => bytes,
+            Chunk::Masked(masked) => &masked.window,
+        }
+    }
+
+    /// Whether every byte of this chunk is ready.
+    fn is_all_ready(&self) -> bool {
+        match self {
+            Chunk::Wire(_) => true,
+            Chunk::Masked(masked) => masked.payload.is_empty(),
+        }
+    }
 }
 
 /// The control lane's bytes.
@@ -96,7 +169,11 @@ impl Transmit {
         }
         match self.chunks.len() {
             0 => self.control_len() == 0,
-            1 => self.tail.is_empty() && self.control_len() == 0,
+            1 => {
+                self.tail.is_empty()
+                    && self.control_len() == 0
+                    && self.chunks.front().is_some_and(Chunk::is_all_ready)
+            }
             _ => false,
         }
     }
@@ -165,7 +242,7 @@ impl Transmit {
         self.tail.extend_from_slice(data);
     }
 
-    /// The buffer small data writes go to, for in-place encoding (client masking).
+    /// The buffer small data writes go to, for in-place encoding (a client's short payloads).
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
         &mut self.tail
     }
@@ -183,14 +260,39 @@ impl Transmit {
         }
         self.seal();
         self.sealed_len += data.len();
-        self.chunks.push_back(data);
+        self.chunks.push_back(Chunk::Wire(data));
+    }
+
+    /// Appends a client's payload, to be masked with `key` a window at a time as it goes out
+    /// (its header, with the key, must be queued already).
+    pub(crate) fn put_masked(&mut self, payload: Bytes, key: [u8; 4]) {
+        if payload.is_empty() {
+            return;
+        }
+        self.seal();
+        self.sealed_len += payload.len();
+        self.chunks.push_back(Chunk::Masked(Box::new(Masked {
+            payload,
+            key,
+            offset: 0,
+            window: BytesMut::new(),
+        })));
+        self.fill_front();
     }
 
     fn seal(&mut self) {
         if !self.tail.is_empty() {
             let chunk = self.tail.split().freeze();
             self.sealed_len += chunk.len();
-            self.chunks.push_back(chunk);
+            self.chunks.push_back(Chunk::Wire(chunk));
+        }
+    }
+
+    /// Masks the front chunk's next window, if it is a masked payload: the front chunk's bytes
+    /// are always ready to be written.
+    fn fill_front(&mut self) {
+        if let Some(Chunk::Masked(masked)) = self.chunks.front_mut() {
+            masked.fill();
         }
     }
 }
@@ -200,7 +302,7 @@ impl Transmit {
     #[inline]
     fn data_chunk(&self) -> &[u8] {
         match self.chunks.front() {
-            Some(chunk) => chunk,
+            Some(chunk) => chunk.ready(),
             None => &self.tail,
         }
     }
@@ -222,9 +324,10 @@ impl Transmit {
     fn advance_data(&mut self, mut cnt: usize) {
         if cnt >= self.data_len() {
             // Everything written (the usual case): the lane holds whole frames, so this ends at
-            // a boundary, and no header needs reading.
-            let all = self.data_len();
-            self.advance_raw(all);
+            // a boundary, and no header needs reading. Dropped at once, not chunk by chunk.
+            self.chunks.clear();
+            self.sealed_len = 0;
+            self.tail.clear();
             self.frame_left = 0;
             return;
         }
@@ -239,24 +342,45 @@ impl Transmit {
         }
     }
 
+    #[inline]
     fn advance_raw(&mut self, mut cnt: usize) {
         while cnt > 0 {
-            match self.chunks.front_mut() {
-                Some(front) => {
+            let step = match self.chunks.front_mut() {
+                // Shared and small-write chunks: the common case, kept to a slice's advance.
+                Some(Chunk::Wire(front)) => {
                     let step = cnt.min(front.len());
                     front.advance(step);
-                    self.sealed_len -= step;
-                    cnt -= step;
                     if front.is_empty() {
                         self.chunks.pop_front();
+                        self.fill_front();
                     }
+                    step
+                }
+                // A masked payload: its window at a time, the next masked as this one empties.
+                Some(Chunk::Masked(front)) => {
+                    let step = cnt.min(front.window.len());
+                    front.window.advance(step);
+                    front.fill();
+                    if front.len() == 0 {
+                        self.chunks.pop_front();
+                        self.fill_front();
+                    }
+                    step
                 }
                 None => {
                     let step = cnt.min(self.tail.len());
                     self.tail.advance(step);
                     return;
                 }
+            };
+            if step == 0 {
+                // Only if the front chunk were not ready, which `fill_front` rules out: stop
+                // rather than spin.
+                debug_assert!(false, "the front chunk has no ready bytes");
+                return;
             }
+            self.sealed_len -= step;
+            cnt -= step;
         }
     }
 }
@@ -302,20 +426,18 @@ impl Buf for Transmit {
             self.frame_left
         };
         let mut n = 0;
-        let sources = self
-            .chunks
-            .iter()
-            .map(|c| &c[..])
-            .chain(std::iter::once(&self.tail[..]));
-        for (slot, chunk) in dst.iter_mut().zip(sources.filter(|c| !c.is_empty())) {
-            if budget == 0 {
-                break;
+        // The chunks in order, up to the first one that is not wholly ready (a masked payload
+        // whose later windows are not masked yet): nothing after it may go before it.
+        for chunk in &self.chunks {
+            let (bytes, whole) = match chunk {
+                Chunk::Wire(bytes) => (&bytes[..], true),
+                Chunk::Masked(masked) => (&masked.window[..], masked.payload.is_empty()),
+            };
+            if !offer(dst, &mut n, &mut budget, bytes) || !whole {
+                return n;
             }
-            let chunk = chunk.get(..budget).unwrap_or(chunk);
-            budget -= chunk.len();
-            *slot = IoSlice::new(chunk);
-            n += 1;
         }
+        offer(dst, &mut n, &mut budget, &self.tail);
         n
     }
 
@@ -343,9 +465,64 @@ impl Buf for Transmit {
     }
 }
 
+/// Puts `bytes` (cut to `budget`) in the next free slot of `dst`; whether there is room for
+/// more after it.
+#[inline]
+fn offer<'a>(dst: &mut [IoSlice<'a>], n: &mut usize, budget: &mut usize, bytes: &'a [u8]) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let Some(slot) = dst.get_mut(*n) else {
+        return false;
+    };
+    let bytes = bytes.get(..*budget).unwrap_or(bytes);
+    *budget -= bytes.len();
+    *slot = IoSlice::new(bytes);
+    *n += 1;
+    *budget > 0 && *n < dst.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes masked ahead of the writes, in every queued payload.
+    fn masked_ahead(t: &Transmit) -> usize {
+        t.chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Wire(_) => 0,
+                Chunk::Masked(masked) => masked.window.capacity(),
+            })
+            .sum()
+    }
+
+    /// 16 MiB queued by a client as 256 fragments holds one masked window, not a masked copy
+    /// of each: before, it held 16 MiB of masked copies for as long as it waited.
+    #[test]
+    fn a_client_holds_one_masked_window_however_much_is_queued() {
+        let mut t = Transmit::default();
+        let payload = Bytes::from(vec![0x5a; 16 << 20]);
+        for fragment in 0..256 {
+            let piece = payload.slice(fragment * MASK_WINDOW..(fragment + 1) * MASK_WINDOW);
+            t.put_slice(b"hdr");
+            t.put_masked(piece, [1, 2, 3, 4]);
+        }
+        assert_eq!(t.len(), (16 << 20) + 256 * 3);
+        assert_eq!(masked_ahead(&t), 0, "the first header is still in front");
+        t.advance(3);
+        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        t.advance(MASK_WINDOW / 2);
+        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        assert_eq!(t.chunk()[0], 0x5a ^ [1, 2, 3, 4][(MASK_WINDOW / 2) % 4]);
+        t.advance(MASK_WINDOW / 2 + 3);
+        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        assert_eq!(
+            t.chunk()[0],
+            0x5a ^ 1,
+            "the next fragment's mask starts over"
+        );
+    }
 
     #[test]
     fn order_is_kept_across_small_and_shared_chunks() {

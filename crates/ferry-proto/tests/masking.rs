@@ -95,6 +95,60 @@ fn client_masks_large_and_fragmented_payloads() {
     );
 }
 
+/// A client masks a large payload a window at a time as the transport takes it (the
+/// `Transmit` docs), not when it is queued. The bytes on the wire must be exactly those of
+/// masking it whole, however the writes cut them: one chunk at a time or vectored, in steps
+/// that fall inside, across and exactly on the 64 KiB windows, with a small message queued
+/// behind it that must not overtake it.
+#[test]
+fn client_masks_a_large_payload_as_it_goes_out_exactly_as_whole() {
+    use bytes::Buf;
+    use std::io::IoSlice;
+
+    let payload = pattern((1 << 20) + 12_345);
+    let expected = cat(&[
+        &frame(true, 0, BINARY, Some(MASK), &payload),
+        &frame(true, 0, TEXT, Some(MASK), b"after"),
+    ]);
+    for step in [1, 4093, 65_536, 65_537, 300_000, usize::MAX] {
+        for vectored in [false, true] {
+            let mut client = conn(Role::Client);
+            client.send(Message::binary(payload.clone())).unwrap();
+            client.send(Message::text("after")).unwrap();
+            let mut wire = Vec::new();
+            while client.transmit().has_remaining() {
+                let transmit = client.transmit();
+                let mut taken = 0;
+                if vectored {
+                    let mut slots = [IoSlice::new(&[]); 16];
+                    let n = transmit.chunks_vectored(&mut slots);
+                    for slot in &slots[..n] {
+                        let take = slot.len().min(step - taken);
+                        wire.extend_from_slice(&slot[..take]);
+                        taken += take;
+                        if taken == step {
+                            break;
+                        }
+                    }
+                } else {
+                    let chunk = transmit.chunk();
+                    taken = chunk.len().min(step);
+                    wire.extend_from_slice(&chunk[..taken]);
+                }
+                assert!(
+                    taken > 0,
+                    "step {step}, vectored {vectored}: nothing offered"
+                );
+                transmit.advance(taken);
+            }
+            assert!(
+                wire == expected,
+                "step {step}, vectored {vectored}: the wire differs from masking whole"
+            );
+        }
+    }
+}
+
 #[test]
 fn server_never_masks() {
     let mut server = conn(Role::Server);

@@ -12,7 +12,7 @@ use crate::mask::apply_mask;
 use crate::message::Message;
 use crate::prepared::{FrameEncoding, PreparedFrame};
 use crate::role::Role;
-use crate::transmit::Transmit;
+use crate::transmit::{LAZY_MASK_THRESHOLD, Transmit};
 
 /// Why a send was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,12 +192,19 @@ impl Connection {
         self.config.fixed_mask.unwrap_or_else(rand::random)
     }
 
-    /// Writes a frame whose payload is shared when large (server) or masked by copy (client).
+    /// Writes a frame whose payload is shared when large (server), masked as it goes out when
+    /// large (client: only the window about to be written is ever masked, see [`Transmit`]),
+    /// or copied (and masked, for a client) when short.
     fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         match self.role {
             Role::Server => {
                 self.write_header(opcode, fin, rsv, payload.len(), None);
                 self.transmit.put_bytes(payload);
+            }
+            Role::Client if payload.len() >= LAZY_MASK_THRESHOLD => {
+                let key = self.next_mask();
+                self.write_header(opcode, fin, rsv, payload.len(), Some(key));
+                self.transmit.put_masked(payload, key);
             }
             Role::Client => self.write_frame(Lane::Data, opcode, fin, rsv, &payload),
         }
