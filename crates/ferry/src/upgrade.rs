@@ -159,7 +159,7 @@ impl Upgrade {
         *response.status_mut() = StatusCode::from_u16(accepted.status).unwrap_or(StatusCode::OK);
         for (name, value) in &accepted.headers {
             if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
+                (HeaderName::try_from(*name), HeaderValue::try_from(value))
             {
                 response.headers_mut().insert(name, value);
             }

@@ -54,9 +54,20 @@ impl ServerHandshake {
     pub fn receive(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
         if self.buf.is_empty() {
             // The usual case: the whole request in the first read. Parse it where it lies
-            // instead of copying it into a buffer of our own first.
-            if let Some(end) = find_header_end(data, 0) {
-                return self.complete(data, end).map(Some);
+            // instead of copying it into a buffer of our own first, and let the parser find
+            // where the header block ends rather than searching for it first.
+            // A block the parser ends at a bare LF goes the buffered way below, which looks
+            // for CRLF CRLF, as every request did before.
+            if let Some((mut request, end)) = parse(data, self.max_headers)?
+                && data.get(end.saturating_sub(4)..end) == Some(b"\r\n\r\n")
+            {
+                if end > self.max_bytes {
+                    return Err(HandshakeError::HeadersTooLarge {
+                        limit: self.max_bytes,
+                    });
+                }
+                request.leftover = leftover(data, end);
+                return Ok(Some(request));
             }
         }
         let searched = self.buf.len();
@@ -81,19 +92,29 @@ impl ServerHandshake {
                 limit: self.max_bytes,
             });
         }
-        let mut request = parse(data.get(..end).unwrap_or_default(), self.max_headers)?;
-        request.leftover = match data.get(end..) {
-            Some(rest) if !rest.is_empty() => Bytes::copy_from_slice(rest),
-            _ => Bytes::new(),
+        let Some((mut request, _)) = parse(data.get(..end).unwrap_or_default(), self.max_headers)?
+        else {
+            return Err(HandshakeError::Malformed("incomplete request"));
         };
+        request.leftover = leftover(data, end);
         Ok(request)
+    }
+}
+
+/// What arrived after the header block ending at `end`: the start of the frames.
+fn leftover(data: &[u8], end: usize) -> Bytes {
+    match data.get(end..) {
+        Some(rest) if !rest.is_empty() => Bytes::copy_from_slice(rest),
+        _ => Bytes::new(),
     }
 }
 
 /// Header slots parsed on the stack; a larger `Limits::max_headers` takes them from the heap.
 const STACK_HEADERS: usize = 64;
 
-fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
+/// Parses a request from the start of `data`: the request and the length of its header block,
+/// or `None` if the block is not complete yet.
+fn parse(data: &[u8], max_headers: usize) -> Result<Option<(Request, usize)>, HandshakeError> {
     let mut stack = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
     let mut heap = Vec::new();
     let slots = if max_headers <= STACK_HEADERS {
@@ -103,24 +124,22 @@ fn parse(block: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
         &mut heap[..]
     };
     let mut parsed = httparse::Request::new(&mut []);
-    match parsed.parse_with_uninit_headers(block, slots) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => {
-            return Err(HandshakeError::Malformed("incomplete request"));
-        }
+    let end = match parsed.parse_with_uninit_headers(data, slots) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HandshakeError::TooManyHeaders { limit: max_headers });
         }
         Err(err) => return Err(HandshakeError::Malformed(describe(err))),
-    }
+    };
     let method = parsed.method.unwrap_or_default();
     let path = parsed.path.unwrap_or_default().to_owned();
     let minor = parsed.version.unwrap_or_default();
-    let mut headers = Headers::with_capacity(block.len(), parsed.headers.len());
+    let mut headers = Headers::with_capacity(end, parsed.headers.len());
     for header in parsed.headers.iter() {
         headers.push(header.name, header.value);
     }
-    Request::from_headers(method, minor, path, headers)
+    Request::from_headers(method, minor, path, headers).map(|request| Some((request, end)))
 }
 
 fn describe(err: httparse::Error) -> &'static str {
@@ -146,7 +165,9 @@ pub struct Request {
     headers: Headers,
     /// Sec-WebSocket-Key of an HTTP/1.1 upgrade; `None` for an HTTP/2 extended CONNECT, which
     /// has no key and no Accept (RFC 8441 §5).
-    key: Option<String>,
+    /// Held inline: a valid key is always 24 bytes (16 in padded base64), so it needs no
+    /// allocation of its own.
+    key: Option<[u8; 24]>,
     protocols: Vec<String>,
     extensions: Vec<String>,
     leftover: Bytes,
@@ -161,7 +182,8 @@ pub struct Accepted {
     pub status: u16,
     /// The response's headers, for an HTTP server (hyper, say) that writes the status line and
     /// headers itself; [`response`](Self::response) has the whole HTTP/1.1 response as bytes.
-    pub headers: Vec<(String, String)>,
+    /// The names are the protocol's own, so they are not copied per connection.
+    pub headers: Vec<(&'static str, String)>,
     /// The subprotocol chosen, if any.
     pub protocol: Option<String>,
     /// The permessage-deflate parameters agreed, if any.
@@ -243,7 +265,7 @@ impl Request {
                     .decode_slice(key, &mut [0u8; 18])
                     .is_ok_and(|len| len == 16) =>
             {
-                String::from_utf8_lossy(key).into_owned()
+                <[u8; 24]>::try_from(key).map_err(|_| HandshakeError::InvalidKey)?
             }
             _ => return Err(HandshakeError::InvalidKey),
         };
@@ -302,7 +324,7 @@ impl Request {
     }
 
     /// The request, its subprotocol and extension offers read from `headers`.
-    fn negotiable(path: String, headers: Headers, key: Option<String>) -> Request {
+    fn negotiable(path: String, headers: Headers, key: Option<[u8; 24]>) -> Request {
         let protocols = headers
             .all("sec-websocket-protocol")
             .filter_map(|v| std::str::from_utf8(v).ok())
@@ -423,16 +445,11 @@ impl Request {
         let protocol = self.choose_protocol(protocols).map(str::to_owned);
         let negotiated = deflate::usable(deflate)
             .and_then(|d| Some((d.accept_offer(&self.extension_offers())?, d)));
-        let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
-        let extra: Vec<(&str, &str)> = extension
-            .map(|h| ("Sec-WebSocket-Extensions", h))
-            .into_iter()
-            .collect();
-        let headers = self
-            .accept_headers(protocol.as_deref(), &extra)
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
+        let extension = negotiated
+            .as_ref()
+            .map(|((_, header), _)| [("Sec-WebSocket-Extensions", header.as_str())]);
+        let extra = extension.as_ref().map_or(&[][..], |e| &e[..]);
+        let headers = self.accept_headers(protocol.as_deref(), extra);
         let params = negotiated.as_ref().map(|((params, _), _)| *params);
         let leftover = self.take_leftover();
         let connection = Connection::after_handshake(
@@ -481,17 +498,17 @@ impl Request {
     /// §5; connection-specific headers are forbidden there, RFC 9113 §8.2.2).
     pub fn accept_headers<'a>(
         &self,
-        protocol: Option<&'a str>,
-        extra: &[(&'a str, &'a str)],
+        protocol: Option<&str>,
+        extra: &[(&'a str, &str)],
     ) -> Vec<(&'a str, String)> {
-        let mut headers = match &self.key {
-            Some(key) => vec![
+        let mut headers = Vec::with_capacity(3 + usize::from(protocol.is_some()) + extra.len());
+        if let Some(key) = &self.key {
+            headers.extend([
                 ("Upgrade", "websocket".to_owned()),
                 ("Connection", "Upgrade".to_owned()),
-                ("Sec-WebSocket-Accept", accept_key(key.as_bytes())),
-            ],
-            None => Vec::new(),
-        };
+                ("Sec-WebSocket-Accept", accept_key(key)),
+            ]);
+        }
         if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
             headers.push(("Sec-WebSocket-Protocol", protocol.to_owned()));
         }
@@ -573,6 +590,27 @@ mod tests {
         let mut hs = ServerHandshake::new(&Limits::default());
         let mut req = hs.receive(&wire).unwrap().unwrap();
         assert_eq!(&req.take_leftover()[..], b"\x81\x80");
+    }
+
+    /// The first read is parsed where it lies and the parser says where the block ends; a
+    /// block it ends at a bare LF still waits for CRLF CRLF, as with any other read, and one
+    /// over the size limit is refused even when it arrives whole.
+    #[test]
+    fn a_whole_first_read_ends_only_at_crlf_crlf_and_within_the_limit() {
+        let bare = GOOD.replace("\r\n\r\n", "\n\n");
+        let mut hs = ServerHandshake::new(&Limits::default());
+        assert!(hs.receive(bare.as_bytes()).unwrap().is_none());
+        assert!(hs.receive(b"\r\n").unwrap().is_none());
+
+        let limits = Limits {
+            max_handshake_bytes: GOOD.len() - 1,
+            ..Limits::default()
+        };
+        let too_large = ServerHandshake::new(&limits).receive(GOOD.as_bytes());
+        assert!(
+            matches!(too_large, Err(HandshakeError::HeadersTooLarge { .. })),
+            "{too_large:?}"
+        );
     }
 
     #[test]
@@ -745,7 +783,7 @@ mod tests {
         assert_eq!(accepted.status, 200);
         assert_eq!(accepted.protocol.as_deref(), Some("superchat"));
         assert_eq!(accepted.deflate.is_some(), cfg!(feature = "deflate"));
-        let names: Vec<&str> = accepted.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = accepted.headers.iter().map(|(n, _)| *n).collect();
         let expected: &[&str] = if cfg!(feature = "deflate") {
             &["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"]
         } else {
