@@ -150,23 +150,29 @@ async fn connections_per_ip_are_limited() {
     drop(second);
 }
 
+/// On the echo route (one task) and on a topic (the handles): messages keep the connection
+/// open; 300 ms without one close it with 1001. On the topic a message sent comes back as its
+/// own subscriber's delivery.
 #[tokio::test]
 async fn an_idle_connection_is_closed_with_1001() {
     let server = Server::serve(&["--idle-timeout", "300ms"]);
-    let (sender, mut receiver, _) = ferry::connect(&format!("ws://{}/ws/echo", server.addr))
-        .await
-        .unwrap();
-    // Activity keeps it open.
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        sender.send("still here").await.unwrap();
-        assert!(receiver.recv_message().await.is_some());
+    for path in ["/ws/echo", "/ws/topics/quiet"] {
+        let (sender, mut receiver, _) = ferry::connect(&format!("ws://{}{path}", server.addr))
+            .await
+            .unwrap();
+        // Activity keeps it open.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            sender.send("still here").await.unwrap();
+            assert!(receiver.recv_message().await.is_some(), "{path}");
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await;
+        let Ok(Some(Incoming::Closed(info))) = closed else {
+            panic!("{path}: expected a close within 10 s, got {closed:?}");
+        };
+        assert_eq!(info.code, CloseCode::GOING_AWAY, "{path}");
+        assert_eq!(info.reason.as_str(), "idle timeout", "{path}");
     }
-    let Some(Incoming::Closed(info)) = receiver.recv().await else {
-        panic!("expected a close");
-    };
-    assert_eq!(info.code, CloseCode::GOING_AWAY);
-    assert_eq!(info.reason.as_str(), "idle timeout");
 }
 
 #[test]

@@ -12,10 +12,11 @@ use std::time::Duration;
 use ferry::upgrade::UpgradedIo;
 use ferry::{CloseCode, CloseInfo, Incoming, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::admission::Admission;
 use super::auth::CLOSE_TOKEN_EXPIRED;
+use super::idle::IdleTimer;
 use super::metrics::Route;
 use super::per_ip::Slot;
 
@@ -25,15 +26,7 @@ pub struct Timers {
     /// The token's expiry, if a token opened the connection: the connection closes with 4001.
     expiry: Option<Pin<Box<Sleep>>>,
     /// `--idle-timeout`: the connection closes with 1001 once no message came for this long.
-    idle: Option<Idle>,
-}
-
-struct Idle {
-    timer: Pin<Box<Sleep>>,
-    after: Duration,
-    /// When a message last arrived. The timer, once it fires, moves to this plus `after`
-    /// instead of being reset on every message.
-    last_message: Instant,
+    idle: Option<IdleTimer>,
 }
 
 impl Timers {
@@ -45,11 +38,7 @@ impl Timers {
         }
         Some(Box::new(Timers {
             expiry: expires_in.map(|d| Box::pin(tokio::time::sleep(d))),
-            idle: (!idle.is_zero()).then(|| Idle {
-                timer: Box::pin(tokio::time::sleep(idle)),
-                after: idle,
-                last_message: Instant::now(),
-            }),
+            idle: IdleTimer::new(idle),
         }))
     }
 
@@ -62,9 +51,9 @@ impl Timers {
             return Poll::Ready(Next::Close(code, "token expired"));
         }
         if let Some(idle) = self.idle.as_mut()
-            && idle.timer.as_mut().poll(cx).is_ready()
+            && idle.poll_expired(cx).is_ready()
         {
-            return Poll::Ready(Next::IdleTimer);
+            return Poll::Ready(Next::Close(CloseCode::GOING_AWAY, "idle timeout"));
         }
         Poll::Pending
     }
@@ -132,19 +121,9 @@ pub async fn serve<S, U>(
                 Next::Item(Some(Incoming::Closed(info))) => break Some(info),
                 Next::Item(None) => break None,
                 Next::Close(code, reason) => break Some(close(&mut ws, code, reason).await),
-                Next::IdleTimer => {
-                    if let Some(idle) = timers.as_mut().and_then(|t| t.idle.as_mut()) {
-                        let due = idle.last_message + idle.after;
-                        if due > Instant::now() {
-                            idle.timer.as_mut().reset(due);
-                            continue;
-                        }
-                    }
-                    break Some(close(&mut ws, CloseCode::GOING_AWAY, "idle timeout").await);
-                }
             };
             if let Some(idle) = timers.as_mut().and_then(|t| t.idle.as_mut()) {
-                idle.last_message = Instant::now();
+                idle.touch();
             }
             admission
                 .state()
@@ -184,10 +163,8 @@ where
 enum Next {
     /// The connection's next item.
     Item(Option<Incoming>),
-    /// Shutdown or the token's expiry: close with this.
+    /// Shutdown, the token's expiry or the idle timeout: close with this.
     Close(CloseCode, &'static str),
-    /// The idle timer fired; whether the connection was idle that long is checked then.
-    IdleTimer,
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -25,6 +27,8 @@ use super::State;
 use super::admission::{AcceptFailures, Admission};
 use super::auth::{CLOSE_TOKEN_EXPIRED, Grant, Rejected};
 use super::bridge::{self, TokenCheck};
+use super::broker::TrySubmit;
+use super::idle::IdleTimer;
 use super::metrics::Route;
 use super::per_ip::{PerIp, Slot};
 pub use super::reply::{Reply, text};
@@ -706,24 +710,6 @@ async fn run_websocket(
 /// round trip per message.
 const PUBLISH_WINDOW: usize = 256;
 
-/// The next message or close, closing with 1001 once `idle` passes without one (0: never).
-async fn next_item(
-    receiver: &mut ferry::Receiver,
-    sender: &Sender,
-    idle: Duration,
-) -> Option<Incoming> {
-    if idle.is_zero() {
-        return receiver.recv().await;
-    }
-    match tokio::time::timeout(idle, receiver.recv()).await {
-        Ok(item) => item,
-        Err(_) => {
-            sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
-            receiver.recv().await
-        }
-    }
-}
-
 /// The topic route: every message received is published. Returns how the connection closed.
 async fn publish(
     state: &State,
@@ -741,6 +727,7 @@ async fn publish(
     > = FuturesOrdered::new();
     let may_publish = state.access.may_publish(name, grant);
     let mut bucket = super::rate::Bucket::full(state.publish_rate);
+    let mut idle = IdleTimer::new(state.idle_timeout);
     loop {
         let item = tokio::select! {
             biased;
@@ -754,10 +741,19 @@ async fn publish(
                     Err(err) => return refuse_publish(state, sender, receiver, name, &err).await,
                 }
             }
-            item = next_item(receiver, sender, state.idle_timeout), if pending.len() < PUBLISH_WINDOW => item,
+            item = receiver.recv(), if pending.len() < PUBLISH_WINDOW => item,
+            () = poll_fn(|cx| idle.as_mut().map_or(Poll::Pending, |i| i.poll_expired(cx))), if idle.is_some() => {
+                // Once: the close is under way, and the items before it still come.
+                idle = None;
+                sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
+                continue;
+            }
         };
         match item? {
             Incoming::Message(message) => {
+                if let Some(idle) = idle.as_mut() {
+                    idle.touch();
+                }
                 state.metrics.received(Route::Topics, message.len());
                 if !may_publish {
                     state.metrics.forbidden("publish");
@@ -776,7 +772,16 @@ async fn publish(
                     return drain(receiver).await;
                 }
                 let len = message.len() as u64;
-                match state.broker.submit(name, message).await {
+                // Without waiting when the broker has room (always, in memory); the wait for
+                // room is boxed, so it does not size this task for the connection's life.
+                let submitted = match state.broker.try_submit(name, message) {
+                    Ok(publishing) => Ok(publishing),
+                    Err(TrySubmit::Full(message)) => {
+                        Box::pin(state.broker.submit(name, message)).await
+                    }
+                    Err(TrySubmit::Unavailable(err)) => Err(err),
+                };
+                match submitted {
                     // The memory broker has published already: count it now, without a boxed
                     // future per message. Only Redis publishes wait for an answer.
                     Ok(super::broker::Publishing::Done(published)) => {

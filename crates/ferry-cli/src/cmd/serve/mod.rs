@@ -13,6 +13,7 @@ mod echo;
 mod forwarded;
 mod http;
 mod http2;
+mod idle;
 mod lesson;
 mod metrics;
 pub(crate) mod names;

@@ -73,6 +73,13 @@ pub struct Published {
     pub delivered: Option<usize>,
 }
 
+/// Why [`Broker::try_submit`] did not take a message.
+pub enum TrySubmit {
+    /// The broker's queue has no room: the message, to submit with [`Broker::submit`].
+    Full(Message),
+    Unavailable(Unavailable),
+}
+
 /// A publish under way ([`Broker::submit`]).
 pub enum Publishing {
     Done(Published),
@@ -165,6 +172,18 @@ impl Broker {
         match self {
             Broker::Memory(b) => Ok(Publishing::Done(b.publish(topic, message))),
             Broker::Redis(b) => Ok(Publishing::Sent(b.submit(topic, message).await?)),
+        }
+    }
+
+    /// Like [`submit`](Self::submit), without waiting: `Full` hands the message back when
+    /// the broker's queue has no room. A connection's task that submits for every message
+    /// calls this, and awaits `submit` (boxed) only then: `submit`'s future (456 bytes, most of
+    /// it the wait for room in Redis's queue) would otherwise be part of the task for the
+    /// connection's whole life.
+    pub fn try_submit(&self, topic: &str, message: Message) -> Result<Publishing, TrySubmit> {
+        match self {
+            Broker::Memory(b) => Ok(Publishing::Done(b.publish(topic, message))),
+            Broker::Redis(b) => Ok(Publishing::Sent(b.try_submit(topic, message)?)),
         }
     }
 

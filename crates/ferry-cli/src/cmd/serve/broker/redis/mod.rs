@@ -30,8 +30,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BrokerMetrics, CLOSE_POSITION_LOST, History, HistorySettings, Unavailable, new_epoch,
-    recoverable, shard::shard_of,
+    BrokerMetrics, CLOSE_POSITION_LOST, History, HistorySettings, TrySubmit, Unavailable,
+    new_epoch, recoverable, shard::shard_of,
 };
 
 /// How long the broker waits on Redis, and how often it checks that pub/sub still delivers
@@ -231,6 +231,32 @@ impl RedisBroker {
     /// Queues `message` for its shard's next pipeline of publishes, waiting for room in the
     /// queue. Messages submitted one after another reach Redis in that order; the returned
     /// receiver gets the message's position (or why it was not published).
+    /// Like [`submit`](Self::submit), without waiting: `Full` hands the message back when the
+    /// shard's publish queue has no room, for the caller to wait with `submit`.
+    pub fn try_submit(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<oneshot::Receiver<Result<Position, Unavailable>>, TrySubmit> {
+        let shard = self.shard(topic);
+        if !shard.up.load(Ordering::Acquire) {
+            return Err(TrySubmit::Unavailable(shard.unavailable()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = PublishJob {
+            topic: topic.to_owned(),
+            message,
+            reply,
+        };
+        match shard.publishes.try_send(job) {
+            Ok(()) => Ok(answer),
+            Err(mpsc::error::TrySendError::Full(job)) => Err(TrySubmit::Full(job.message)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(TrySubmit::Unavailable(shard.unavailable()))
+            }
+        }
+    }
+
     pub async fn submit(
         &self,
         topic: &str,
