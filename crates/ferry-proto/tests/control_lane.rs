@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::IoSlice;
-
 use bytes::Buf;
 use common::*;
 use ferry_proto::{CloseCode, Config, Connection, Message, Role};
@@ -26,31 +24,6 @@ fn fragmenting(role: Role) -> Connection {
             ..config()
         },
     )
-}
-
-/// Writes up to `n` bytes of the transmit queue the way an I/O layer does: one `chunk()`, or
-/// one vectored write of up to 64 slices.
-fn write_some(conn: &mut Connection, n: usize, vectored: bool, out: &mut Vec<u8>) -> usize {
-    let transmit = conn.transmit();
-    let mut written = 0;
-    if vectored {
-        let mut slots = [IoSlice::new(&[]); 64];
-        let count = transmit.chunks_vectored(&mut slots);
-        for slot in &slots[..count] {
-            let take = slot.len().min(n - written);
-            out.extend_from_slice(&slot[..take]);
-            written += take;
-            if written == n {
-                break;
-            }
-        }
-    } else {
-        let chunk = transmit.chunk();
-        written = chunk.len().min(n);
-        out.extend_from_slice(&chunk[..written]);
-    }
-    transmit.advance(written);
-    written
 }
 
 /// Writes everything in steps of at most `step` bytes.

@@ -103,7 +103,6 @@ fn client_masks_large_and_fragmented_payloads() {
 #[test]
 fn client_masks_a_large_payload_as_it_goes_out_exactly_as_whole() {
     use bytes::Buf;
-    use std::io::IoSlice;
 
     let payload = pattern((1 << 20) + 12_345);
     let expected = cat(&[
@@ -117,29 +116,11 @@ fn client_masks_a_large_payload_as_it_goes_out_exactly_as_whole() {
             client.send(Message::text("after")).unwrap();
             let mut wire = Vec::new();
             while client.transmit().has_remaining() {
-                let transmit = client.transmit();
-                let mut taken = 0;
-                if vectored {
-                    let mut slots = [IoSlice::new(&[]); 16];
-                    let n = transmit.chunks_vectored(&mut slots);
-                    for slot in &slots[..n] {
-                        let take = slot.len().min(step - taken);
-                        wire.extend_from_slice(&slot[..take]);
-                        taken += take;
-                        if taken == step {
-                            break;
-                        }
-                    }
-                } else {
-                    let chunk = transmit.chunk();
-                    taken = chunk.len().min(step);
-                    wire.extend_from_slice(&chunk[..taken]);
-                }
+                let taken = write_some(&mut client, step, vectored, &mut wire);
                 assert!(
                     taken > 0,
                     "step {step}, vectored {vectored}: nothing offered"
                 );
-                transmit.advance(taken);
             }
             assert!(
                 wire == expected,

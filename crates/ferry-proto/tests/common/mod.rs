@@ -426,3 +426,30 @@ pub fn mixed_text(len: usize, seed: u64) -> String {
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + 7) as u8).collect()
 }
+
+/// Writes up to `n` bytes of the transmit queue the way an I/O layer does: one `chunk()`, or
+/// one vectored write of up to 64 slices.
+pub fn write_some(conn: &mut Connection, n: usize, vectored: bool, out: &mut Vec<u8>) -> usize {
+    use bytes::Buf;
+
+    let transmit = conn.transmit();
+    let mut written = 0;
+    if vectored {
+        let mut slots = [std::io::IoSlice::new(&[]); 64];
+        let count = transmit.chunks_vectored(&mut slots);
+        for slot in &slots[..count] {
+            let take = slot.len().min(n - written);
+            out.extend_from_slice(&slot[..take]);
+            written += take;
+            if written == n {
+                break;
+            }
+        }
+    } else {
+        let chunk = transmit.chunk();
+        written = chunk.len().min(n);
+        out.extend_from_slice(&chunk[..written]);
+    }
+    transmit.advance(written);
+    written
+}
