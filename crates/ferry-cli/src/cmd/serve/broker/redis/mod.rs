@@ -148,6 +148,9 @@ impl Shard {
     }
 }
 
+/// The answer to a submitted publish: the message's position, or why it was not published.
+type Answer = oneshot::Receiver<Result<Position, Unavailable>>;
+
 /// Topics, history and fan-out on one or more Redis servers (see the module docs).
 pub struct RedisBroker {
     hub: Arc<LocalBroker>,
@@ -231,23 +234,20 @@ impl RedisBroker {
     /// Queues `message` for its shard's next pipeline of publishes, waiting for room in the
     /// queue. Messages submitted one after another reach Redis in that order; the returned
     /// receiver gets the message's position (or why it was not published).
+    pub async fn submit(&self, topic: &str, message: Message) -> Result<Answer, Unavailable> {
+        let (shard, job, answer) = self.publish_job(topic, message)?;
+        match shard.publishes.send(job).await {
+            Ok(()) => Ok(answer),
+            Err(_) => Err(shard.unavailable()),
+        }
+    }
+
     /// Like [`submit`](Self::submit), without waiting: `Full` hands the message back when the
     /// shard's publish queue has no room, for the caller to wait with `submit`.
-    pub fn try_submit(
-        &self,
-        topic: &str,
-        message: Message,
-    ) -> Result<oneshot::Receiver<Result<Position, Unavailable>>, TrySubmit> {
-        let shard = self.shard(topic);
-        if !shard.up.load(Ordering::Acquire) {
-            return Err(TrySubmit::Unavailable(shard.unavailable()));
-        }
-        let (reply, answer) = oneshot::channel();
-        let job = PublishJob {
-            topic: topic.to_owned(),
-            message,
-            reply,
-        };
+    pub fn try_submit(&self, topic: &str, message: Message) -> Result<Answer, TrySubmit> {
+        let (shard, job, answer) = self
+            .publish_job(topic, message)
+            .map_err(TrySubmit::Unavailable)?;
         match shard.publishes.try_send(job) {
             Ok(()) => Ok(answer),
             Err(mpsc::error::TrySendError::Full(job)) => Err(TrySubmit::Full(job.message)),
@@ -257,11 +257,13 @@ impl RedisBroker {
         }
     }
 
-    pub async fn submit(
+    /// The shard that publishes to `topic`, if it is up, and the job for it with the receiver
+    /// of its answer.
+    fn publish_job(
         &self,
         topic: &str,
         message: Message,
-    ) -> Result<oneshot::Receiver<Result<Position, Unavailable>>, Unavailable> {
+    ) -> Result<(&Arc<Shard>, PublishJob, Answer), Unavailable> {
         let shard = self.shard(topic);
         if !shard.up.load(Ordering::Acquire) {
             return Err(shard.unavailable());
@@ -272,10 +274,7 @@ impl RedisBroker {
             message,
             reply,
         };
-        match shard.publishes.send(job).await {
-            Ok(()) => Ok(answer),
-            Err(_) => Err(shard.unavailable()),
-        }
+        Ok((shard, job, answer))
     }
 
     pub async fn history(
