@@ -33,9 +33,9 @@ use crate::mask::apply_mask;
 /// Payloads at least this long are queued by reference rather than copied (server side).
 const SHARE_THRESHOLD: usize = 1024;
 
-/// A client's payloads at least this long are masked a window at a time as they go out
-/// ([`Transmit::put_masked`]); shorter ones are masked by copy when queued, so that a batch of
-/// them still leaves in one write.
+/// A client's messages at least this long are masked a window at a time as they go out
+/// ([`Transmit::put_masked`]), each of their frames; shorter ones are masked by copy when
+/// queued, so that a batch of them still leaves in one write.
 pub(crate) const LAZY_MASK_THRESHOLD: usize = 64 * 1024;
 
 /// How much of a lazily masked payload is masked ahead of the writes.
@@ -79,8 +79,8 @@ struct Masked {
     key: [u8; 4],
     /// Bytes of this frame's payload masked so far (the mask's phase continues from it).
     offset: usize,
-    /// The masked window that [`Buf::chunk`] offers; filled only while this chunk is at the
-    /// front of the queue, so however many such payloads wait, one window is masked.
+    /// The masked window that [`Buf::chunk`] offers; filled only near the front of the queue
+    /// (`Transmit::fill_ahead`), so however much waits, about one window's worth is masked.
     window: BytesMut,
 }
 
@@ -277,7 +277,7 @@ impl Transmit {
             offset: 0,
             window: BytesMut::new(),
         })));
-        self.fill_front();
+        self.fill_ahead();
     }
 
     fn seal(&mut self) {
@@ -288,11 +288,26 @@ impl Transmit {
         }
     }
 
-    /// Masks the front chunk's next window, if it is a masked payload: the front chunk's bytes
-    /// are always ready to be written.
-    fn fill_front(&mut self) {
-        if let Some(Chunk::Masked(masked)) = self.chunks.front_mut() {
-            masked.fill();
+    /// Masks ahead from the front until a window's worth (64 KiB) is ready, or up to the first
+    /// payload not wholly masked: the front chunk's bytes are always ready to be written, and
+    /// a vectored write can gather the short frames of a message fragmented finely, not one
+    /// frame per write.
+    fn fill_ahead(&mut self) {
+        let mut ready = 0;
+        for chunk in &mut self.chunks {
+            if ready >= MASK_WINDOW {
+                return;
+            }
+            match chunk {
+                Chunk::Wire(bytes) => ready += bytes.len(),
+                Chunk::Masked(masked) => {
+                    masked.fill();
+                    ready += masked.window.len();
+                    if !masked.payload.is_empty() {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -352,7 +367,7 @@ impl Transmit {
                     front.advance(step);
                     if front.is_empty() {
                         self.chunks.pop_front();
-                        self.fill_front();
+                        self.fill_ahead();
                     }
                     step
                 }
@@ -363,7 +378,7 @@ impl Transmit {
                     front.fill();
                     if front.len() == 0 {
                         self.chunks.pop_front();
-                        self.fill_front();
+                        self.fill_ahead();
                     }
                     step
                 }
@@ -374,7 +389,7 @@ impl Transmit {
                 }
             };
             if step == 0 {
-                // Only if the front chunk were not ready, which `fill_front` rules out: stop
+                // Only if the front chunk were not ready, which `fill_ahead` rules out: stop
                 // rather than spin.
                 debug_assert!(false, "the front chunk has no ready bytes");
                 return;
@@ -497,8 +512,12 @@ mod tests {
             .sum()
     }
 
-    /// 16 MiB queued by a client as 256 fragments holds one masked window, not a masked copy
-    /// of each: before, it held 16 MiB of masked copies for as long as it waited.
+    /// What `fill_ahead` may hold masked: it stops once a window's worth is ready, and the last
+    /// payload it masks adds at most one more window.
+    const MASKED_AT_MOST: usize = 2 * MASK_WINDOW;
+
+    /// 16 MiB queued by a client as 256 fragments holds about one masked window, not a masked
+    /// copy of each: before, it held 16 MiB of masked copies for as long as it waited.
     #[test]
     fn a_client_holds_one_masked_window_however_much_is_queued() {
         let mut t = Transmit::default();
@@ -509,19 +528,41 @@ mod tests {
             t.put_masked(piece, [1, 2, 3, 4]);
         }
         assert_eq!(t.len(), (16 << 20) + 256 * 3);
-        assert_eq!(masked_ahead(&t), 0, "the first header is still in front");
+        assert!(masked_ahead(&t) <= MASKED_AT_MOST, "{}", masked_ahead(&t));
         t.advance(3);
-        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        assert!(masked_ahead(&t) <= MASKED_AT_MOST, "{}", masked_ahead(&t));
         t.advance(MASK_WINDOW / 2);
-        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        assert!(masked_ahead(&t) <= MASKED_AT_MOST, "{}", masked_ahead(&t));
         assert_eq!(t.chunk()[0], 0x5a ^ [1, 2, 3, 4][(MASK_WINDOW / 2) % 4]);
         t.advance(MASK_WINDOW / 2 + 3);
-        assert!(masked_ahead(&t) <= MASK_WINDOW, "{}", masked_ahead(&t));
+        assert!(masked_ahead(&t) <= MASKED_AT_MOST, "{}", masked_ahead(&t));
         assert_eq!(
             t.chunk()[0],
             0x5a ^ 1,
             "the next fragment's mask starts over"
         );
+    }
+
+    /// A message in short fragments is masked ahead a window's worth at a time, so one
+    /// vectored write carries many of its frames, not one frame per write.
+    #[test]
+    fn short_masked_fragments_leave_many_to_a_write() {
+        let mut t = Transmit::default();
+        let payload = Bytes::from(vec![0x5a; 1 << 20]);
+        for fragment in 0..256 {
+            t.put_slice(b"hdr");
+            t.put_masked(
+                payload.slice(fragment * 4096..(fragment + 1) * 4096),
+                [1, 2, 3, 4],
+            );
+        }
+        let mut slots = [IoSlice::new(&[]); 64];
+        let n = t.chunks_vectored(&mut slots);
+        let offered: usize = slots[..n].iter().map(|s| s.len()).sum();
+        // A window's worth of frames (16 of 4 KiB and their headers), and the next header.
+        assert_eq!(n, 33);
+        assert_eq!(offered, 16 * (3 + 4096) + 3);
+        assert!(masked_ahead(&t) <= MASKED_AT_MOST, "{}", masked_ahead(&t));
     }
 
     #[test]

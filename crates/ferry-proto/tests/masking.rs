@@ -130,6 +130,36 @@ fn client_masks_a_large_payload_as_it_goes_out_exactly_as_whole() {
     }
 }
 
+/// The same for a large message in short fragments: each fragment is masked as it goes out
+/// (the message, not the frame, decides), byte-exact against masking each whole.
+#[test]
+fn client_masks_a_finely_fragmented_large_message_as_it_goes_out() {
+    use bytes::Buf;
+
+    let payload = pattern(300_000);
+    let fragments: Vec<Vec<u8>> = payload
+        .chunks(4096)
+        .enumerate()
+        .map(|(i, piece)| {
+            let opcode = if i == 0 { BINARY } else { CONT };
+            let fin = (i + 1) * 4096 >= payload.len();
+            frame(fin, 0, opcode, Some(MASK), piece)
+        })
+        .collect();
+    let expected: Vec<u8> = fragments.concat();
+    for vectored in [false, true] {
+        let mut client = conn(Role::Client);
+        client
+            .send_fragmented(Message::binary(payload.clone()), 4096)
+            .unwrap();
+        let mut wire = Vec::new();
+        while client.transmit().has_remaining() {
+            assert!(write_some(&mut client, 10_000, vectored, &mut wire) > 0);
+        }
+        assert!(wire == expected, "vectored {vectored}: the wire differs");
+    }
+}
+
 #[test]
 fn server_never_masks() {
     let mut server = conn(Role::Server);

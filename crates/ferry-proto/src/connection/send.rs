@@ -97,15 +97,18 @@ impl Connection {
             .or(self.config.fragment_size)
             .unwrap_or(usize::MAX)
             .max(1);
+        // A client masks a large message as it goes out, whatever size its frames are: the
+        // choice is by the message, so a finely fragmented one is not copied whole either.
+        let mask_lazily = self.role == Role::Client && payload.len() >= LAZY_MASK_THRESHOLD;
         if payload.len() <= frame_size {
-            self.write_frame_bytes(opcode, true, rsv, payload);
+            self.write_frame_bytes(opcode, true, rsv, payload, mask_lazily);
             return Ok(());
         }
         let mut rest = payload;
         let (mut opcode, mut rsv) = (opcode, rsv);
         while !rest.is_empty() {
             let chunk = rest.split_to(frame_size.min(rest.len()));
-            self.write_frame_bytes(opcode, rest.is_empty(), rsv, chunk);
+            self.write_frame_bytes(opcode, rest.is_empty(), rsv, chunk, mask_lazily);
             opcode = OpCode::Continuation;
             rsv = 0;
         }
@@ -192,16 +195,23 @@ impl Connection {
         self.config.fixed_mask.unwrap_or_else(rand::random)
     }
 
-    /// Writes a frame whose payload is shared when large (server), masked as it goes out when
-    /// large (client: only the window about to be written is ever masked, see [`Transmit`]),
-    /// or copied (and masked, for a client) when short.
-    fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+    /// Writes a frame whose payload is shared when large (server), masked as it goes out for a
+    /// client's large message (`mask_lazily`: only what is about to be written is ever masked,
+    /// see [`Transmit`]), or copied (and masked, for a client) otherwise.
+    fn write_frame_bytes(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: Bytes,
+        mask_lazily: bool,
+    ) {
         match self.role {
             Role::Server => {
                 self.write_header(opcode, fin, rsv, payload.len(), None);
                 self.transmit.put_bytes(payload);
             }
-            Role::Client if payload.len() >= LAZY_MASK_THRESHOLD => {
+            Role::Client if mask_lazily => {
                 let key = self.next_mask();
                 self.write_header(opcode, fin, rsv, payload.len(), Some(key));
                 self.transmit.put_masked(payload, key);
