@@ -16,11 +16,11 @@
 //! The boundaries are read from the data itself: at a boundary the next bytes are a frame
 //! header, which says how long the frame is.
 //!
-//! **A client's large payload is masked as it goes out**, a window at a time, not when it is
+//! **A client's large message is masked as it goes out**, a window at a time, not when it is
 //! queued: a client must mask every byte it sends (§5.3), and masking a whole 16 MiB message at
-//! once would hold a 16 MiB copy of it for as long as it waits. Queued, it is shared with the
-//! application's message like a server's; only the window about to be written (64 KiB) is
-//! masked into a buffer of its own, made when the payload reaches the front of the queue.
+//! once would hold a 16 MiB copy of it for as long as it waits. Queued, each of its frames'
+//! payloads is shared with the application's message like a server's; only about the next
+//! 64 KiB to be written, near the front of the queue, is masked into buffers of their own.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
