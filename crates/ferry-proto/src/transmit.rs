@@ -38,6 +38,10 @@ const SHARE_THRESHOLD: usize = 1024;
 /// queued, so that a batch of them still leaves in one write.
 pub(crate) const LAZY_MASK_THRESHOLD: usize = 64 * 1024;
 
+/// A large message's frames shorter than this are still masked by copy: a frame masked as it
+/// goes out costs a box and a window of its own, more than copying a few hundred bytes.
+pub(crate) const LAZY_MASK_MIN_FRAME: usize = 1024;
+
 /// How much of a lazily masked payload is masked ahead of the writes.
 const MASK_WINDOW: usize = 64 * 1024;
 

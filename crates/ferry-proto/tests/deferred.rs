@@ -153,3 +153,57 @@ fn invalid_utf8_after_message_is_held_too() {
         assert_failed(&mut c, 1007, "invalid UTF-8 in text");
     }
 }
+
+fn message_then_close(role: Role) -> Vec<u8> {
+    cat(&[
+        &to_fin(role, TEXT, b"good"),
+        &to_fin(role, CLOSE, &close_payload(1000, b"bye")),
+    ])
+}
+
+/// A peer that sends a message and its close together (`echo hi | ferry connect`) gets the
+/// reply to the message before the answer to its close: the close waits, as a violation does,
+/// until the application has seen the message. Before, the close was handled in the same
+/// read, and the reply was refused as sent after the close.
+#[test]
+fn close_after_message_in_same_read_waits_for_the_reply() {
+    for role in ROLES {
+        let mut c = conn(role);
+        c.receive_data(&message_then_close(role), t0());
+        assert_eq!(events(&mut c), vec![text("good")]);
+        assert!(c.is_stalled());
+        assert_eq!(c.state(), State::Open);
+        c.send(Message::text("good"))
+            .expect("the reply is taken: the close has not been handled yet");
+        c.handle_received(t0());
+        assert!(!c.is_stalled());
+        assert_eq!(
+            events(&mut c),
+            vec![closed(1000, "bye", Initiator::Remote, true)]
+        );
+        assert_eq!(
+            sent(&mut c),
+            cat(&[
+                &sent_by(role, true, TEXT, b"good"),
+                &close_sent_by(role, 1000, ""),
+            ]),
+            "{role:?}: the reply, then the answer to the close"
+        );
+    }
+}
+
+/// The transport ending while the close waits still reports the peer's close, not 1006.
+#[test]
+fn a_held_close_is_reported_when_the_transport_ends() {
+    for role in ROLES {
+        let mut c = conn(role);
+        c.receive_data(&message_then_close(role), t0());
+        assert_eq!(events(&mut c), vec![text("good")]);
+        c.receive_eof();
+        let closed_events = events(&mut c);
+        assert!(
+            matches!(closed_events.as_slice(), [Event::Closed(info)] if info.code == CloseCode::NORMAL && info.initiator == Initiator::Remote),
+            "{role:?}: {closed_events:?}"
+        );
+    }
+}

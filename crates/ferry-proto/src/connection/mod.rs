@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::assembler::Assembler;
+use crate::close::CloseFrame;
 use crate::error::ProtocolError;
 use crate::extension::Extension;
 use crate::extension::deflate::{DeflateConfig, DeflateParams};
@@ -38,6 +39,20 @@ use self::receive::Pending;
 pub use self::send::{SendError, SendOptions};
 use self::timers::KeepaliveTimers;
 pub use crate::role::Role;
+
+/// What the receive path holds back until the application has handled the messages that
+/// arrived before it in the same read ([`Connection::is_stalled`]), so that its replies to them
+/// go out first.
+#[derive(Debug)]
+enum Deferred {
+    /// A violation: the connection fails with it then.
+    Failure(ProtocolError),
+    /// The peer's close: answered then, after those replies (RFC 6455 §5.5.1 lets the close
+    /// wait for the message being sent). Without this, a peer that sends a message and its
+    /// close together would find the echo refused: the connection would already be closing
+    /// when the application saw the message.
+    Close(CloseFrame),
+}
 
 /// One WebSocket connection after the opening handshake, as a pure state machine.
 ///
@@ -77,8 +92,9 @@ pub struct Connection {
     // a step of tokio's task cell (docs/memory.md).
     /// The error this end failed the connection with, if it did.
     error: Option<Box<ProtocolError>>,
-    /// A violation found after messages that the application has not handled yet.
-    deferred: Option<Box<ProtocolError>>,
+    /// A violation, or the peer's close, found after messages that the application has not
+    /// handled yet.
+    deferred: Option<Box<Deferred>>,
     /// Whether the close is final enough to close the transport (see `should_close_transport`).
     transport_done: bool,
     /// The peer stopped answering: close the transport abortively (`should_abort_transport`).

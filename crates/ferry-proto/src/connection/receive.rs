@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::send::Lane;
-use super::{CloseInfo, Connection, Event, Initiator, State};
+use super::{CloseInfo, Connection, Deferred, Event, Initiator, State};
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
@@ -61,12 +61,31 @@ impl Connection {
     /// needs the time (a close frame starts the close timeout). Reading the clock costs more
     /// than parsing a small frame, and most reads carry no close frame.
     pub fn handle_received_with_clock(&mut self, mut clock: impl FnMut() -> Instant) {
-        if let Some(err) = self.deferred.take() {
-            self.fail(*err);
+        match self.deferred.take().map(|deferred| *deferred) {
+            Some(Deferred::Failure(err)) => self.fail(err),
+            Some(Deferred::Close(frame)) => self.receive_close(frame, Some(clock())),
+            None => {}
         }
         let mut produced_message = false;
         while self.state != State::Closed {
             let result = match self.next_frame() {
+                // The peer's close right behind messages of this read waits for the
+                // application to have seen them, as a violation does, so its replies go
+                // first. Only while open: once this end has sent its close, it sends nothing
+                // more, and the peer's close is the answer it is waiting for.
+                Ok(Some((header, payload)))
+                    if produced_message
+                        && header.opcode == OpCode::Close
+                        && self.state == State::Open =>
+                {
+                    match CloseFrame::parse(payload) {
+                        Ok(frame) => {
+                            self.deferred = Some(Box::new(Deferred::Close(frame)));
+                            break;
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
                 Ok(Some((header, payload))) => self.handle_frame(header, payload, &mut clock),
                 Ok(None) => break,
                 Err(err) => Err(err),
@@ -74,7 +93,7 @@ impl Connection {
             match result {
                 Ok(()) => produced_message |= matches!(self.events.last(), Some(Event::Message(_))),
                 Err(err) if produced_message => {
-                    self.deferred = Some(Box::new(err));
+                    self.deferred = Some(Box::new(Deferred::Failure(err)));
                     break;
                 }
                 Err(err) => self.fail(err),
@@ -87,7 +106,8 @@ impl Connection {
         }
     }
 
-    /// Whether a protocol error is held back until the messages before it have been handled.
+    /// Whether a protocol error, or the peer's close, is held back until the messages before it
+    /// have been handled.
     /// Call [`handle_received`](Self::handle_received) (or `receive_data` with no bytes) once
     /// the application has seen them, to fail the connection.
     pub fn is_stalled(&self) -> bool {
@@ -96,10 +116,12 @@ impl Connection {
 
     /// The peer closed its side of the transport (read returned 0 bytes).
     pub fn receive_eof(&mut self) {
-        if let Some(err) = self.deferred.take() {
-            self.fail(*err);
-        }
         self.eof = true;
+        match self.deferred.take().map(|deferred| *deferred) {
+            Some(Deferred::Failure(err)) => self.fail(err),
+            Some(Deferred::Close(frame)) => self.receive_close(frame, None),
+            None => {}
+        }
         self.transport_done = true;
         // Nothing is left to wait for, even when the closing handshake already completed.
         self.close_deadline = None;
@@ -237,13 +259,15 @@ impl Connection {
             }
             OpCode::Close => {
                 let frame = CloseFrame::parse(payload)?;
-                self.receive_close(frame, clock());
+                self.receive_close(frame, Some(clock()));
             }
         }
         Ok(())
     }
 
-    fn receive_close(&mut self, frame: CloseFrame, now: Instant) {
+    /// The peer's close. `now` sets a client's wait for the transport's end; `None` once the
+    /// transport has ended already.
+    fn receive_close(&mut self, frame: CloseFrame, now: Option<Instant>) {
         let initiator = match self.state {
             State::Open => {
                 // §5.5.1: the endpoint MUST send a Close frame in response, typically echoing
@@ -270,7 +294,7 @@ impl Connection {
             Role::Server => self.transport_done = true,
             // The client waits for that, but not forever.
             Role::Client => {
-                if !self.eof {
+                if let Some(now) = now.filter(|_| !self.eof) {
                     self.close_deadline = Some(now + self.config.limits.close_timeout);
                 }
             }

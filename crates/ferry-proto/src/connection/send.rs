@@ -12,7 +12,7 @@ use crate::mask::apply_mask;
 use crate::message::Message;
 use crate::prepared::{FrameEncoding, PreparedFrame};
 use crate::role::Role;
-use crate::transmit::{LAZY_MASK_THRESHOLD, Transmit};
+use crate::transmit::{LAZY_MASK_MIN_FRAME, LAZY_MASK_THRESHOLD, Transmit};
 
 /// Why a send was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,9 +97,12 @@ impl Connection {
             .or(self.config.fragment_size)
             .unwrap_or(usize::MAX)
             .max(1);
-        // A client masks a large message as it goes out, whatever size its frames are: the
-        // choice is by the message, so a finely fragmented one is not copied whole either.
-        let mask_lazily = self.role == Role::Client && payload.len() >= LAZY_MASK_THRESHOLD;
+        // A client masks a large message as it goes out, frame by frame: the choice is by the
+        // message, so a fragmented one is not copied whole either (unless its frames are
+        // tiny, where a copy costs less than a masked frame's bookkeeping).
+        let mask_lazily = self.role == Role::Client
+            && payload.len() >= LAZY_MASK_THRESHOLD
+            && frame_size >= LAZY_MASK_MIN_FRAME;
         if payload.len() <= frame_size {
             self.write_frame_bytes(opcode, true, rsv, payload, mask_lazily);
             return Ok(());
