@@ -221,6 +221,41 @@ fn idle_holds_one_topic_per_connection_with_path_per_connection() {
     );
 }
 
+#[test]
+fn idle_silent_connections_share_a_topic_without_publishing() {
+    let server = Server::serve(&[]);
+    let url = format!("ws://{}/ws/topics/idle", server.addr);
+    let (output, json, stderr) = bench(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "20",
+        "--hold",
+        "0s",
+        "--silent",
+    ]);
+    assert!(output.status.success(), "ferry bench failed: {stderr}");
+    assert_eq!(json.expect("a JSON report")["connections"], 20);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_, metrics) = runtime.block_on(http(&server.addr, "GET", "/metrics", &[], b""));
+    // All twenty subscribed to one topic, and none of them published: the topic is known (it
+    // had subscribers) and its count of published messages is still zero.
+    assert!(
+        metrics.contains("ferry_topic_published_total{topic=\"idle\"} 0"),
+        "{metrics}"
+    );
+    let (output, _, stderr) = bench(&["--url", &url, "--messages", "1", "--silent"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--silent applies to idle mode only"),
+        "{stderr}"
+    );
+}
+
 /// Waits until `GET /readyz` answers 200 (a node with a broker is ready once it reaches it).
 fn wait_ready(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(15);

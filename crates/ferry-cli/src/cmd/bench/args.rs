@@ -98,6 +98,11 @@ pub struct BenchArgs {
     /// else's message.
     #[arg(long)]
     pub path_per_connection: bool,
+    /// idle: send nothing; a connection counts as open once its handshake succeeds. Without
+    /// it each connection echoes one message first, which on a shared pub/sub topic would
+    /// reach every other connection.
+    #[arg(long)]
+    pub silent: bool,
     /// fanout: publish at most this many messages per second [as fast as the window allows].
     #[arg(long, value_name = "MSGS_PER_S")]
     pub rate: Option<f64>,

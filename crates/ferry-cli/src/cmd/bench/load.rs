@@ -21,7 +21,8 @@ use super::shared::{ABORT, Counters, Event, Shared, Worker, watch};
 /// Connections opened at once per thread while connecting (the server's accept backlog is finite).
 const CONNECT_CONCURRENCY: usize = 256;
 
-/// Opens the connections `ids`, a bounded number at a time; in idle mode each also echoes once.
+/// Opens the connections `ids`, a bounded number at a time; in idle mode each also echoes once
+/// unless --silent.
 pub(super) async fn open_all(
     plan: &Plan,
     shared: &Shared,
@@ -36,11 +37,13 @@ pub(super) async fn open_all(
             let Some(id) = ids.next() else { break };
             pending.push(async move {
                 let mut conn = open(plan, id, id, Rx::new(plan.read_buf)).await?;
-                if plan.mode == Mode::Idle {
+                if plan.mode == Mode::Idle && !plan.silent {
                     match tokio::time::timeout(plan.timeout, conn.echo_once(plan)).await {
                         Ok(result) => result?,
                         Err(_) => bail!("no echo within --timeout {:?}", plan.timeout),
                     }
+                }
+                if plan.mode == Mode::Idle {
                     // Held connections keep no read buffer on this side.
                     conn.rx = Rx::new(0);
                 }

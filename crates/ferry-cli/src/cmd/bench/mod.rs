@@ -528,6 +528,7 @@ mod tests {
             warmup: None,
             hold: None,
             path_per_connection: false,
+            silent: false,
             threads: 1,
             server_pid: None,
             source_ips: None,

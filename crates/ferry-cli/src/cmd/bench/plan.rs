@@ -25,6 +25,8 @@ pub(super) struct Plan {
     pub(super) path: String,
     /// Each connection's path gets "-N" appended (idle mode, --path-per-connection).
     pub(super) path_per_connection: bool,
+    /// Idle mode: no echo after the handshake (--silent).
+    pub(super) silent: bool,
     pub(super) sources: Vec<IpAddr>,
     pub(super) size: usize,
     pub(super) pipeline: usize,
@@ -152,6 +154,7 @@ impl Plan {
             targets: s.targets.clone(),
             path: s.path.clone(),
             path_per_connection: s.path_per_connection,
+            silent: s.silent,
             sources: s.sources.clone(),
             size: s.size,
             pipeline: s.pipeline,

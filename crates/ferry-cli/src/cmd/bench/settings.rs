@@ -22,6 +22,8 @@ pub(super) struct Settings {
     pub(super) path: String,
     /// Idle mode: each connection's path gets "-N" (its number) appended.
     pub(super) path_per_connection: bool,
+    /// Idle mode: connections send nothing after the handshake.
+    pub(super) silent: bool,
     pub(super) connections: usize,
     pub(super) size: usize,
     pub(super) pipeline: usize,
@@ -145,6 +147,8 @@ impl Settings {
             bail!("--hold applies to idle mode only; use --duration for {m} mode");
         } else if args.path_per_connection {
             bail!("--path-per-connection applies to idle mode only; drop it for {m} mode");
+        } else if args.silent {
+            bail!("--silent applies to idle mode only; drop it for {m} mode");
         }
         if args.duration == Some(Duration::ZERO) {
             bail!("--duration 0: need a positive duration such as 5s");
@@ -208,6 +212,7 @@ impl Settings {
             warmup,
             hold: args.hold.unwrap_or(Duration::from_secs(2)),
             path_per_connection: args.path_per_connection,
+            silent: args.silent,
             threads: args.threads,
             server_pid: args.server_pid,
             sources,
