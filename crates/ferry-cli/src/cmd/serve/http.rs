@@ -2,18 +2,13 @@
 //! WebSocket routes (an HTTP/1.1 Upgrade, or an HTTP/2 extended CONNECT, RFC 8441).
 
 use std::convert::Infallible;
-use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
 use ferry::upgrade::{Upgrade, UpgradeError, refusal_response};
-use ferry::{CloseCode, CloseInfo, Incoming, Sender};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use ferry::{CloseCode, Sender};
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::header::HeaderValue;
@@ -27,12 +22,11 @@ use super::State;
 use super::admission::{AcceptFailures, Admission};
 use super::auth::{CLOSE_TOKEN_EXPIRED, Grant, Rejected};
 use super::bridge::{self, TokenCheck};
-use super::broker::TrySubmit;
-use super::idle::IdleTimer;
-use super::metrics::Route;
 use super::per_ip::{PerIp, Slot};
 pub use super::reply::{Reply, text};
+use super::timers::Timers;
 use super::tls::Tls;
+use super::topic::TopicRequest;
 
 const PAGE: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
@@ -452,15 +446,26 @@ fn upgrade<S: Transport>(
             // stream is boxed, and the token reduced to its expiry timer, before the task is
             // made: the task keeps its size for the connection's whole life (under 1 KiB
             // against 4.9).
-            let timers = super::echo::Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
+            let timers = Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
             let upgrading = Box::pin(pending.into_websocket_on::<S>());
             tokio::spawn(super::echo::serve(
                 upgrading, http2, timers, slot, admission,
             ));
             return reply;
         }
+        Target::Topic(name) => {
+            // Held by its handles (the broker sends to it), with a task as small as echo's:
+            // the token reduced to what the loop needs before the task is made (topic.rs).
+            let may_publish = state.access.may_publish(&name, grant.as_ref());
+            let timers = Timers::new(grant.map(|g| g.remaining()), state.idle_timeout);
+            let upgrading = Box::pin(pending.websocket_on::<S>());
+            let topic = TopicRequest { name, may_publish };
+            tokio::spawn(super::topic::serve(
+                upgrading, http2, topic, timers, slot, admission,
+            ));
+            return reply;
+        }
         Target::Control => HandlesRoute::Control,
-        Target::Topic(name) => HandlesRoute::Topic(name),
         Target::Bridge(name) => HandlesRoute::Bridge(name),
     };
     // As for echo: the wait for the stream is boxed, so it does not size the task.
@@ -605,11 +610,11 @@ fn failure_reason(err: &UpgradeError) -> &'static str {
 }
 
 /// A route whose connection is held by its `Sender`/`Receiver` handles, because it is sent to
-/// from more than one place (the broker, other connections, a bridge's target). The echo route
-/// is not one: it runs on a single task (`echo::serve`).
+/// from more than one place (the broker, other connections, a bridge's target), and whose
+/// task is this file's `run_websocket`. The echo route runs on a single task (`echo::serve`);
+/// the topic route, held by handles too, has a task of its own (`topic::serve`).
 enum HandlesRoute {
     Control,
-    Topic(String),
     Bridge(String),
 }
 
@@ -623,7 +628,7 @@ struct WebSocketRequest {
 
 async fn run_websocket(
     sender: Sender,
-    mut receiver: ferry::Receiver,
+    receiver: ferry::Receiver,
     state: Arc<State>,
     websocket: WebSocketRequest,
     // Held for the connection's life: the per-IP count covers the WebSocket too.
@@ -641,7 +646,7 @@ async fn run_websocket(
     let id = state.connections.add(sender.clone());
     // A token's connection ends when the token does (the control route can refresh its own).
     let expiry = match (&grant, &route) {
-        (Some(g), HandlesRoute::Topic(_) | HandlesRoute::Bridge(_)) => {
+        (Some(g), HandlesRoute::Bridge(_)) => {
             let (sender, remaining) = (sender.clone(), g.remaining());
             Some(tokio::spawn(async move {
                 tokio::time::sleep(remaining).await;
@@ -662,25 +667,6 @@ async fn run_websocket(
             ))
             .await;
             None
-        }
-        HandlesRoute::Topic(name) => {
-            match state.broker.subscribe(name, sender.clone().into()).await {
-                Ok(subscription) => {
-                    let closed =
-                        publish(&state, &sender, &mut receiver, name, grant.as_ref()).await;
-                    state.broker.unsubscribe(name, subscription);
-                    closed
-                }
-                Err(err) => {
-                    state
-                        .metrics
-                        .broker_refusals
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(topic = %name, reason = %err, "cannot subscribe: the broker is unavailable");
-                    sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
-                    drain(&mut receiver).await
-                }
-            }
         }
         HandlesRoute::Bridge(name) => match state.bridges.get(name) {
             Some(bridge) => {
@@ -703,132 +689,4 @@ async fn run_websocket(
         expiry.abort();
     }
     state.connections.remove(id);
-}
-
-/// Publishes a topic connection may have under way at once: its messages are submitted in
-/// order without waiting for each outcome, so one fast publisher is not held to one Redis
-/// round trip per message.
-const PUBLISH_WINDOW: usize = 256;
-
-/// The topic route: every message received is published. Returns how the connection closed.
-async fn publish(
-    state: &State,
-    sender: &Sender,
-    receiver: &mut ferry::Receiver,
-    name: &str,
-    grant: Option<&Grant>,
-) -> Option<CloseInfo> {
-    type Outcome = (
-        Result<super::broker::Published, super::broker::Unavailable>,
-        u64,
-    );
-    let mut pending: FuturesOrdered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>,
-    > = FuturesOrdered::new();
-    let may_publish = state.access.may_publish(name, grant);
-    let mut bucket = super::rate::Bucket::full(state.publish_rate);
-    let mut idle = IdleTimer::new(state.idle_timeout);
-    loop {
-        let item = tokio::select! {
-            biased;
-            Some((outcome, len)) = pending.next(), if !pending.is_empty() => {
-                match outcome {
-                    Ok(published) => {
-                        let delivered = published.delivered.unwrap_or(0) as u64;
-                        state.metrics.sent(Route::Topics, delivered, delivered * len);
-                        continue;
-                    }
-                    Err(err) => return refuse_publish(state, sender, receiver, name, &err).await,
-                }
-            }
-            item = receiver.recv(), if pending.len() < PUBLISH_WINDOW => item,
-            () = poll_fn(|cx| idle.as_mut().map_or(Poll::Pending, |i| i.poll_expired(cx))), if idle.is_some() => {
-                // Once: the close is under way, and the items before it still come.
-                idle = None;
-                sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
-                continue;
-            }
-        };
-        match item? {
-            Incoming::Message(message) => {
-                if let Some(idle) = idle.as_mut() {
-                    idle.touch();
-                }
-                state.metrics.received(Route::Topics, message.len());
-                if !may_publish {
-                    state.metrics.forbidden("publish");
-                    sender.start_close(
-                        CloseCode::POLICY_VIOLATION,
-                        "this connection may not publish to this topic",
-                    );
-                    return drain(receiver).await;
-                }
-                if bucket
-                    .take(state.publish_rate, std::time::Instant::now())
-                    .is_err()
-                {
-                    state.metrics.rate_limited("publish");
-                    sender.start_close(CloseCode::POLICY_VIOLATION, "publish rate exceeded");
-                    return drain(receiver).await;
-                }
-                let len = message.len() as u64;
-                // Without waiting when the broker has room (always, in memory); the wait for
-                // room is boxed, so it does not size this task for the connection's life.
-                let submitted = match state.broker.try_submit(name, message) {
-                    Ok(publishing) => Ok(publishing),
-                    Err(TrySubmit::Full(message)) => {
-                        Box::pin(state.broker.submit(name, message)).await
-                    }
-                    Err(TrySubmit::Unavailable(err)) => Err(err),
-                };
-                match submitted {
-                    // The memory broker has published already: count it now, without a boxed
-                    // future per message. Only Redis publishes wait for an answer.
-                    Ok(super::broker::Publishing::Done(published)) => {
-                        let delivered = published.delivered.unwrap_or(0) as u64;
-                        state
-                            .metrics
-                            .sent(Route::Topics, delivered, delivered * len);
-                    }
-                    Ok(publishing) => {
-                        pending
-                            .push_back(Box::pin(async move { (publishing.outcome().await, len) }));
-                    }
-                    Err(err) => return refuse_publish(state, sender, receiver, name, &err).await,
-                }
-            }
-            Incoming::Closed(info) => return Some(info),
-        }
-    }
-}
-
-/// A topic connection's message was not published: tell the client by closing (1013), so it
-/// never takes silence for delivery.
-async fn refuse_publish(
-    state: &State,
-    sender: &Sender,
-    receiver: &mut ferry::Receiver,
-    topic: &str,
-    err: &super::broker::Unavailable,
-) -> Option<CloseInfo> {
-    state
-        .metrics
-        .broker_refusals
-        .fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(topic, reason = %err, "publish refused: the broker is unavailable");
-    sender.start_close(
-        CloseCode::TRY_AGAIN_LATER,
-        "broker unavailable; message not published",
-    );
-    drain(receiver).await
-}
-
-/// Reads until the close, discarding messages; returns how it closed.
-async fn drain(receiver: &mut ferry::Receiver) -> Option<CloseInfo> {
-    loop {
-        match receiver.recv().await? {
-            Incoming::Message(_) => {}
-            Incoming::Closed(info) => return Some(info),
-        }
-    }
 }

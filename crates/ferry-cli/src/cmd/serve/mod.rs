@@ -22,7 +22,9 @@ mod per_ip;
 mod rate;
 mod registry;
 mod reply;
+mod timers;
 mod tls;
+mod topic;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -11,9 +11,12 @@ mod redis;
 mod shard;
 
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use ferry::Message;
@@ -83,7 +86,27 @@ pub enum TrySubmit {
 /// A publish under way ([`Broker::submit`]).
 pub enum Publishing {
     Done(Published),
-    Sent(tokio::sync::oneshot::Receiver<Result<Position, Unavailable>>),
+    Sent(Answer),
+}
+
+/// The answer to a publish sent to Redis: the message's place, or why it was not published.
+/// A named future, so a connection can keep a window of them in a queue rather than one boxed
+/// future each.
+pub struct Answer(tokio::sync::oneshot::Receiver<Result<Position, Unavailable>>);
+
+impl Future for Answer {
+    type Output = Result<Published, Unavailable>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(Pin::new(&mut self.0).poll(cx)) {
+            Ok(Ok(position)) => Ok(Published {
+                position,
+                delivered: None,
+            }),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(Unavailable("the broker stopped".into())),
+        })
+    }
 }
 
 impl Publishing {
@@ -91,14 +114,7 @@ impl Publishing {
     pub async fn outcome(self) -> Result<Published, Unavailable> {
         match self {
             Publishing::Done(published) => Ok(published),
-            Publishing::Sent(answer) => match answer.await {
-                Ok(Ok(position)) => Ok(Published {
-                    position,
-                    delivered: None,
-                }),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(Unavailable("the broker stopped".into())),
-            },
+            Publishing::Sent(answer) => answer.await,
         }
     }
 }
@@ -171,7 +187,7 @@ impl Broker {
     pub async fn submit(&self, topic: &str, message: Message) -> Result<Publishing, Unavailable> {
         match self {
             Broker::Memory(b) => Ok(Publishing::Done(b.publish(topic, message))),
-            Broker::Redis(b) => Ok(Publishing::Sent(b.submit(topic, message).await?)),
+            Broker::Redis(b) => Ok(Publishing::Sent(Answer(b.submit(topic, message).await?))),
         }
     }
 
@@ -183,7 +199,7 @@ impl Broker {
     pub fn try_submit(&self, topic: &str, message: Message) -> Result<Publishing, TrySubmit> {
         match self {
             Broker::Memory(b) => Ok(Publishing::Done(b.publish(topic, message))),
-            Broker::Redis(b) => Ok(Publishing::Sent(b.try_submit(topic, message)?)),
+            Broker::Redis(b) => Ok(Publishing::Sent(Answer(b.try_submit(topic, message)?))),
         }
     }
 
