@@ -657,8 +657,8 @@ async fn run_websocket(
     };
     let closed = match &route {
         HandlesRoute::Control => {
-            // Records its own close in the metrics. Boxed, as the bridge below: the task of
-            // every topic connection would otherwise be the size of the largest route's loop.
+            // Records its own close in the metrics. Boxed, as the bridge below: a connection
+            // then carries its own route's loop, not the larger of the two.
             Box::pin(super::control::serve(
                 state.clone(),
                 sender,
