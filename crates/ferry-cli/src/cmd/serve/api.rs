@@ -20,7 +20,6 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
 
 use super::State;
 use super::reply::Reply;
@@ -181,10 +180,7 @@ async fn publish(req: Request<Body>, state: &State, topic: &str) -> Reply {
             )
         }
         Err(err) => {
-            state
-                .metrics
-                .broker_refusals
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.broker_refused();
             tracing::warn!(topic, reason = %err, "API publish refused: the broker is unavailable");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -234,10 +230,7 @@ async fn history(req: &Request<Body>, state: &State, topic: &str) -> Reply {
     let history = match state.broker.history(topic, since.as_ref(), limit).await {
         Ok(history) => history,
         Err(err) => {
-            state
-                .metrics
-                .broker_refusals
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.broker_refused();
             tracing::warn!(topic, reason = %err, "API history refused: the broker is unavailable");
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -64,7 +64,7 @@ pub struct Metrics {
     handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
     bridge_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Publishes and subscribes refused because the broker was unavailable.
-    pub broker_refusals: AtomicU64,
+    broker_refusals: AtomicU64,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     forbidden: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
@@ -121,6 +121,12 @@ impl Metrics {
     }
 
     /// A valid token (or none) that does not allow `op`: subscribe, publish, bridge, connect.
+    /// A publish, subscribe or history request refused because the broker was unavailable.
+    /// The caller logs it, naming what was refused.
+    pub fn broker_refused(&self) {
+        self.broker_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn forbidden(&self, op: &'static str) {
         bump(&self.forbidden, op);
     }

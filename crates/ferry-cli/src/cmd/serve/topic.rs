@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use ferry::pubsub::SubscriptionId;
@@ -133,10 +132,7 @@ fn subscribe<'a>(
         match state.broker.subscribe(topic, sender.clone().into()).await {
             Ok(subscription) => Some(subscription),
             Err(err) => {
-                state
-                    .metrics
-                    .broker_refusals
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.broker_refused();
                 tracing::warn!(topic, reason = %err, "cannot subscribe: the broker is unavailable");
                 sender.start_close(CloseCode::TRY_AGAIN_LATER, "broker unavailable");
                 None
@@ -290,10 +286,7 @@ impl Publisher {
 /// A topic connection's message was not published: tell the client by closing (1013), so it
 /// never takes silence for delivery.
 fn refuse_publish(state: &State, sender: &Sender, topic: &str, err: &Unavailable) {
-    state
-        .metrics
-        .broker_refusals
-        .fetch_add(1, Ordering::Relaxed);
+    state.metrics.broker_refused();
     tracing::warn!(topic, reason = %err, "publish refused: the broker is unavailable");
     sender.start_close(
         CloseCode::TRY_AGAIN_LATER,

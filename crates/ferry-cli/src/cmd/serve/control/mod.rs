@@ -11,7 +11,6 @@
 //! then do the held live messages go, those already sent skipped.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
@@ -266,10 +265,7 @@ impl Session {
                     for (topic, join) in joined {
                         broker.unsubscribe(&topic, join.id);
                     }
-                    self.state
-                        .metrics
-                        .broker_refusals
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.state.metrics.broker_refused();
                     tracing::warn!(reason = %err, "subscribe refused: the broker is unavailable");
                     return Err(refused(
                         "broker_unavailable",
@@ -409,10 +405,7 @@ impl Session {
         let published = match self.state.broker.publish(topic, message).await {
             Ok(published) => published,
             Err(err) => {
-                self.state
-                    .metrics
-                    .broker_refusals
-                    .fetch_add(1, Ordering::Relaxed);
+                self.state.metrics.broker_refused();
                 tracing::warn!(topic = %topic, reason = %err, "publish refused: the broker is unavailable");
                 return Err(refused(
                     "broker_unavailable",
