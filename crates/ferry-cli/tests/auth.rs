@@ -534,32 +534,24 @@ async fn an_expired_token_closes_its_connection_and_a_refresh_extends_it() {
 #[tokio::test]
 async fn an_expired_token_closes_an_echo_connection_with_4001() {
     // The echo route runs on one task of its own (no handles): the expiry reaches it there.
-    let (server, _secret) = protected(&[]);
-    let mut c = claims("erin", &[], &[]);
-    c["exp"] = json!(now() + 2);
-    let url = format!("ws://{}/ws/echo?token={}", server.addr, hs256(&c));
-    let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
-    sender.send("before").await.unwrap();
-    assert_eq!(
-        receiver.recv_message().await,
-        Some(ferry::Message::text("before"))
-    );
-    let close = closed(&mut receiver).await;
-    assert_eq!(close.code.as_u16(), 4001);
-    assert_eq!(&*close.reason, "token expired");
-    expired_close_counted(&server).await;
+    expiry_closes_after_an_echo("/ws/echo", claims("erin", &[], &[])).await;
 }
 
 #[tokio::test]
 async fn an_expired_token_closes_a_topic_connection_with_4001() {
-    // The topic route's task watches the expiry beside the connection (no timer task).
+    // The topic route's task watches the expiry beside the connection (no timer task). The
+    // message comes back as the topic's subscriber hears what it published.
+    expiry_closes_after_an_echo("/ws/topics/news", claims("erin", &["news"], &["news"])).await;
+}
+
+/// Connects to `path` with a token of `claims` that expires in two seconds: a message sent
+/// comes back, then the server closes with 4001 and counts that close.
+async fn expiry_closes_after_an_echo(path: &str, mut claims: Value) {
     let (server, _secret) = protected(&[]);
-    let mut c = claims("erin", &["news"], &["news"]);
-    c["exp"] = json!(now() + 2);
-    let url = format!("ws://{}/ws/topics/news?token={}", server.addr, hs256(&c));
+    claims["exp"] = json!(now() + 2);
+    let url = format!("ws://{}{path}?token={}", server.addr, hs256(&claims));
     let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
     sender.send("before").await.unwrap();
-    // Published, and heard back as the topic's subscriber.
     assert_eq!(
         receiver.recv_message().await,
         Some(ferry::Message::text("before"))
@@ -567,16 +559,12 @@ async fn an_expired_token_closes_a_topic_connection_with_4001() {
     let close = closed(&mut receiver).await;
     assert_eq!(close.code.as_u16(), 4001);
     assert_eq!(&*close.reason, "token expired");
-    expired_close_counted(&server).await;
-}
-
-/// Waits until the server counts one close with 4001. It counts the close once its closing
-/// handshake is over, which can be just after the client has seen the close frame.
-async fn expired_close_counted(server: &Server) {
+    // The server counts the close once its closing handshake is over, which can be just
+    // after the client has seen the close frame.
     let counted = r#"ferry_closes_total{code="4001",initiator="server"} 1"#;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let text = metrics(server).await;
+        let text = metrics(&server).await;
         if text.contains(counted) {
             break;
         }
