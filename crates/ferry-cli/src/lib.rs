@@ -7,6 +7,7 @@ mod cmd;
 #[doc(hidden)]
 pub mod fuzzing;
 mod size;
+mod task_pool;
 
 use std::process::ExitCode;
 

@@ -152,7 +152,19 @@ async fn bad_handshakes_get_precise_statuses() {
 
 #[tokio::test]
 async fn two_thousand_concurrent_connections_all_echo() {
-    let server = Server::echo(&[]);
+    concurrent_connections_all_echo(&[]).await;
+}
+
+#[tokio::test]
+async fn two_thousand_pooled_connections_all_echo() {
+    // Two pool tasks on two worker threads, instead of a task per connection.
+    concurrent_connections_all_echo(&["--pool-connections", "--threads", "2"]).await;
+}
+
+/// Two thousand clients at once each echo five messages and close cleanly, and every
+/// descriptor is given back, on `ferry echo` with `flags`.
+async fn concurrent_connections_all_echo(flags: &[&str]) {
+    let server = Server::echo(flags);
     let baseline = server.fds();
     let url = server.url();
     let clients: Vec<_> = (0..2000)
@@ -248,7 +260,19 @@ async fn vanish_round(server: &Server, clients: usize) {
 
 #[tokio::test]
 async fn misbehaving_clients_do_not_break_the_others() {
-    let server = Server::echo(&[]);
+    misbehaving_clients_leave_the_others_alone(&[]).await;
+}
+
+#[tokio::test]
+async fn misbehaving_clients_do_not_break_the_others_in_their_pool() {
+    // One pool task holds every connection, the misbehaving ones among them.
+    misbehaving_clients_leave_the_others_alone(&["--pool-connections"]).await;
+}
+
+/// Clients that break the protocol in four ways, beside well-behaved ones on the same
+/// `ferry echo` (with `flags`): the well-behaved all echo and close cleanly.
+async fn misbehaving_clients_leave_the_others_alone(flags: &[&str]) {
+    let server = Server::echo(flags);
     let addr = server.addr.clone();
     // Misbehavers: garbage after the handshake, unmasked frames, a huge frame trickled slowly,
     // and idle connections that never finish their handshake.
