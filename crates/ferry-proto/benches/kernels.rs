@@ -193,6 +193,35 @@ fn client_send(c: &mut Criterion) {
     group.finish();
 }
 
+/// A client's 1 MiB message in frames of a given size: 1023-byte frames are masked by copy,
+/// 1024 and up as they go out (`LAZY_MASK_MIN_FRAME`), so the two first show what the lazy
+/// path costs per frame.
+fn client_send_fragmented(c: &mut Criterion) {
+    let mut group = c.benchmark_group("client_send_fragmented");
+    let size = 1 << 20;
+    let payload = Bytes::from(vec![0x5a; size]);
+    group.throughput(Throughput::Bytes(size as u64));
+    for frame in [1023usize, 1024, 4096] {
+        group.bench_function(BenchmarkId::from_parameter(frame), |b| {
+            let config = Config {
+                fragment_size: Some(frame),
+                ..Config::default()
+            };
+            let mut client = Connection::new(Role::Client, config, Instant::now());
+            b.iter(|| {
+                client.send(Message::binary(payload.clone())).unwrap();
+                let transmit = client.transmit();
+                while transmit.has_remaining() {
+                    let n = transmit.chunk().len().min(64 * 1024);
+                    black_box(&transmit.chunk()[..n]);
+                    transmit.advance(n);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     masking,
@@ -200,6 +229,7 @@ criterion_group!(
     utf8,
     handshake,
     assembly,
-    client_send
+    client_send,
+    client_send_fragmented
 );
 criterion_main!(benches);

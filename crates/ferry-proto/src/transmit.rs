@@ -274,14 +274,21 @@ impl Transmit {
             return;
         }
         self.seal();
+        // Masked at once when it starts within the first window of the queue, so a vectored
+        // write gathers a finely fragmented message's first frames; what lies beyond is
+        // masked as the writes reach it (`fill_if_needed`).
+        let ahead = self.sealed_len;
         self.sealed_len += payload.len();
-        self.chunks.push_back(Chunk::Masked(Box::new(Masked {
+        let mut masked = Box::new(Masked {
             payload,
             key,
             offset: 0,
             window: BytesMut::new(),
-        })));
-        self.fill_ahead();
+        });
+        if ahead < MASK_WINDOW {
+            masked.fill();
+        }
+        self.chunks.push_back(Chunk::Masked(masked));
     }
 
     fn seal(&mut self) {
@@ -289,6 +296,16 @@ impl Transmit {
             let chunk = self.tail.split().freeze();
             self.sealed_len += chunk.len();
             self.chunks.push_back(Chunk::Wire(chunk));
+        }
+    }
+
+    /// After the front chunk is gone: if the new front, or the payload right behind its header,
+    /// is a masked payload with nothing masked yet, masks ahead (`fill_ahead`). Looking at two
+    /// chunks only keeps this constant-time per chunk written; the scan runs once per window.
+    fn fill_if_needed(&mut self) {
+        let unmasked = |chunk: &Chunk| matches!(chunk, Chunk::Masked(m) if m.window.is_empty() && !m.payload.is_empty());
+        if self.chunks.iter().take(2).any(unmasked) {
+            self.fill_ahead();
         }
     }
 
@@ -371,7 +388,7 @@ impl Transmit {
                     front.advance(step);
                     if front.is_empty() {
                         self.chunks.pop_front();
-                        self.fill_ahead();
+                        self.fill_if_needed();
                     }
                     step
                 }
@@ -382,7 +399,7 @@ impl Transmit {
                     front.fill();
                     if front.len() == 0 {
                         self.chunks.pop_front();
-                        self.fill_ahead();
+                        self.fill_if_needed();
                     }
                     step
                 }
@@ -393,7 +410,7 @@ impl Transmit {
                 }
             };
             if step == 0 {
-                // Only if the front chunk were not ready, which `fill_ahead` rules out: stop
+                // Only if the front chunk were not ready, which `fill_if_needed` rules out: stop
                 // rather than spin.
                 debug_assert!(false, "the front chunk has no ready bytes");
                 return;
