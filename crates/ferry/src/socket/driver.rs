@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{CloseCode, CloseInfo, Event, Initiator, SendOptions, State, Utf8Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +19,10 @@ use super::transport::{Read, Transport};
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 16;
 
+/// How long a connection's queues stay unused before their last slots are freed. A busy
+/// connection then allocates them again at most once per period, and a quiet one holds none.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+
 pub(crate) struct Driver<S> {
     t: Transport<S>,
     commands_open: bool,
@@ -26,6 +30,11 @@ pub(crate) struct Driver<S> {
     draining: Option<u64>,
     shared: Arc<Shared>,
     reported: bool,
+    /// When the queues' kept slots are freed if they are empty then; armed when a read would
+    /// block and some queue holds slots, or the drop queue was used.
+    quiet: Option<Instant>,
+    /// A drop-queue marker was taken since the queues were last freed.
+    drop_queue_used: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -36,6 +45,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             draining: None,
             shared,
             reported: false,
+            quiet: None,
+            drop_queue_used: false,
         };
         // Leftover bytes from the handshake may already have produced events.
         driver.dispatch_events();
@@ -98,6 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.shared.release(frame.len());
             }
             Command::Droppable(marker) => {
+                self.drop_queue_used = true;
                 self.draining = Some(marker);
                 self.drain_marker();
             }
@@ -180,7 +192,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         match self.t.read(cx) {
             Read::Pending => {
-                self.shared.release_idle_queues();
+                let keeps_slots = self.shared.release_idle_queues();
+                if (keeps_slots || self.drop_queue_used) && self.quiet.is_none() {
+                    self.quiet = Some(super::now() + QUIET_AFTER);
+                }
                 false
             }
             Read::Data | Read::Ended => {
@@ -262,7 +277,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
                 return this.t.poll_finish(cx);
             }
             progress |= this.read(cx);
-            if this.t.poll_timer(cx) {
+            if let Some(fired) = this.t.poll_timer(cx, this.quiet) {
+                if this.quiet.is_some_and(|quiet| quiet <= fired) {
+                    this.drop_queue_used = false;
+                    // A queue the application has not emptied yet (messages it has not taken)
+                    // is looked at again a period later: no read may come to arm it.
+                    this.quiet = this
+                        .shared
+                        .release_quiet_queues()
+                        .then(|| super::now() + QUIET_AFTER);
+                }
                 this.dispatch_events();
                 progress = true;
             }
@@ -318,5 +342,77 @@ impl<S> Drop for Driver<S> {
         self.drain_dead_commands();
         // The receiver may be waiting for an item that will now never come.
         self.shared.receiver.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferry_proto::{PreparedMessage, Role};
+
+    use crate::{Message, Overflow};
+
+    /// Capacity of (commands, incoming, drop queue).
+    fn capacities(sender: &crate::Sender) -> (usize, usize, usize) {
+        let shared = sender.shared();
+        let droppable = shared.droppable.lock().unwrap().entries.capacity();
+        (
+            shared.commands().capacity(),
+            shared.incoming().capacity(),
+            droppable,
+        )
+    }
+
+    /// A connection's queues keep a few slots while it is busy, so a message costs no
+    /// allocation, and free them within `QUIET_AFTER` once it is quiet: an idle subscriber that
+    /// once received messages holds no queue memory.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_frees_its_queue_slots() {
+        let config = crate::Config::default();
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (sender, mut receiver) =
+            crate::from_raw(server_io, Role::Server, &config, None, bytes::Bytes::new());
+        let (peer_sender, mut peer_receiver) =
+            crate::from_raw(client_io, Role::Client, &config, None, bytes::Bytes::new());
+
+        for i in 0..3u8 {
+            peer_sender
+                .send(Message::binary(vec![i; 10]))
+                .await
+                .unwrap();
+            assert_eq!(receiver.recv_message().await.unwrap().len(), 10);
+            sender.send(Message::binary(vec![i; 10])).await.unwrap();
+            let frame = PreparedMessage::new(Message::binary(vec![i; 20])).frame(None);
+            sender
+                .try_send_prepared(frame, Overflow::DropOldest)
+                .unwrap();
+            assert_eq!(peer_receiver.recv_message().await.unwrap().len(), 10);
+            assert_eq!(peer_receiver.recv_message().await.unwrap().len(), 20);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (commands, incoming, droppable) = capacities(&sender);
+        assert!(
+            commands > 0 && incoming > 0 && droppable > 0,
+            "busy: slots kept, ({commands}, {incoming}, {droppable})"
+        );
+
+        tokio::time::sleep(super::QUIET_AFTER).await;
+        assert_eq!(capacities(&sender), (0, 0, 0), "quiet: every slot freed");
+
+        // The connection still works, and frees again after the next burst.
+        peer_sender.send(Message::text("again")).await.unwrap();
+        assert_eq!(receiver.recv_message().await.unwrap().len(), 5);
+        tokio::time::sleep(super::QUIET_AFTER + Duration::from_millis(10)).await;
+        assert_eq!(capacities(&sender), (0, 0, 0));
+
+        // A message the application leaves unread keeps its slot; once taken, with no read
+        // after it to notice, the slot still goes.
+        peer_sender.send(Message::text("unread")).await.unwrap();
+        tokio::time::sleep(super::QUIET_AFTER * 2).await;
+        assert!(capacities(&sender).1 > 0, "the unread message is kept");
+        assert_eq!(receiver.recv_message().await.unwrap().len(), 6);
+        tokio::time::sleep(super::QUIET_AFTER + Duration::from_millis(10)).await;
+        assert_eq!(capacities(&sender), (0, 0, 0));
     }
 }

@@ -34,6 +34,14 @@ pub struct Sender {
     shared: Arc<Shared>,
 }
 
+impl Sender {
+    /// The state shared with the driver, for tests that look at its queues.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Clone for Sender {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::AcqRel);

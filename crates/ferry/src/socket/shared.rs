@@ -210,17 +210,41 @@ impl Shared {
 
     /// Frees what a burst grew the queues to, once they are empty. A few slots stay: freeing
     /// them too costs an allocation per queue per message (about 1,000 instructions per small
-    /// echo under callgrind) to save about 0.5 KiB per idle connection.
-    pub(crate) fn release_idle_queues(&self) {
+    /// echo under callgrind). Returns whether a queue still holds slots, for
+    /// [`Shared::release_quiet_queues`] once the connection has been quiet a while.
+    pub(crate) fn release_idle_queues(&self) -> bool {
         let mut commands = self.commands();
         if commands.is_empty() && commands.capacity() > KEPT_SLOTS {
             *commands = VecDeque::new();
         }
+        let holds = commands.capacity() > 0;
         drop(commands);
         let mut incoming = self.incoming();
         if incoming.is_empty() && incoming.capacity() > KEPT_SLOTS {
             *incoming = VecDeque::new();
         }
+        holds || incoming.capacity() > 0
+    }
+
+    /// Frees every slot of the empty queues, the drop queue's included: nothing went through
+    /// them for a while, so an idle connection holds no queue memory (about 0.5 KiB per
+    /// subscriber that once received a message, docs/memory.md). Returns whether a queue was
+    /// not empty, so its slots are still held.
+    pub(crate) fn release_quiet_queues(&self) -> bool {
+        fn free<T>(queue: &mut VecDeque<T>) -> bool {
+            if queue.is_empty() {
+                *queue = VecDeque::new();
+                return false;
+            }
+            true
+        }
+        let mut held = free(&mut self.commands());
+        held |= free(&mut self.incoming());
+        let mut droppable = self
+            .droppable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        held | free(&mut droppable.entries)
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -332,12 +332,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         self.conn.receive_eof();
     }
 
-    /// Arms the timer for the protocol's next deadline (or the spare buffer's expiry, if
-    /// sooner) and fires it when due. Returns whether it fired (the protocol may have queued a
-    /// ping, or events).
-    pub(crate) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Arms the timer for the earliest of the protocol's next deadline, the spare buffer's
+    /// expiry and the owner's own deadline `also`, and fires it when due. Returns the deadline
+    /// that fired, if one did: the protocol may then have queued a ping or events, and the
+    /// owner's deadline is due if it is at or before the one returned.
+    pub(crate) fn poll_timer(
+        &mut self,
+        cx: &mut Context<'_>,
+        also: Option<Instant>,
+    ) -> Option<Instant> {
         let spare_expires = self.spare.as_ref().and_then(|spare| spare.expires);
-        let Some(deadline) = [self.conn.poll_timeout(), spare_expires]
+        let Some(deadline) = [self.conn.poll_timeout(), spare_expires, also]
             .into_iter()
             .flatten()
             .min()
@@ -345,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             if self.timer.is_some() {
                 self.timer = None;
             }
-            return false;
+            return None;
         };
         let wake_at = tokio::time::Instant::from_std(deadline);
         let timer = self
@@ -363,9 +368,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                     self.spare = None;
                 }
                 self.conn.handle_timeout(Instant::now());
-                true
+                Some(deadline)
             }
-            Poll::Pending => false,
+            Poll::Pending => None,
         }
     }
 }

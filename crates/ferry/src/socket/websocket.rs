@@ -173,7 +173,7 @@ where
                 Read::Data | Read::Ended => progress = true,
                 Read::Pending => {}
             }
-            progress |= t.poll_timer(cx);
+            progress |= t.poll_timer(cx, None).is_some();
             if !progress {
                 return Poll::Pending;
             }
