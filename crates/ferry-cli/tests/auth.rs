@@ -544,18 +544,44 @@ async fn an_expired_token_closes_a_topic_connection_with_4001() {
     expiry_closes_after_an_echo("/ws/topics/news", claims("erin", &["news"], &["news"])).await;
 }
 
+#[tokio::test]
+async fn an_expired_token_closes_a_bridge_connection_with_4001() {
+    // The relay watches the expiry beside its two directions (no timer task). The message
+    // comes back from a TCP echo target.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = format!("db=tcp://{}", target.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = target.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    let mut claims = claims("erin", &[], &[]);
+    claims["ferry"]["bridges"] = json!(["db"]);
+    expiry_closes_after_an_echo_on("/ws/bridge/db", claims, &["--bridge", &bridge]).await;
+}
+
 /// Connects to `path` with a token of `claims` that expires in two seconds: a message sent
 /// comes back, then the server closes with 4001 and counts that close.
-async fn expiry_closes_after_an_echo(path: &str, mut claims: Value) {
-    let (server, _secret) = protected(&[]);
+async fn expiry_closes_after_an_echo(path: &str, claims: Value) {
+    expiry_closes_after_an_echo_on(path, claims, &[]).await;
+}
+
+/// As `expiry_closes_after_an_echo`, on a server started with `extra` flags.
+async fn expiry_closes_after_an_echo_on(path: &str, mut claims: Value, extra: &[&str]) {
+    let (server, _secret) = protected(extra);
     claims["exp"] = json!(now() + 2);
     let url = format!("ws://{}{path}?token={}", server.addr, hs256(&claims));
     let (sender, mut receiver, _) = ferry::connect(&url).await.unwrap();
     sender.send("before").await.unwrap();
-    assert_eq!(
-        receiver.recv_message().await,
-        Some(ferry::Message::text("before"))
-    );
+    // A bridge carries bytes: what comes back is binary.
+    let echoed = receiver
+        .recv_message()
+        .await
+        .expect("the message comes back");
+    assert_eq!(echoed.as_bytes(), b"before");
     let close = closed(&mut receiver).await;
     assert_eq!(close.code.as_u16(), 4001);
     assert_eq!(&*close.reason, "token expired");

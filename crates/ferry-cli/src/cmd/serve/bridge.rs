@@ -23,6 +23,7 @@ use bytes::BytesMut;
 use ferry::{CloseCode, CloseInfo, Incoming, Message, Receiver, Sender};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::auth::CLOSE_TOKEN_EXPIRED;
 use super::config::{BridgeConfig, Target};
 use super::metrics::{Metrics, Route};
 
@@ -176,7 +177,11 @@ pub async fn relay(
     mut receiver: Receiver,
     metrics: &Metrics,
     idle_timeout: Duration,
+    token_expires_in: Option<Duration>,
 ) -> Option<CloseInfo> {
+    // A token's connection ends when the token does, counted from the upgrade: a token that
+    // expires while the target is being reached closes the relay as soon as it starts.
+    let token_expires = token_expires_in.map(|left| Instant::now() + left);
     let connected = tokio::time::timeout(bridge.connect_timeout, connect(&bridge.target)).await;
     let (mut target_read, mut target_write) = match connected {
         Ok(Ok(halves)) => halves,
@@ -264,7 +269,13 @@ pub async fn relay(
             tokio::time::sleep_until(deadline.into()).await;
         }
     };
-    tokio::pin!(upstream, downstream, idle);
+    let expiry = async {
+        match token_expires {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(upstream, downstream, idle, expiry);
     tokio::select! {
         ended = &mut upstream => {
             match ended {
@@ -283,6 +294,10 @@ pub async fn relay(
         info = &mut downstream => info,
         () = &mut idle => {
             sender.start_close(CloseCode::GOING_AWAY, "idle timeout");
+            downstream.await
+        }
+        () = &mut expiry => {
+            sender.start_close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired");
             downstream.await
         }
     }

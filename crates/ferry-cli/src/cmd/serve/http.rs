@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
+use ferry::Sender;
 use ferry::upgrade::{Upgrade, UpgradeError, refusal_response};
-use ferry::{CloseCode, Sender};
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::header::HeaderValue;
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use super::State;
 use super::admission::{AcceptFailures, Admission};
-use super::auth::{CLOSE_TOKEN_EXPIRED, Grant, Rejected};
+use super::auth::{Grant, Rejected};
 use super::bridge::{self, TokenCheck};
 use super::per_ip::{PerIp, Slot};
 pub use super::reply::{Reply, text};
@@ -644,17 +644,6 @@ async fn run_websocket(
     let metrics = &state.metrics;
     metrics.opened(http2);
     let id = state.connections.add(sender.clone());
-    // A token's connection ends when the token does (the control route can refresh its own).
-    let expiry = match (&grant, &route) {
-        (Some(g), HandlesRoute::Bridge(_)) => {
-            let (sender, remaining) = (sender.clone(), g.remaining());
-            Some(tokio::spawn(async move {
-                tokio::time::sleep(remaining).await;
-                sender.start_close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired");
-            }))
-        }
-        _ => None,
-    };
     let closed = match &route {
         HandlesRoute::Control => {
             // Records its own close in the metrics. Boxed, as the bridge below: a connection
@@ -670,12 +659,14 @@ async fn run_websocket(
         }
         HandlesRoute::Bridge(name) => match state.bridges.get(name) {
             Some(bridge) => {
+                // Ends when the token does, with 4001 (the control route can refresh its own).
                 Box::pin(bridge::relay(
                     bridge,
                     sender,
                     receiver,
                     metrics,
                     state.idle_timeout,
+                    grant.map(|g| g.remaining()),
                 ))
                 .await
             }
@@ -684,9 +675,6 @@ async fn run_websocket(
     };
     if let Some(info) = closed {
         metrics.closed(&info);
-    }
-    if let Some(expiry) = expiry {
-        expiry.abort();
     }
     state.connections.remove(id);
 }
