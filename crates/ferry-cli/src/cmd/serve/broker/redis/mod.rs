@@ -149,7 +149,7 @@ impl Shard {
 }
 
 /// The answer to a submitted publish: the message's position, or why it was not published.
-type Answer = oneshot::Receiver<Result<Position, Unavailable>>;
+type PositionReceiver = oneshot::Receiver<Result<Position, Unavailable>>;
 
 /// Topics, history and fan-out on one or more Redis servers (see the module docs).
 pub struct RedisBroker {
@@ -234,7 +234,11 @@ impl RedisBroker {
     /// Queues `message` for its shard's next pipeline of publishes, waiting for room in the
     /// queue. Messages submitted one after another reach Redis in that order; the returned
     /// receiver gets the message's position (or why it was not published).
-    pub async fn submit(&self, topic: &str, message: Message) -> Result<Answer, Unavailable> {
+    pub async fn submit(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<PositionReceiver, Unavailable> {
         let (shard, job, answer) = self.publish_job(topic, message)?;
         match shard.publishes.send(job).await {
             Ok(()) => Ok(answer),
@@ -244,7 +248,7 @@ impl RedisBroker {
 
     /// Like [`submit`](Self::submit), without waiting: `Full` hands the message back when the
     /// shard's publish queue has no room, for the caller to wait with `submit`.
-    pub fn try_submit(&self, topic: &str, message: Message) -> Result<Answer, TrySubmit> {
+    pub fn try_submit(&self, topic: &str, message: Message) -> Result<PositionReceiver, TrySubmit> {
         let (shard, job, answer) = self
             .publish_job(topic, message)
             .map_err(TrySubmit::Unavailable)?;
@@ -263,7 +267,7 @@ impl RedisBroker {
         &self,
         topic: &str,
         message: Message,
-    ) -> Result<(&Arc<Shard>, PublishJob, Answer), Unavailable> {
+    ) -> Result<(&Arc<Shard>, PublishJob, PositionReceiver), Unavailable> {
         let shard = self.shard(topic);
         if !shard.up.load(Ordering::Acquire) {
             return Err(shard.unavailable());
