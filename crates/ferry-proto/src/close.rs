@@ -4,6 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use crate::close_code::CloseCode;
 use crate::error::ProtocolError;
+use crate::frame::MAX_CONTROL_PAYLOAD;
 use crate::message::Utf8Bytes;
 
 /// The largest close reason that fits a control frame: 125 bytes of payload less the 2-byte code.
@@ -73,6 +74,27 @@ impl CloseFrame {
     }
 }
 
+impl CloseFrame {
+    /// Writes the payload into `buf`, a control frame's room (§5.5), and returns the bytes
+    /// written: what a connection sends, with no allocation. A reason longer than
+    /// [`MAX_REASON_LEN`] (which [`CloseFrame::new`] never makes) is cut at the room's end.
+    pub(crate) fn encode_into<'b>(&self, buf: &'b mut [u8; MAX_CONTROL_PAYLOAD]) -> &'b [u8] {
+        let Some(code) = self.code else {
+            return &[];
+        };
+        let reason = self.reason.as_bytes();
+        let mut len = 0;
+        for (slot, byte) in buf
+            .iter_mut()
+            .zip(code.as_u16().to_be_bytes().iter().chain(reason))
+        {
+            *slot = *byte;
+            len += 1;
+        }
+        buf.get(..len).unwrap_or_default()
+    }
+}
+
 /// Truncates `reason` to at most [`MAX_REASON_LEN`] bytes on a character boundary, so a close
 /// frame built from it is always a valid control frame.
 pub fn truncate_reason(reason: &str) -> &str {
@@ -132,6 +154,19 @@ mod tests {
     fn parse_invalid_utf8_reason_is_1007() {
         let err = CloseFrame::parse(Bytes::from_static(&[0x03, 0xE8, 0xff])).unwrap_err();
         assert_eq!(err.close_code(), CloseCode::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn encode_into_writes_what_encode_makes() {
+        let mut buf = [0u8; MAX_CONTROL_PAYLOAD];
+        for frame in [
+            CloseFrame::new(CloseCode::GOING_AWAY, "bye"),
+            CloseFrame::new(CloseCode::NORMAL, ""),
+            CloseFrame::new(CloseCode::NORMAL, "x".repeat(MAX_REASON_LEN)),
+            CloseFrame::parse(Bytes::new()).unwrap(),
+        ] {
+            assert_eq!(frame.encode_into(&mut buf), &frame.encode()[..]);
+        }
     }
 
     #[test]

@@ -190,7 +190,9 @@ impl Connection {
     /// Queues a close frame, after the data already queued: a close this end starts, a reply to
     /// the peer's, or a failure's. Nothing is queued after it (§5.5.1).
     pub(super) fn write_close(&mut self, frame: &CloseFrame) {
-        self.write_frame(Lane::Data, OpCode::Close, true, 0, &frame.encode());
+        let mut payload = [0; MAX_CONTROL_PAYLOAD];
+        let payload = frame.encode_into(&mut payload);
+        self.write_frame(Lane::Data, OpCode::Close, true, 0, payload);
         self.close_sent = true;
     }
 
