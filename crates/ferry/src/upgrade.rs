@@ -158,9 +158,10 @@ impl Upgrade {
         // 101 for an HTTP/1.1 upgrade, 200 for an HTTP/2 extended CONNECT (RFC 8441 §5).
         *response.status_mut() = StatusCode::from_u16(accepted.status).unwrap_or(StatusCode::OK);
         for (name, value) in &accepted.headers {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(*name), HeaderValue::try_from(value))
-            {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(*name),
+                HeaderValue::try_from(value.as_ref()),
+            ) {
                 response.headers_mut().insert(name, value);
             }
         }

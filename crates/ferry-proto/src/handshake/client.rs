@@ -576,7 +576,7 @@ mod tests {
         let answer = accepted
             .headers
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone().into_bytes()))
+            .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
             .collect();
         let response = client.extended_connect_response(200, answer).unwrap();
         assert_eq!(response.protocol.as_deref(), Some("v1"));

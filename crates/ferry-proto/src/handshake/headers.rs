@@ -1,4 +1,5 @@
-//! A request's header fields in one buffer: names and values back to back, with their spans.
+//! A request's target and header fields in one buffer: the path, then names and values back to
+//! back, with their spans.
 //!
 //! A handshake's request has a handful of headers, looked up a few times each by
 //! case-insensitive name. Owning each as its own `String` and `Vec<u8>` cost two allocations
@@ -7,18 +8,34 @@
 /// Header fields in arrival order. Names are kept as sent; lookups ignore ASCII case.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Headers {
+    /// The path, then each field's name and value.
     bytes: Vec<u8>,
+    /// Where the path ends (it starts the buffer).
+    path_end: u32,
     /// For each field: where its name starts, where its value starts, where its value ends.
     fields: Vec<(u32, u32, u32)>,
 }
 
 impl Headers {
-    /// Room for `fields` fields of `bytes` bytes in all, so filling it allocates twice.
-    pub(crate) fn with_capacity(bytes: usize, fields: usize) -> Headers {
+    /// The request target `path`, with room for `fields` fields of `bytes` bytes in all (the
+    /// path's included), so filling it allocates twice. A path too long for the request's
+    /// bound (`u32::MAX`) is dropped, as an overlong field is.
+    pub(crate) fn with_path(path: &str, bytes: usize, fields: usize) -> Headers {
+        let mut buf = Vec::with_capacity(bytes.max(path.len()));
+        let path_end = u32::try_from(path.len()).unwrap_or(0);
+        buf.extend_from_slice(path.as_bytes().get(..path_end as usize).unwrap_or_default());
         Headers {
-            bytes: Vec::with_capacity(bytes),
+            bytes: buf,
+            path_end,
             fields: Vec::with_capacity(fields),
         }
+    }
+
+    /// The request target, as given.
+    pub(crate) fn path(&self) -> &str {
+        // Written from a `&str` in `with_path`, whole.
+        let path = self.bytes.get(..self.path_end as usize).unwrap_or_default();
+        std::str::from_utf8(path).unwrap_or_default()
     }
 
     /// Appends a field. A request is bounded by `Limits::max_handshake_bytes` (or by the HTTP/2
@@ -48,7 +65,7 @@ impl Headers {
     }
 
     /// Every field as bytes: what lookups compare, without checking names' UTF-8 each time.
-    fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter().map(|&(name, value, end)| {
             let (name, value, end) = (name as usize, value as usize, end as usize);
             (
@@ -77,15 +94,15 @@ impl Headers {
 }
 
 impl Headers {
-    /// The fields of an HTTP stack's own header list (hyper's `HeaderMap`, a `Vec` of pairs),
-    /// copied once into one buffer.
-    pub(crate) fn collect<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Headers
+    /// The path and the fields of an HTTP stack's own header list (hyper's `HeaderMap`, a
+    /// `Vec` of pairs), copied once into one buffer.
+    pub(crate) fn collect<N, V>(path: &str, pairs: impl IntoIterator<Item = (N, V)>) -> Headers
     where
         N: AsRef<str>,
         V: AsRef<[u8]>,
     {
         let pairs = pairs.into_iter();
-        let mut headers = Headers::with_capacity(256, pairs.size_hint().0);
+        let mut headers = Headers::with_path(path, path.len() + 256, pairs.size_hint().0);
         for (name, value) in pairs {
             headers.push(name.as_ref(), value.as_ref());
         }
@@ -99,11 +116,12 @@ mod tests {
 
     #[test]
     fn fields_keep_their_order_case_and_bytes() {
-        let mut headers = Headers::with_capacity(64, 4);
+        let mut headers = Headers::with_path("/a?b", 64, 4);
         headers.push("Host", b"example.com");
         headers.push("X-Empty", b"");
         headers.push("connection", b"keep-alive");
         headers.push("Connection", b"Upgrade");
+        assert_eq!(headers.path(), "/a?b");
         let all: Vec<(&str, &[u8])> = headers.iter().collect();
         assert_eq!(
             all,
@@ -130,7 +148,8 @@ mod tests {
             ("a".to_owned(), b"1".to_vec()),
             ("b".to_owned(), b"22".to_vec()),
         ];
-        let headers = Headers::collect(pairs);
+        let headers = Headers::collect("/x", pairs);
+        assert_eq!(headers.path(), "/x");
         let all: Vec<(&str, &[u8])> = headers.iter().collect();
         assert_eq!(all, [("a", b"1".as_slice()), ("b", b"22".as_slice())]);
     }

@@ -8,14 +8,13 @@
 mod client;
 mod error;
 mod headers;
+mod key;
 mod server;
 
 pub use client::{ClientHandshake, ClientRequest, Response};
 pub use error::{HandshakeError, Refusal};
 pub use server::{Accepted, Request, ServerHandshake};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
 /// The GUID appended to the key before hashing (RFC 6455 §1.3).
@@ -31,7 +30,7 @@ pub fn accept_key(key: &[u8]) -> String {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID.as_bytes());
-    BASE64.encode(sha.finalize())
+    key::encode_digest(&sha.finalize().into())
 }
 
 /// Whether a comma-separated header value contains `token`, compared case-insensitively

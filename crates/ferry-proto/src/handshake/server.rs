@@ -1,11 +1,10 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use super::headers::Headers;
 use super::{HandshakeError, accept_key, find_header_end, has_token, is_safe_header, split_list};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -139,13 +138,13 @@ fn parse(data: &[u8], max_headers: usize) -> Result<Option<(Request, usize)>, Ha
         Err(err) => return Err(HandshakeError::Malformed(describe(err))),
     };
     let method = parsed.method.unwrap_or_default();
-    let path = parsed.path.unwrap_or_default().to_owned();
     let minor = parsed.version.unwrap_or_default();
-    let mut headers = Headers::with_capacity(end, parsed.headers.len());
+    let path = parsed.path.unwrap_or_default();
+    let mut headers = Headers::with_path(path, end, parsed.headers.len());
     for header in parsed.headers.iter() {
         headers.push(header.name, header.value);
     }
-    Request::from_headers(method, minor, path, headers).map(|request| Some((request, end)))
+    Request::from_headers(method, minor, headers).map(|request| Some((request, end)))
 }
 
 fn describe(err: httparse::Error) -> &'static str {
@@ -160,6 +159,53 @@ fn describe(err: httparse::Error) -> &'static str {
     }
 }
 
+/// What the checks of §4.2.1 need from a request's header fields, gathered in one pass over
+/// them. A lookup per name was a pass per name: seven passes, the handshake's largest cost
+/// after SHA-1 (callgrind, `bench/instructions.sh` with `WORKLOADS=handshake`).
+#[derive(Default)]
+struct Upgrade<'a> {
+    host: bool,
+    /// The first Upgrade field's value.
+    upgrade: Option<&'a [u8]>,
+    /// Whether any Connection field lists `upgrade`.
+    connection_upgrade: bool,
+    /// The first Sec-WebSocket-Version field's value.
+    version: Option<&'a [u8]>,
+    /// The first Sec-WebSocket-Key field's value, and how many there were.
+    key: Option<&'a [u8]>,
+    keys: usize,
+    /// Whether a subprotocol or an extension was offered.
+    offers: bool,
+}
+
+impl<'a> Upgrade<'a> {
+    fn scan(headers: &'a Headers) -> Upgrade<'a> {
+        let mut seen = Upgrade::default();
+        for (name, value) in headers.raw() {
+            // By length first: most fields are compared once, if at all.
+            let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+            match name.len() {
+                4 if is(b"host") => seen.host = true,
+                7 if is(b"upgrade") => {
+                    seen.upgrade.get_or_insert(value);
+                }
+                10 if is(b"connection") => seen.connection_upgrade |= has_token(value, "upgrade"),
+                17 if is(b"sec-websocket-key") => {
+                    seen.keys += 1;
+                    seen.key.get_or_insert(value);
+                }
+                21 if is(b"sec-websocket-version") => {
+                    seen.version.get_or_insert(value);
+                }
+                22 if is(b"sec-websocket-protocol") => seen.offers = true,
+                24 if is(b"sec-websocket-extensions") => seen.offers = true,
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
 /// A validated WebSocket upgrade request.
 ///
 /// Look at it (path, Origin, subprotocols, any header) to decide, then answer with
@@ -167,7 +213,7 @@ fn describe(err: httparse::Error) -> &'static str {
 /// step), or a [`Refusal`](super::Refusal).
 #[derive(Clone, Debug)]
 pub struct Request {
-    path: String,
+    /// The path and the header fields.
     headers: Headers,
     /// Sec-WebSocket-Key of an HTTP/1.1 upgrade; `None` for an HTTP/2 extended CONNECT, which
     /// has no key and no Accept (RFC 8441 §5).
@@ -188,8 +234,9 @@ pub struct Accepted {
     pub status: u16,
     /// The response's headers, for an HTTP server (hyper, say) that writes the status line and
     /// headers itself; [`response`](Self::response) has the whole HTTP/1.1 response as bytes.
-    /// The names are the protocol's own, so they are not copied per connection.
-    pub headers: Vec<(&'static str, String)>,
+    /// The names are the protocol's own, and so are the fixed values (`Upgrade: websocket`,
+    /// `Connection: Upgrade`), so they are not copied per connection.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The subprotocol chosen, if any.
     pub protocol: Option<String>,
     /// The permessage-deflate parameters agreed, if any.
@@ -230,13 +277,12 @@ impl Request {
         path: String,
         headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<[u8]>)>,
     ) -> Result<Request, HandshakeError> {
-        Request::from_headers(method, http_minor, path, Headers::collect(headers))
+        Request::from_headers(method, http_minor, Headers::collect(&path, headers))
     }
 
     fn from_headers(
         method: &str,
         http_minor: u8,
-        path: String,
         headers: Headers,
     ) -> Result<Request, HandshakeError> {
         // §4.1: "The method of the request MUST be GET, and the HTTP version MUST be at least 1.1."
@@ -246,37 +292,30 @@ impl Request {
         if http_minor < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        let get = |name: &str| headers.get(name);
-        if get("host").is_none() {
+        let seen = Upgrade::scan(&headers);
+        if !seen.host {
             return Err(HandshakeError::MissingHost);
         }
-        if !get("upgrade").is_some_and(|v| has_token(v, "websocket")) {
+        if !seen.upgrade.is_some_and(|v| has_token(v, "websocket")) {
             return Err(HandshakeError::NotWebSocket);
         }
         // The Connection header may list other tokens (keep-alive, Upgrade), and may repeat.
-        let connection_ok = headers.all("connection").any(|v| has_token(v, "upgrade"));
-        if !connection_ok {
+        if !seen.connection_upgrade {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
         // §4.4: a version other than 13 gets 426 with the versions the server speaks.
-        if get("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+        if seen.version.map(<[u8]>::trim_ascii) != Some(b"13") {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        // Exactly one key, the base64 of 16 bytes (§4.2.1 item 5). Decoded on the stack: room
-        // for 18 bytes tells 16 from more.
-        let mut keys = headers.all("sec-websocket-key").map(<[u8]>::trim_ascii);
-        let key = match (keys.next(), keys.next()) {
-            (Some(key), None)
-                if BASE64
-                    .decode_slice(key, &mut [0u8; 18])
-                    .is_ok_and(|len| len == 16) =>
-            {
+        // Exactly one key, the base64 of 16 bytes (§4.2.1 item 5).
+        let key = match seen.key.map(<[u8]>::trim_ascii) {
+            Some(key) if seen.keys == 1 && super::key::is_valid_key(key) => {
                 <[u8; 24]>::try_from(key).map_err(|_| HandshakeError::InvalidKey)?
             }
             _ => return Err(HandshakeError::InvalidKey),
         };
-        drop(keys);
-        Ok(Request::negotiable(path, headers, Some(key)))
+        let offers = seen.offers;
+        Ok(Request::negotiable(headers, Some(key), offers))
     }
 
     /// Validates an HTTP/2 request (RFC 8441 §4 and §5), parsed by an HTTP/2 stack: `method`
@@ -304,7 +343,7 @@ impl Request {
         path: String,
         headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<[u8]>)>,
     ) -> Result<Request, HandshakeError> {
-        let mut headers = Headers::collect(headers);
+        let mut headers = Headers::collect(&path, headers);
         let Some(protocol) = protocol.filter(|_| method == "CONNECT") else {
             return Err(HandshakeError::NotExtendedConnect);
         };
@@ -326,24 +365,29 @@ impl Request {
             None if has_host => {}
             None => return Err(HandshakeError::MissingHost),
         }
-        Ok(Request::negotiable(path, headers, None))
+        Ok(Request::negotiable(headers, None, true))
     }
 
-    /// The request, its subprotocol and extension offers read from `headers`.
-    fn negotiable(path: String, headers: Headers, key: Option<[u8; 24]>) -> Request {
-        let protocols = headers
-            .all("sec-websocket-protocol")
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(split_list)
-            .map(str::to_owned)
-            .collect();
-        let extensions = headers
-            .all("sec-websocket-extensions")
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned)
-            .collect();
+    /// The request, its subprotocol and extension offers read from `headers`; `offers`: false
+    /// when the headers are known to hold neither, so they are not searched again.
+    fn negotiable(headers: Headers, key: Option<[u8; 24]>, offers: bool) -> Request {
+        let (protocols, extensions) = if offers {
+            let protocols = headers
+                .all("sec-websocket-protocol")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .flat_map(split_list)
+                .map(str::to_owned)
+                .collect();
+            let extensions = headers
+                .all("sec-websocket-extensions")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned)
+                .collect();
+            (protocols, extensions)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Request {
-            path,
             headers,
             key,
             protocols,
@@ -360,7 +404,7 @@ impl Request {
 
     /// The request target, as sent (`/chat?room=1`).
     pub fn path(&self) -> &str {
-        &self.path
+        self.headers.path()
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -506,21 +550,21 @@ impl Request {
         &self,
         protocol: Option<&str>,
         extra: &[(&'a str, &str)],
-    ) -> Vec<(&'a str, String)> {
+    ) -> Vec<(&'a str, Cow<'static, str>)> {
         let mut headers = Vec::with_capacity(3 + usize::from(protocol.is_some()) + extra.len());
         if let Some(key) = &self.key {
             headers.extend([
-                ("Upgrade", "websocket".to_owned()),
-                ("Connection", "Upgrade".to_owned()),
-                ("Sec-WebSocket-Accept", accept_key(key)),
+                ("Upgrade", Cow::Borrowed("websocket")),
+                ("Connection", Cow::Borrowed("Upgrade")),
+                ("Sec-WebSocket-Accept", Cow::Owned(accept_key(key))),
             ]);
         }
         if let Some(protocol) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
-            headers.push(("Sec-WebSocket-Protocol", protocol.to_owned()));
+            headers.push(("Sec-WebSocket-Protocol", Cow::Owned(protocol.to_owned())));
         }
         for (name, value) in extra {
             if is_safe_header(name, value) && !(self.is_http2() && is_connection_specific(name)) {
-                headers.push((name, (*value).to_owned()));
+                headers.push((name, Cow::Owned((*value).to_owned())));
             }
         }
         headers
@@ -801,7 +845,7 @@ mod tests {
         );
         // Connection-specific headers cannot be added by the caller either (RFC 9113 §8.2.2).
         let headers = request.accept_headers(None, &[("Connection", "close"), ("X-Ok", "1")]);
-        assert_eq!(headers, [("X-Ok", "1".to_owned())]);
+        assert_eq!(headers, [("X-Ok", Cow::Borrowed("1"))]);
     }
 
     #[test]
