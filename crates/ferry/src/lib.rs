@@ -98,7 +98,9 @@ pub use server::{
     accept, accept_with, accept_with_parts, accept_with_request, from_accepted, from_raw,
     websocket_from_accepted,
 };
-pub use socket::{Incoming, MessageSink, Overflow, Receiver, SendMessage, Sender, WebSocket};
+pub use socket::{
+    Drive, Incoming, MessageSink, Overflow, Receiver, SendMessage, Sender, WebSocket,
+};
 pub use target::IntoClientRequest;
 
 /// The protocol core, for those who need the state machine itself.

@@ -339,3 +339,55 @@ async fn pipelined_large_messages_survive_read_buffer_reuse() {
         );
     }
 }
+
+/// `split_with_driver` hands back the connection's work instead of spawning it: nothing moves
+/// until the caller polls the `Drive`, everything does once it polls it beside its own work on
+/// one task, and the `Drive` completes once the connection is closed.
+#[tokio::test]
+async fn a_split_connection_moves_only_while_its_drive_is_polled() {
+    let config = Config::default();
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let ws = ferry::WebSocket::from_raw(server_io, ferry::proto::Role::Server, &config, None, &[]);
+    let (sender, mut receiver, mut drive) = ws.split_with_driver();
+    let (peer_sender, mut peer_receiver) = ferry::from_raw(
+        client_io,
+        ferry::proto::Role::Client,
+        &config,
+        None,
+        Bytes::new(),
+    );
+
+    // Queued, but not polled: the peer hears nothing.
+    sender.send("held").await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), peer_receiver.recv()).await;
+    assert!(
+        early.is_err(),
+        "nothing moves while the drive is not polled"
+    );
+
+    // Polled beside an echo of one message on this same task: the held message goes out, the
+    // peer's message comes in and is echoed, and the peer's close ends both.
+    let work = async {
+        assert_eq!(
+            peer_receiver.recv_message().await,
+            Some(Message::text("held"))
+        );
+        peer_sender.send("ping").await.unwrap();
+        let message = receiver.recv_message().await.unwrap();
+        sender.send(message).await.unwrap();
+        assert_eq!(
+            peer_receiver.recv_message().await,
+            Some(Message::text("ping"))
+        );
+        peer_sender.close(CloseCode::NORMAL, "done").await;
+        assert!(matches!(receiver.recv().await, Some(Incoming::Closed(_))));
+    };
+    let both = async { tokio::join!(&mut drive, work) };
+    tokio::time::timeout(Duration::from_secs(5), both)
+        .await
+        .expect("the drive completes once the connection is closed");
+    // Fused: polled again, it is ready at once.
+    tokio::time::timeout(Duration::from_millis(100), &mut drive)
+        .await
+        .expect("a finished drive is ready");
+}

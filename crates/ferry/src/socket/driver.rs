@@ -300,6 +300,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
     }
 }
 
+/// A split connection's own work, for a caller that polls it itself instead of spawning it:
+/// reading, writing, keepalive and close timers, and moving messages between the transport
+/// and the [`Sender`](crate::Sender) and [`Receiver`](crate::Receiver) handles. Nothing moves
+/// while it is not polled. It completes once the connection is over and its transport closed;
+/// polled after that, it is ready again at once.
+///
+/// [`WebSocket::split`](crate::WebSocket::split) spawns this as a task of its own;
+/// [`WebSocket::split_with_driver`](crate::WebSocket::split_with_driver) hands it back, so a
+/// task that already lives as long as the connection (one that also waits on other work, as a
+/// pub/sub subscriber's does) can poll it beside that work, saving a task per connection.
+///
+/// ```no_run
+/// # async fn f(ws: ferry::WebSocket<tokio::net::TcpStream>) {
+/// let (sender, mut receiver, mut drive) = ws.split_with_driver();
+/// let work = async {
+///     while let Some(message) = receiver.recv_message().await {
+///         let _ = sender.send(message).await;
+///     }
+/// };
+/// // Both on this task: the connection moves while the work waits on it.
+/// tokio::join!(&mut drive, work);
+/// # }
+/// ```
+#[must_use = "nothing moves on the connection unless this is polled"]
+pub struct Drive<S> {
+    driver: Option<Driver<S>>,
+}
+
+impl<S> Drive<S> {
+    pub(crate) fn new(driver: Option<Driver<S>>) -> Self {
+        Drive { driver }
+    }
+
+    /// The driver, if the connection still has one, to spawn.
+    pub(crate) fn into_driver(self) -> Option<Driver<S>> {
+        self.driver
+    }
+}
+
+impl<S> std::fmt::Debug for Drive<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drive")
+            .field("done", &self.driver.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Drive<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(driver) = this.driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        if Pin::new(driver).poll(cx).is_ready() {
+            // Dropped now: the handles learn the driver is gone, as when its task ends.
+            this.driver = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
 impl<S> Driver<S> {
     /// Releases what senders still have queued once the connection can no longer send it.
     /// Marks the driver gone first, under the queue's lock, so no sender queues after the drain.

@@ -30,6 +30,7 @@ use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{CloseInfo, Connection};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use driver::Drive;
 pub use incoming::Incoming;
 pub use receiver::Receiver;
 pub use sender::{Overflow, Sender};
@@ -74,14 +75,27 @@ fn spawn<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (sender, receiver, driver) = handles(transport, deflate);
+    tokio::spawn(driver);
+    (sender, receiver)
+}
+
+/// The handles for `transport`, and the driver that serves them, not yet polled.
+fn handles<S>(
+    transport: transport::Transport<S>,
+    deflate: Option<DeflateParams>,
+) -> (Sender, Receiver, driver::Driver<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = &transport.conn;
     let shared = Arc::new(shared::Shared::new(
         &conn.config().limits,
         deflate,
         conn.frame_encoding(),
     ));
-    tokio::spawn(driver::Driver::new(transport, shared.clone()));
-    (Sender::new(shared.clone()), Receiver::new(shared))
+    let driver = driver::Driver::new(transport, shared.clone());
+    (Sender::new(shared.clone()), Receiver::new(shared), driver)
 }
 
 /// Handles of a connection that has already ended: the receiver yields `messages` that were

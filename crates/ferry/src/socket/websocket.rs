@@ -12,6 +12,7 @@ use ferry_proto::{
 use futures_util::task::noop_waker_ref;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::driver::Drive;
 use super::incoming::Incoming;
 use super::transport::{Read, Transport};
 use super::{Receiver, Sender};
@@ -415,22 +416,44 @@ where
     /// Hands the connection to a task of its own and returns the [`Sender`] and [`Receiver`]
     /// handles, for when several tasks send, or sending and receiving happen apart. Messages
     /// already received and not yet taken come first from the receiver.
-    pub fn split(mut self) -> (Sender, Receiver) {
+    pub fn split(self) -> (Sender, Receiver) {
+        let (sender, receiver, drive) = self.split_with_driver();
+        if let Some(driver) = drive.into_driver() {
+            tokio::spawn(driver);
+        }
+        (sender, receiver)
+    }
+
+    /// Like [`split`](Self::split), but hands back the connection's [`Drive`] instead of
+    /// spawning it: the caller polls it (beside its own work on one task, say), and nothing
+    /// moves on the connection until it does. One task per connection instead of two, for a
+    /// task that lives as long as the connection anyway.
+    pub fn split_with_driver(mut self) -> (Sender, Receiver, Drive<S>) {
         match self.t.take() {
-            Some(t) if !self.finished => super::spawn(t, self.deflate),
-            _ => match self.held.take() {
-                // After `close`: what it held, then its close.
-                Some(held) => super::closed_handles(
-                    held.messages,
-                    held.close.unwrap_or_else(closed_elsewhere),
-                ),
-                None => super::closed_handles(
-                    [],
-                    self.close
-                        .take()
-                        .map_or_else(closed_elsewhere, |info| *info),
-                ),
-            },
+            Some(t) if !self.finished => {
+                let (sender, receiver, driver) = super::handles(t, self.deflate);
+                (sender, receiver, Drive::new(Some(driver)))
+            }
+            _ => {
+                let (sender, receiver) = self.closed_handles();
+                (sender, receiver, Drive::new(None))
+            }
+        }
+    }
+
+    /// The handles of a connection that is over: what it held, then its close.
+    fn closed_handles(&mut self) -> (Sender, Receiver) {
+        match self.held.take() {
+            // After `close`: what it held, then its close.
+            Some(held) => {
+                super::closed_handles(held.messages, held.close.unwrap_or_else(closed_elsewhere))
+            }
+            None => super::closed_handles(
+                [],
+                self.close
+                    .take()
+                    .map_or_else(closed_elsewhere, |info| *info),
+            ),
         }
     }
 }
