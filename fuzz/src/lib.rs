@@ -966,7 +966,7 @@ pub fn extended_connect(data: &[u8]) {
             .contains(&lower.as_str()),
             "{name} in an HTTP/2 response"
         );
-        for text in [*name, value.as_str()] {
+        for text in [*name, value.as_ref()] {
             assert!(!text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)), "{text:?}");
         }
     }
