@@ -930,7 +930,9 @@ pub fn extended_connect(data: &[u8]) {
     }
     let mut request = match first {
         Err(err) => {
-            let refusal = err.refusal().expect("every server-side error has a refusal");
+            let refusal = err
+                .refusal()
+                .expect("every server-side error has a refusal");
             assert!(
                 (400..500).contains(&refusal.status) || refusal.status == 501,
                 "refused with {}",
@@ -967,7 +969,10 @@ pub fn extended_connect(data: &[u8]) {
             "{name} in an HTTP/2 response"
         );
         for text in [*name, value.as_ref()] {
-            assert!(!text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)), "{text:?}");
+            assert!(
+                !text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+                "{text:?}"
+            );
         }
     }
     if let Some(chosen) = &accepted.protocol {
