@@ -1,6 +1,6 @@
 //! The close frame payload (RFC 6455 §5.5.1): a code, then a reason of at most 123 bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use crate::close_code::CloseCode;
 use crate::error::ProtocolError;
@@ -60,34 +60,24 @@ impl CloseFrame {
         }
     }
 
-    /// Encodes the payload: the code in network byte order, then the reason.
+    /// Encodes the payload: the code in network byte order, then the reason, cut to
+    /// [`MAX_REASON_LEN`] bytes on a character boundary so the payload always fits a control
+    /// frame. A connection writes the same bytes without allocating (`encode_into`).
     pub fn encode(&self) -> Bytes {
-        match self.code {
-            None => Bytes::new(),
-            Some(code) => {
-                let mut out = BytesMut::with_capacity(2 + self.reason.len());
-                out.put_u16(code.as_u16());
-                out.put_slice(self.reason.as_bytes());
-                out.freeze()
-            }
-        }
+        let mut buf = [0; MAX_CONTROL_PAYLOAD];
+        Bytes::copy_from_slice(self.encode_into(&mut buf))
     }
-}
 
-impl CloseFrame {
     /// Writes the payload into `buf`, a control frame's room (§5.5), and returns the bytes
-    /// written: what a connection sends, with no allocation. A reason longer than
-    /// [`MAX_REASON_LEN`] (which [`CloseFrame::new`] never makes) is cut at the room's end.
+    /// written; the reason is cut as [`encode`](Self::encode) cuts it.
     pub(crate) fn encode_into<'b>(&self, buf: &'b mut [u8; MAX_CONTROL_PAYLOAD]) -> &'b [u8] {
         let Some(code) = self.code else {
             return &[];
         };
-        let reason = self.reason.as_bytes();
+        let reason = truncate_reason(&self.reason).as_bytes();
+        let code = code.as_u16().to_be_bytes();
         let mut len = 0;
-        for (slot, byte) in buf
-            .iter_mut()
-            .zip(code.as_u16().to_be_bytes().iter().chain(reason))
-        {
+        for (slot, byte) in buf.iter_mut().zip(code.iter().chain(reason)) {
             *slot = *byte;
             len += 1;
         }
@@ -157,15 +147,20 @@ mod tests {
     }
 
     #[test]
-    fn encode_into_writes_what_encode_makes() {
+    fn encode_writes_the_code_then_the_reason_cut_to_fit() {
+        let long = "é".repeat(100); // 200 bytes: cut to 122, a whole number of characters
+        let cases = [
+            (CloseFrame::new(CloseCode::NORMAL, ""), b"\x03\xe8".to_vec()),
+            (CloseFrame::parse(Bytes::new()).unwrap(), Vec::new()),
+            (
+                CloseFrame::new(CloseCode::GOING_AWAY, long.clone()),
+                [b"\x03\xe9".as_slice(), &long.as_bytes()[..122]].concat(),
+            ),
+        ];
         let mut buf = [0u8; MAX_CONTROL_PAYLOAD];
-        for frame in [
-            CloseFrame::new(CloseCode::GOING_AWAY, "bye"),
-            CloseFrame::new(CloseCode::NORMAL, ""),
-            CloseFrame::new(CloseCode::NORMAL, "x".repeat(MAX_REASON_LEN)),
-            CloseFrame::parse(Bytes::new()).unwrap(),
-        ] {
-            assert_eq!(frame.encode_into(&mut buf), &frame.encode()[..]);
+        for (frame, expected) in cases {
+            assert_eq!(&frame.encode()[..], expected);
+            assert_eq!(frame.encode_into(&mut buf), expected);
         }
     }
 
