@@ -52,7 +52,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::socket::{Drive, Receiver, Sender, WebSocket};
+use crate::socket::{Receiver, Sender, WebSocket};
 
 /// Why a request cannot become a WebSocket; [`refusal`](Self::refusal) is the answer to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,18 +246,6 @@ impl PendingWebSocket {
     {
         let upgraded = self.on_upgrade.await.map_err(std::io::Error::other)?;
         Ok(start_on::<S>(upgraded, self.accepted))
-    }
-
-    /// [`websocket_on`](Self::websocket_on), with the connection's [`Drive`] handed back
-    /// rather than spawned ([`WebSocket::split_with_driver`]): the caller polls it beside its
-    /// own work, one task per connection instead of two.
-    pub async fn websocket_with_driver_on<S>(
-        self,
-    ) -> Result<(Sender, Receiver, Drive<UpgradedIo<S>>), Error>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Ok(self.into_websocket_on::<S>().await?.split_with_driver())
     }
 
     /// Waits for the stream and returns the WebSocket as a single-task [`WebSocket`], driven
