@@ -163,7 +163,7 @@ fn describe(err: httparse::Error) -> &'static str {
 /// them. A lookup per name was a pass per name: seven passes, the handshake's largest cost
 /// after SHA-1 (callgrind, `bench/instructions.sh` with `WORKLOADS=handshake`).
 #[derive(Default)]
-struct Upgrade<'a> {
+struct UpgradeFields<'a> {
     host: bool,
     /// The first Upgrade field's value.
     upgrade: Option<&'a [u8]>,
@@ -178,9 +178,9 @@ struct Upgrade<'a> {
     offers: bool,
 }
 
-impl<'a> Upgrade<'a> {
-    fn scan(headers: &'a Headers) -> Upgrade<'a> {
-        let mut seen = Upgrade::default();
+impl<'a> UpgradeFields<'a> {
+    fn scan(headers: &'a Headers) -> UpgradeFields<'a> {
+        let mut seen = UpgradeFields::default();
         for (name, value) in headers.raw() {
             // By length first: most fields are compared once, if at all.
             let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
@@ -292,7 +292,7 @@ impl Request {
         if http_minor < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        let seen = Upgrade::scan(&headers);
+        let seen = UpgradeFields::scan(&headers);
         if !seen.host {
             return Err(HandshakeError::MissingHost);
         }
