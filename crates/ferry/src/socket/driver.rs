@@ -4,14 +4,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use ferry_proto::{CloseCode, CloseInfo, Event, Initiator, SendOptions, State, Utf8Bytes};
+use ferry_proto::{CloseCode, CloseInfo, Event, SendOptions, State};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::WRITE_HIGH_WATER;
 use super::command::Command;
+use super::engine::{Ending, Round};
 use super::incoming::Incoming;
 use super::shared::Shared;
 use super::transport::{Read, Transport};
@@ -82,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if !self.shared.receiver_alive.load(Ordering::Acquire)
                         && self.t.conn.state() == State::Open
                     {
-                        let _ = self.t.conn.close(CloseCode::NORMAL, "", Instant::now());
+                        self.t.start_close(CloseCode::NORMAL, "");
                         self.shared.closing.store(true, Ordering::Release);
                     }
                 }
@@ -116,17 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Command::Ping(payload) => {
                 let _ = self.t.conn.send_ping(payload);
             }
-            Command::Close(code, reason) => {
-                if self.t.conn.close(code, &reason, Instant::now()).is_err()
-                    && self.t.conn.state() == State::Open
-                {
-                    // An unsendable code from the application: close normally instead of never.
-                    let _ = self
-                        .t
-                        .conn
-                        .close(CloseCode::NORMAL, &reason, Instant::now());
-                }
-            }
+            Command::Close(code, reason) => self.t.start_close(code, &reason),
         }
     }
 
@@ -163,46 +154,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         progress
     }
 
-    /// Reads and processes bytes unless the receiver's queue is over budget.
-    fn read(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.t.read_closed() {
+    /// Fails the connection on a violation the protocol held back (§7.1.7) once the application
+    /// has taken the messages before it. Called after this round pulled any replies the
+    /// application queued, so those go out before the close frame. Returns whether it did.
+    fn resume_stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.t.conn.is_stalled() || self.t.read_closed() {
             return false;
         }
+        self.shared.stalled.store(true, Ordering::Release);
+        self.shared.driver.register(cx.waker());
+        if self.shared.received.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        self.shared.stalled.store(false, Ordering::Release);
+        self.t.conn.handle_received(Instant::now());
+        self.dispatch_events();
+        true
+    }
+
+    /// Whether there is room to read: not while a violation is held back, nor while the
+    /// receiver's queue is over its budget (the receiver wakes the driver when it drains below).
+    fn may_read(&mut self, cx: &mut Context<'_>) -> bool {
         if self.t.conn.is_stalled() {
-            // A violation follows messages the application has not taken yet. Fail only once it
-            // has taken them, and after this round pulled any replies it queued, so those go out
-            // before the close frame.
-            self.shared.stalled.store(true, Ordering::Release);
-            self.shared.driver.register(cx.waker());
-            if self.shared.received.load(Ordering::Acquire) > 0 {
-                return false;
-            }
-            self.shared.stalled.store(false, Ordering::Release);
-            self.t.conn.handle_received(Instant::now());
-            self.dispatch_events();
-            return true;
+            return false;
         }
         if self.shared.received.load(Ordering::Acquire) >= self.shared.recv_budget {
-            // Paused: the receiver wakes us when it drains below the budget. Check again after
-            // registering, in case it drained in between.
+            // Check again after registering, in case it drained in between.
             self.shared.driver.register(cx.waker());
             if self.shared.received.load(Ordering::Acquire) >= self.shared.recv_budget {
                 return false;
             }
         }
-        match self.t.read(cx) {
-            Read::Pending => {
-                let keeps_slots = self.shared.release_idle_queues();
-                if (keeps_slots || self.drop_queue_used) && self.quiet.is_none() {
-                    self.quiet = Some(super::now() + QUIET_AFTER);
-                }
-                false
-            }
-            Read::Data | Read::Ended => {
-                self.dispatch_events();
-                true
-            }
-        }
+        true
     }
 
     fn dispatch_events(&mut self) {
@@ -244,12 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.shared.abort.load(Ordering::Acquire) {
             return false;
         }
-        self.report(CloseInfo {
-            code: CloseCode::ABNORMAL,
-            reason: Utf8Bytes::from_static("close timeout"),
-            initiator: Initiator::Local,
-            clean: false,
-        });
+        self.report(Ending::CloseTimeout.info());
         true
     }
 }
@@ -265,19 +243,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
                 return Poll::Ready(());
             }
             let mut progress = this.pull_commands();
-            progress |= this.t.write(cx);
-            if this.t.failed() {
+            progress |= this.resume_stalled(cx);
+            let may_read = this.may_read(cx);
+            let round = this.t.round(cx, may_read, |read| {
+                if read == Some(Read::Pending) {
+                    // Idle: free what the queues hold beyond their kept slots, and arm the
+                    // deadline that frees those too.
+                    let keeps_slots = this.shared.release_idle_queues();
+                    if (keeps_slots || this.drop_queue_used) && this.quiet.is_none() {
+                        this.quiet = Some(super::now() + QUIET_AFTER);
+                    }
+                }
+                this.quiet
+            });
+            let Round::Ran { read, fired, .. } = round else {
+                // Nothing more is read: report what came before the end, and finish the
+                // transport.
                 this.dispatch_events();
                 this.drain_dead_commands();
+                ready!(this.t.poll_finish(cx));
+                // The transport's end may have produced the close event just now; without
+                // one, the end is reported as the single-task `WebSocket` reports it.
+                this.dispatch_events();
+                this.report(Ending::TransportClosed.info());
                 return Poll::Ready(());
+            };
+            if matches!(read, Some(Read::Data | Read::Ended)) {
+                this.dispatch_events();
             }
-            if this.t.conn.should_close_transport() {
-                this.drain_dead_commands();
-                // Nothing more is read: finish writing and close the transport.
-                return this.t.poll_finish(cx);
-            }
-            progress |= this.read(cx);
-            if let Some(fired) = this.t.poll_timer(cx, this.quiet) {
+            if let Some(fired) = fired {
                 if this.quiet.is_some_and(|quiet| quiet <= fired) {
                     this.drop_queue_used = false;
                     // A queue the application has not emptied yet (messages it has not taken)
@@ -288,9 +282,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
                         .then(|| super::now() + QUIET_AFTER);
                 }
                 this.dispatch_events();
-                progress = true;
             }
-            if !progress {
+            if !(progress || round.progress()) {
                 return Poll::Pending;
             }
         }
@@ -303,8 +296,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
 /// A split connection's own work, for a caller that polls it itself instead of spawning it:
 /// reading, writing, keepalive and close timers, and moving messages between the transport
 /// and the [`Sender`](crate::Sender) and [`Receiver`](crate::Receiver) handles. Nothing moves
-/// while it is not polled. It completes once the connection is over and its transport closed;
-/// polled after that, it is ready again at once.
+/// while it is not polled: a message a `Sender` queued is written, and the transport closed
+/// after the close, only while it is. So poll it whenever the task waits on the connection
+/// (or on anything else), until it completes: once the connection is over and its transport
+/// closed, which may be after the `Receiver` reported the close. Polled after that, it is
+/// ready again at once.
 ///
 /// [`WebSocket::split`](crate::WebSocket::split) spawns this as a task of its own;
 /// [`WebSocket::split_with_driver`](crate::WebSocket::split_with_driver) hands it back, so a
@@ -394,12 +390,7 @@ impl<S> Driver<S> {
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
         if !self.reported {
-            let info = CloseInfo {
-                code: CloseCode::ABNORMAL,
-                reason: Utf8Bytes::from_static("connection task ended"),
-                initiator: Initiator::Local,
-                clean: false,
-            };
+            let info = Ending::TaskEnded.info();
             let _ = self.shared.push_incoming(Incoming::Closed(info.clone()));
             self.shared.set_closed(info);
         }

@@ -15,6 +15,7 @@
 
 mod command;
 mod driver;
+mod engine;
 mod incoming;
 pub(crate) mod pool;
 mod receiver;

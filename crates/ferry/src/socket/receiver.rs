@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use ferry_proto::{CloseCode, CloseInfo, Initiator, Message, Utf8Bytes};
+use ferry_proto::{CloseInfo, Message};
 
 use super::incoming::Incoming;
 use super::shared::Shared;
@@ -94,12 +94,8 @@ impl Receiver {
             None => {
                 // The driver ended without reporting a close (its runtime shut down).
                 self.finished = true;
-                let info = self.shared.closed.get().cloned().unwrap_or(CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: Utf8Bytes::from_static("connection task ended"),
-                    initiator: Initiator::Local,
-                    clean: false,
-                });
+                let info = (self.shared.closed.get().cloned())
+                    .unwrap_or_else(|| super::engine::Ending::TaskEnded.info());
                 Poll::Ready(Some(Incoming::Closed(info)))
             }
         }

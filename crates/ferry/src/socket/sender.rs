@@ -5,9 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
-use ferry_proto::{
-    CloseCode, CloseInfo, FrameEncoding, Initiator, Message, PreparedFrame, Utf8Bytes,
-};
+use ferry_proto::{CloseCode, CloseInfo, FrameEncoding, Message, PreparedFrame};
 
 use super::command::Command;
 use super::shared::Shared;
@@ -179,7 +177,7 @@ impl Sender {
             // Drop nothing when dropping everything droppable would still leave no room.
             let buffered = self.shared.buffered.load(Ordering::Acquire);
             let others = buffered.saturating_sub(queue.bytes);
-            if others != 0 && others.saturating_add(len) > self.shared.send_budget {
+            if !super::engine::fits(others, len, self.shared.send_budget) {
                 return Err(TrySendError::Full(frame.message().clone()));
             }
             while !self.shared.try_reserve(len) {
@@ -263,12 +261,7 @@ impl Sender {
                 // The queue never drained or the peer never answered: give up on the transport.
                 self.shared.abort.store(true, Ordering::Release);
                 self.shared.driver.wake();
-                let info = CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: Utf8Bytes::from_static("close timeout"),
-                    initiator: Initiator::Local,
-                    clean: false,
-                };
+                let info = super::engine::Ending::CloseTimeout.info();
                 self.shared.set_closed(info.clone());
                 self.shared.closed.get().cloned().unwrap_or(info)
             }

@@ -148,7 +148,7 @@ impl Shared {
     pub(crate) fn try_reserve(&self, len: usize) -> bool {
         let mut current = self.buffered.load(Ordering::Acquire);
         loop {
-            if current != 0 && current.saturating_add(len) > self.send_budget {
+            if !super::engine::fits(current, len, self.send_budget) {
                 return false;
             }
             match self.buffered.compare_exchange_weak(

@@ -7,14 +7,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_proto::extension::deflate::DeflateParams;
 use ferry_proto::{
-    CloseCode, CloseInfo, Event, FrameEncoding, Initiator, Message, SendOptions, State, Utf8Bytes,
+    CloseCode, CloseInfo, Event, FrameEncoding, Message, SendOptions, State, Utf8Bytes,
 };
 use futures_util::task::noop_waker_ref;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::driver::Drive;
+use super::engine::{Ending, Round, fits};
 use super::incoming::Incoming;
-use super::transport::{Read, Transport};
+use super::transport::Transport;
 use super::{Receiver, Sender};
 use crate::error::{SendError, TrySendError};
 
@@ -143,8 +144,8 @@ where
                 t.conn.handle_received(Instant::now());
                 continue;
             }
-            let mut progress = t.write(cx);
-            if t.failed() || t.conn.should_close_transport() {
+            let round = t.round(cx, true, |_| None);
+            if round == Round::Finish {
                 if t.poll_finish(cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -159,23 +160,13 @@ where
                 // does, so the socket closes (or resets, after a keepalive failure) without
                 // waiting for the application to drop this value (RFC 6455 §7.1.1).
                 self.t = None;
-                let info = self.close.take().map_or_else(
-                    || CloseInfo {
-                        code: CloseCode::ABNORMAL,
-                        reason: Utf8Bytes::from_static("transport closed"),
-                        initiator: Initiator::Remote,
-                        clean: false,
-                    },
-                    |info| *info,
-                );
+                let info = self
+                    .close
+                    .take()
+                    .map_or_else(|| Ending::TransportClosed.info(), |info| *info);
                 return Poll::Ready(Some(Incoming::Closed(info)));
             }
-            match t.read(cx) {
-                Read::Data | Read::Ended => progress = true,
-                Read::Pending => {}
-            }
-            progress |= t.poll_timer(cx, None).is_some();
-            if !progress {
+            if !round.progress() {
                 return Poll::Pending;
             }
         }
@@ -237,10 +228,7 @@ where
             return Err(TrySendError::Closed(message));
         }
         let len = message.len();
-        let fits = |t: &mut Transport<S>| {
-            let waiting = t.conn.transmit().len();
-            waiting == 0 || waiting.saturating_add(len) <= budget
-        };
+        let fits = |t: &mut Transport<S>| fits(t.conn.transmit().len(), len, budget);
         if !fits(t) {
             t.write(cx);
             if t.failed() {
@@ -280,11 +268,9 @@ where
             return Err(TrySendError::Closed(frame.message().clone()));
         }
         let mut cx = Context::from_waker(noop_waker_ref());
-        let waiting = t.conn.transmit().len();
-        if waiting != 0 && waiting.saturating_add(frame.len()) > budget {
+        if !fits(t.conn.transmit().len(), frame.len(), budget) {
             t.write(&mut cx);
-            let waiting = t.conn.transmit().len();
-            if waiting != 0 && waiting.saturating_add(frame.len()) > budget {
+            if !fits(t.conn.transmit().len(), frame.len(), budget) {
                 return Err(TrySendError::Full(frame.message().clone()));
             }
         }
@@ -371,12 +357,7 @@ where
         };
         let timeout = t.conn.config().limits.close_timeout;
         let budget = t.conn.config().limits.recv_queue_bytes;
-        if t.conn.state() == State::Open
-            && t.conn.close(code, reason, Instant::now()).is_err()
-            && t.conn.state() == State::Open
-        {
-            let _ = t.conn.close(CloseCode::NORMAL, reason, Instant::now());
-        }
+        t.start_close(code, reason);
         let mut held = Held::default();
         let finish = async {
             loop {
@@ -400,12 +381,7 @@ where
             Err(_) => {
                 self.finished = true;
                 self.t = None;
-                CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: Utf8Bytes::from_static("close timeout"),
-                    initiator: Initiator::Local,
-                    clean: false,
-                }
+                Ending::CloseTimeout.info()
             }
         };
         held.close = Some(info.clone());
@@ -468,12 +444,7 @@ struct Held {
 }
 
 fn closed_elsewhere() -> CloseInfo {
-    CloseInfo {
-        code: CloseCode::ABNORMAL,
-        reason: Utf8Bytes::from_static("connection already closed"),
-        initiator: Initiator::Local,
-        clean: false,
-    }
+    Ending::AlreadyClosed.info()
 }
 
 impl<S> Drop for WebSocket<S>
@@ -491,9 +462,7 @@ where
             return;
         };
         // Like the last handle of a split connection: close normally after what is queued.
-        if t.conn.state() == State::Open {
-            let _ = t.conn.close(CloseCode::NORMAL, "", Instant::now());
-        }
+        t.start_close(CloseCode::NORMAL, "");
         let timeout = t.conn.config().limits.close_timeout;
         let mut rest = WebSocket::new(t, None);
         rest.detached = true;
