@@ -1,16 +1,18 @@
 //! One behaviour suite for every public way to hold a connection: the single-task
-//! [`WebSocket`], the [`Sender`]/[`Receiver`] handles, and a [`Handler`] under
+//! [`WebSocket`], the [`Sender`]/[`Receiver`] handles with the connection's own task, the same
+//! handles with their [`Drive`] polled by the test's task, and a [`Handler`] under
 //! `ferry::serve_with`. Each check runs against each layer as the server (each it applies to:
 //! a receive budget means nothing to a `Handler`, clones nothing to a `WebSocket`), with a raw
 //! client writing frames byte by byte, so a difference between the layers is a failing test.
 
 mod common;
 
+use std::future::Future;
 use std::time::Duration;
 
 use ferry::{
-    CloseCode, CloseInfo, Config, Handler, Incoming, Initiator, Limits, Message, OriginPolicy,
-    Receiver, Request, Sender, TrySendError, WebSocket,
+    CloseCode, CloseInfo, Config, Drive, Handler, Incoming, Initiator, Limits, Message,
+    OriginPolicy, Receiver, Request, Sender, TrySendError, WebSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,15 +22,24 @@ use tokio::sync::{mpsc, oneshot};
 enum Layer {
     WebSocket,
     Handles,
+    /// The handles of `WebSocket::split_with_driver`: the test's task polls the `Drive` while
+    /// it waits on the connection, and at no other time.
+    Driven,
     Handler,
 }
 
-const LAYERS: [Layer; 3] = [Layer::WebSocket, Layer::Handles, Layer::Handler];
+const LAYERS: [Layer; 4] = [
+    Layer::WebSocket,
+    Layer::Handles,
+    Layer::Driven,
+    Layer::Handler,
+];
 
 /// The server end, whichever layer holds it.
 enum Server {
     WebSocket(Box<WebSocket<TcpStream>>),
     Handles(Sender, Receiver),
+    Driven(Sender, Receiver, Box<Drive<TcpStream>>),
     /// The handler's sender, and its events in order.
     Handler(Sender, mpsc::UnboundedReceiver<Incoming>),
 }
@@ -38,6 +49,7 @@ impl Server {
         match self {
             Server::WebSocket(ws) => ws.recv().await,
             Server::Handles(_, receiver) => receiver.recv().await,
+            Server::Driven(_, receiver, drive) => driving(drive, receiver.recv()).await,
             Server::Handler(_, events) => events.recv().await,
         }
     }
@@ -45,6 +57,7 @@ impl Server {
     async fn send(&mut self, message: Message) {
         match self {
             Server::WebSocket(ws) => ws.send(message).await.unwrap(),
+            Server::Driven(sender, _, drive) => driving(drive, sender.send(message)).await.unwrap(),
             Server::Handles(sender, _) | Server::Handler(sender, _) => {
                 sender.send(message).await.unwrap()
             }
@@ -54,24 +67,50 @@ impl Server {
     fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
         match self {
             Server::WebSocket(ws) => ws.try_send(message),
-            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.try_send(message),
+            Server::Handles(sender, _)
+            | Server::Driven(sender, _, _)
+            | Server::Handler(sender, _) => sender.try_send(message),
         }
     }
 
     fn buffered_amount(&mut self) -> usize {
         match self {
             Server::WebSocket(ws) => ws.buffered_amount(),
-            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.buffered_amount(),
+            Server::Handles(sender, _)
+            | Server::Driven(sender, _, _)
+            | Server::Handler(sender, _) => sender.buffered_amount(),
         }
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) -> CloseInfo {
         match self {
             Server::WebSocket(ws) => ws.close(code, reason).await,
+            Server::Driven(sender, _, drive) => driving(drive, sender.close(code, reason)).await,
             Server::Handles(sender, _) | Server::Handler(sender, _) => {
                 sender.close(code, reason).await
             }
         }
+    }
+
+    /// Waits for `work` (the test's own) while the application takes no message: the
+    /// connection's own task runs meanwhile, and so does a `Drive`, which the task holding it
+    /// polls beside its other work. A `WebSocket` moves only in its own calls.
+    async fn beside<F: Future>(&mut self, work: F) -> F::Output {
+        match self {
+            Server::Driven(_, _, drive) => driving(drive, work).await,
+            Server::WebSocket(_) | Server::Handles(..) | Server::Handler(..) => work.await,
+        }
+    }
+}
+
+/// Runs `work` while polling `drive`, as a task that owns both does. A drive that completes
+/// (the connection is over) leaves `work` to finish alone.
+async fn driving<F: Future>(drive: &mut Drive<TcpStream>, work: F) -> F::Output {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        out = &mut work => out,
+        () = drive => work.await,
     }
 }
 
@@ -102,13 +141,18 @@ async fn pair(layer: Layer, config: Config) -> (Server, RawClient) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     match layer {
-        Layer::WebSocket | Layer::Handles => {
+        Layer::WebSocket | Layer::Handles | Layer::Driven => {
             let accepting = tokio::spawn(async move {
                 let (stream, _) = listener.accept().await.unwrap();
                 match layer {
                     Layer::WebSocket => Server::WebSocket(Box::new(
                         WebSocket::accept(stream, &config).await.unwrap(),
                     )),
+                    Layer::Driven => {
+                        let ws = WebSocket::accept(stream, &config).await.unwrap();
+                        let (sender, receiver, drive) = ws.split_with_driver();
+                        Server::Driven(sender, receiver, Box::new(drive))
+                    }
                     _ => {
                         let (sender, receiver) = ferry::accept_with(stream, &config).await.unwrap();
                         Server::Handles(sender, receiver)
@@ -234,7 +278,7 @@ async fn messages_arrive_whole_and_in_order_and_echo_back() {
         }
         for text in ["one", "two", "three"] {
             assert_eq!(
-                client.read().await,
+                server.beside(client.read()).await,
                 (0x81, text.as_bytes().to_vec()),
                 "{layer:?}"
             );
@@ -254,13 +298,22 @@ async fn the_peers_close_comes_after_its_messages_with_its_code() {
         assert_eq!(&*info.reason, "gone", "{layer:?}");
         assert_eq!(info.initiator, Initiator::Remote, "{layer:?}");
         // The reply carries the code (RFC 6455 §5.5.1); the reason is not echoed.
-        assert_eq!(client.read_close().await.0, 4001, "{layer:?}");
+        assert_eq!(
+            server.beside(client.read_close()).await.0,
+            4001,
+            "{layer:?}"
+        );
         assert!(
             server.recv().await.is_none(),
             "{layer:?}: nothing after the close"
         );
         // The server closes TCP first (RFC 6455 §7.1.1), while `server` is still alive.
-        let end = tokio::time::timeout(Duration::from_secs(5), client.try_read()).await;
+        let end = server
+            .beside(tokio::time::timeout(
+                Duration::from_secs(5),
+                client.try_read(),
+            ))
+            .await;
         assert!(matches!(end, Ok(None)), "{layer:?}: the transport ended");
         drop(server);
     }
@@ -321,7 +374,11 @@ async fn a_violation_is_reported_after_the_messages_before_it() {
         assert_eq!(text_of(server.recv().await), "fine", "{layer:?}");
         let info = close_of(server.recv().await);
         assert_eq!(info.code, CloseCode::INVALID_PAYLOAD, "{layer:?}");
-        assert_eq!(client.read_close().await.0, 1007, "{layer:?}");
+        assert_eq!(
+            server.beside(client.read_close()).await.0,
+            1007,
+            "{layer:?}"
+        );
     }
 }
 
@@ -339,7 +396,11 @@ async fn a_message_over_the_limit_closes_with_1009() {
         client.frame(0x82, &[7; 2000]).await;
         let info = close_of(server.recv().await);
         assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG, "{layer:?}");
-        assert_eq!(client.read_close().await.0, 1009, "{layer:?}");
+        assert_eq!(
+            server.beside(client.read_close()).await.0,
+            1009,
+            "{layer:?}"
+        );
     }
 }
 
@@ -366,7 +427,8 @@ async fn a_silent_peer_is_closed_by_the_keepalive() {
         let info = close_of(info);
         assert_eq!(info.code, CloseCode::from(1011), "{layer:?}: {info:?}");
         assert_eq!(info.initiator, Initiator::Local, "{layer:?}");
-        let seen = tokio::time::timeout(Duration::from_secs(5), reader)
+        let seen = server
+            .beside(tokio::time::timeout(Duration::from_secs(5), reader))
             .await
             .unwrap_or_else(|_| panic!("{layer:?}: the server ends the transport"))
             .unwrap();
@@ -430,7 +492,9 @@ async fn a_full_send_queue_hands_the_message_back() {
             }
             assert!(accepted < 10_000, "{layer:?}: the queue never filled");
             // Let a connection task write what it can.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            server
+                .beside(tokio::time::sleep(Duration::from_millis(1)))
+                .await;
         };
         assert_eq!(
             refused.len(),
@@ -463,7 +527,7 @@ async fn a_server_that_does_not_read_pauses_the_peer() {
         },
         ..Config::default()
     };
-    for layer in [Layer::WebSocket, Layer::Handles] {
+    for layer in [Layer::WebSocket, Layer::Handles, Layer::Driven] {
         let (mut server, mut client) = pair(layer, config.clone()).await;
         let writer = tokio::spawn(async move {
             for i in 0..COUNT {
@@ -473,7 +537,9 @@ async fn a_server_that_does_not_read_pauses_the_peer() {
             }
             client
         });
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        server
+            .beside(tokio::time::sleep(Duration::from_secs(2)))
+            .await;
         assert!(
             !writer.is_finished(),
             "{layer:?}: 64 MiB went in while the server read nothing"
@@ -499,10 +565,12 @@ async fn a_server_that_does_not_read_pauses_the_peer() {
 /// order it sent them. (The single-task `WebSocket` has no clones; it is not part of this.)
 #[tokio::test]
 async fn sender_clones_on_many_tasks_keep_each_tasks_order() {
-    for layer in [Layer::Handles, Layer::Handler] {
-        let (server, mut client) = pair(layer, Config::default()).await;
+    for layer in [Layer::Handles, Layer::Driven, Layer::Handler] {
+        let (mut server, mut client) = pair(layer, Config::default()).await;
         let sender = match &server {
-            Server::Handles(sender, _) | Server::Handler(sender, _) => sender.clone(),
+            Server::Handles(sender, _)
+            | Server::Driven(sender, _, _)
+            | Server::Handler(sender, _) => sender.clone(),
             Server::WebSocket(_) => unreachable!("not in this check"),
         };
         let tasks: Vec<_> = (0..4)
@@ -515,19 +583,22 @@ async fn sender_clones_on_many_tasks_keep_each_tasks_order() {
                 })
             })
             .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
         let mut next = [0usize; 4];
-        for _ in 0..400 {
-            let (first, payload) = client.read().await;
-            assert_eq!(first, 0x81, "{layer:?}: a whole text frame");
-            let text = String::from_utf8(payload).unwrap();
-            let (task, i) = text.split_once(':').unwrap();
-            let (task, i): (usize, usize) = (task.parse().unwrap(), i.parse().unwrap());
-            assert_eq!(i, next[task], "{layer:?}: task {task}'s messages in order");
-            next[task] += 1;
-        }
+        let read_all = async {
+            for task in tasks {
+                task.await.unwrap();
+            }
+            for _ in 0..400 {
+                let (first, payload) = client.read().await;
+                assert_eq!(first, 0x81, "{layer:?}: a whole text frame");
+                let text = String::from_utf8(payload).unwrap();
+                let (task, i) = text.split_once(':').unwrap();
+                let (task, i): (usize, usize) = (task.parse().unwrap(), i.parse().unwrap());
+                assert_eq!(i, next[task], "{layer:?}: task {task}'s messages in order");
+                next[task] += 1;
+            }
+        };
+        server.beside(read_all).await;
         assert_eq!(next, [100; 4], "{layer:?}");
         drop(server);
     }
