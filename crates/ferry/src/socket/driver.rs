@@ -248,9 +248,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
             let round = this.t.round(cx, may_read, |read| {
                 if read == Some(Read::Pending) {
                     // Idle: free what the queues hold beyond their kept slots, and arm the
-                    // deadline that frees those too.
+                    // deadline that frees those too, unless the receiver is yet to take what
+                    // the last deadline found (it wakes the driver when it has).
                     let keeps_slots = this.shared.release_idle_queues();
-                    if (keeps_slots || this.drop_queue_used) && this.quiet.is_none() {
+                    if (keeps_slots || this.drop_queue_used)
+                        && this.quiet.is_none()
+                        && !this.shared.wake_when_taken.load(Ordering::Acquire)
+                    {
                         this.quiet = Some(super::now() + QUIET_AFTER);
                     }
                 }
@@ -274,12 +278,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Driver<S> {
             if let Some(fired) = fired {
                 if this.quiet.is_some_and(|quiet| quiet <= fired) {
                     this.drop_queue_used = false;
-                    // A queue the application has not emptied yet (messages it has not taken)
-                    // is looked at again a period later: no read may come to arm it.
-                    this.quiet = this
-                        .shared
-                        .release_quiet_queues()
-                        .then(|| super::now() + QUIET_AFTER);
+                    this.quiet = None;
+                    this.shared.release_quiet_queues();
                 }
                 this.dispatch_events();
             }
@@ -468,6 +468,78 @@ mod tests {
         assert!(capacities(&sender).1 > 0, "the unread message is kept");
         assert_eq!(receiver.recv_message().await.unwrap().len(), 6);
         tokio::time::sleep(super::QUIET_AFTER + Duration::from_millis(10)).await;
+        assert_eq!(capacities(&sender), (0, 0, 0));
+    }
+
+    /// Counts the wakes of the task that polls a `Drive`.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A message the application does not take keeps its queue slot, and the driver does not
+    /// wake every quiet period to look at it again: it waits for the receiver to say the
+    /// message was taken, and frees the slot a period after that.
+    #[tokio::test(start_paused = true)]
+    async fn an_unread_message_does_not_wake_the_driver_every_period() {
+        use std::future::Future;
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        use std::task::{Context, Waker};
+
+        let config = crate::Config::default();
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let ws = crate::WebSocket::from_raw(server_io, Role::Server, &config, None, &[]);
+        let (sender, mut receiver, mut drive) = ws.split_with_driver();
+        let (peer_sender, _peer_receiver) =
+            crate::from_raw(client_io, Role::Client, &config, None, bytes::Bytes::new());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        // Polls the drive at once, then whenever it was woken, for `period` of paused time;
+        // returns how many times it polled.
+        let run = async |drive: &mut super::Drive<_>, period: Duration| {
+            let mut polls = 0;
+            let mut seen = usize::MAX;
+            let steps = period.as_millis() / 10;
+            for _ in 0..steps {
+                let now = wakes.0.load(Ordering::SeqCst);
+                if now != seen {
+                    seen = now;
+                    polls += 1;
+                    let mut cx = Context::from_waker(&waker);
+                    assert!(std::pin::Pin::new(&mut *drive).poll(&mut cx).is_pending());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            polls
+        };
+
+        peer_sender.send(Message::text("unread")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        run(&mut drive, Duration::from_millis(100)).await;
+        assert!(
+            capacities(&sender).1 > 0,
+            "the message is queued for the receiver"
+        );
+
+        // The first poll, then at most the one quiet deadline.
+        let polls = run(&mut drive, super::QUIET_AFTER * 5).await;
+        assert!(
+            polls <= 2,
+            "{polls} polls in five quiet periods with the message unread"
+        );
+        assert!(
+            capacities(&sender).1 > 0,
+            "the unread message keeps its slot"
+        );
+
+        // Taking it wakes the driver, which frees the slot a quiet period later.
+        assert_eq!(receiver.recv_message().await.unwrap().len(), 6);
+        run(&mut drive, super::QUIET_AFTER + Duration::from_millis(100)).await;
         assert_eq!(capacities(&sender), (0, 0, 0));
     }
 }

@@ -9,9 +9,16 @@
 //! ```
 //!
 //! The handles share counters, wakers and two queues with the driver (`shared.rs`): no
-//! allocation per connection beyond those queues' items, and no lock contended per message. The driver pulls queued messages only while less
-//! than [`WRITE_HIGH_WATER`] bytes wait to be written, so the replies the protocol owes (pongs,
-//! the close echo) are never stuck behind the application's backlog.
+//! allocation per connection beyond those queues' items, and no lock contended per message.
+//! The driver pulls queued messages only while less than [`WRITE_HIGH_WATER`] bytes wait to be
+//! written, so the replies the protocol owes (pongs, the close echo) are never stuck behind
+//! the application's backlog.
+//!
+//! The single-task [`WebSocket`] is the same connection without the driver and the queues.
+//! Both run one engine: `transport.rs` moves bytes between the transport and the protocol,
+//! and `engine.rs` holds what every owner does alike (a round of work, how a close starts, the
+//! send budget, the endings without a close frame). `driver.rs` and `websocket.rs` add only
+//! where messages come from and go to.
 
 mod command;
 mod driver;

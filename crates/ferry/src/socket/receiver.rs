@@ -80,9 +80,16 @@ impl Receiver {
                 let before = self.shared.received.fetch_sub(len, Ordering::AcqRel);
                 let after = before - len;
                 // Crossing back under the budget: the driver may have paused reading. Drained
-                // while the driver holds a failure: it may now fail the connection.
+                // while the driver holds a failure: it may now fail the connection. Drained
+                // after the driver found the queue still full at its quiet deadline: it may now
+                // free the slots.
                 let crossed = before >= self.shared.recv_budget && after < self.shared.recv_budget;
-                if crossed || (after == 0 && self.shared.stalled.load(Ordering::Acquire)) {
+                if crossed
+                    || (after == 0
+                        && (self.shared.stalled.load(Ordering::Acquire)
+                            || (self.shared.wake_when_taken.load(Ordering::Acquire)
+                                && self.shared.wake_when_taken.swap(false, Ordering::AcqRel))))
+                {
                     self.shared.driver.wake();
                 }
                 Poll::Ready(Some(Incoming::Message(message)))

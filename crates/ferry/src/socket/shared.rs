@@ -49,6 +49,11 @@ pub(crate) struct Shared {
     pub(crate) close_timeout: std::time::Duration,
     /// The driver holds a protocol failure until the receiver has taken every message.
     pub(crate) stalled: AtomicBool,
+    /// Set (under the `incoming` lock) when the queues' quiet deadline found messages the
+    /// receiver has not taken: the receiver wakes the driver once it has taken them all, and
+    /// the driver frees the slots a quiet period later, rather than looking again every period
+    /// while the application does not read.
+    pub(crate) wake_when_taken: AtomicBool,
     /// No more messages may be queued: a close was requested, sent or received.
     pub(crate) closing: AtomicBool,
     /// The application gave up waiting for the close: drop the transport now.
@@ -131,6 +136,7 @@ impl Shared {
             recv_budget: limits.recv_queue_bytes,
             close_timeout: limits.close_timeout,
             stalled: AtomicBool::new(false),
+            wake_when_taken: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             driver: AtomicWaker::new(),
@@ -228,9 +234,13 @@ impl Shared {
 
     /// Frees every slot of the empty queues, the drop queue's included: nothing went through
     /// them for a while, so an idle connection holds no queue memory (about 0.5 KiB per
-    /// subscriber that once received a message, docs/memory.md). Returns whether a queue was
-    /// not empty, so its slots are still held.
-    pub(crate) fn release_quiet_queues(&self) -> bool {
+    /// subscriber that once received a message, docs/memory.md).
+    ///
+    /// A queue that still holds items keeps its slots. Messages the receiver has not taken set
+    /// `wake_when_taken`, so the receiver says when they are gone. Commands and drop-queue
+    /// entries are still there only while the transport cannot take more, and the driver runs
+    /// again when it can, then finds the queues idle at its next read.
+    pub(crate) fn release_quiet_queues(&self) {
         fn free<T>(queue: &mut VecDeque<T>) -> bool {
             if queue.is_empty() {
                 *queue = VecDeque::new();
@@ -238,13 +248,17 @@ impl Shared {
             }
             true
         }
-        let mut held = free(&mut self.commands());
-        held |= free(&mut self.incoming());
+        free(&mut self.commands());
+        let mut incoming = self.incoming();
+        if free(&mut incoming) {
+            self.wake_when_taken.store(true, Ordering::Release);
+        }
+        drop(incoming);
         let mut droppable = self
             .droppable
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        held | free(&mut droppable.entries)
+        free(&mut droppable.entries);
     }
 
     pub(crate) fn is_closing(&self) -> bool {
