@@ -204,7 +204,7 @@ impl Sender {
         }
         let marker = queue.marker;
         queue.bytes += len;
-        queue.entries.push_back((marker, frame));
+        super::shared::push_small(&mut queue.entries, (marker, frame));
         Ok(dropped)
     }
 

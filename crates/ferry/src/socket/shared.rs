@@ -195,7 +195,7 @@ impl Shared {
             if self.driver_gone.load(Ordering::Acquire) {
                 return Err(command);
             }
-            queue.push_back(command);
+            push_small(&mut queue, command);
         }
         self.driver.wake();
         Ok(())
@@ -208,7 +208,7 @@ impl Shared {
             if !self.receiver_alive.load(Ordering::Acquire) {
                 return Err(item);
             }
-            queue.push_back(item);
+            push_small(&mut queue, item);
         }
         self.receiver.wake();
         Ok(())
@@ -274,11 +274,41 @@ impl Shared {
     }
 }
 
+/// Appends to a queue that may have no slots yet. Its first slot is one, not the four a
+/// `VecDeque` starts with: a connection sent a single message (each subscriber of a topic woken
+/// by one publish, say) allocates a quarter as much, 104 bytes for a command instead of 416,
+/// and memory freed a quiet second later is less for the allocator to hold on to. A second
+/// item grows the queue to four slots, as before.
+pub(crate) fn push_small<T>(queue: &mut VecDeque<T>, item: T) {
+    if queue.capacity() == 0 {
+        queue.reserve_exact(1);
+    }
+    queue.push_back(item);
+}
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("buffered", &self.buffered.load(Ordering::Relaxed))
             .field("closing", &self.is_closing())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_queue_starts_with_one_slot_and_grows_to_four() {
+        let mut queue = VecDeque::new();
+        super::push_small(&mut queue, 1u64);
+        assert_eq!(queue.capacity(), 1);
+        queue.pop_front();
+        super::push_small(&mut queue, 2);
+        assert_eq!(queue.capacity(), 1, "a slot that is there is reused");
+        super::push_small(&mut queue, 3);
+        assert_eq!(queue.capacity(), 4);
+        assert_eq!(queue, [2, 3]);
     }
 }
