@@ -17,6 +17,9 @@ run cargo test --locked --quiet -p ferry --no-default-features --features tls --
 run cargo clippy --locked --quiet -p ferry --no-default-features --features hyper --lib -- -D warnings
 # aws-lc-rs instead of ring: the TLS tests handshake with it.
 run cargo test --locked --quiet -p ferry --no-default-features --features aws-lc-rs,webpki-roots,deflate --lib --test tls
+# ring and aws-lc-rs both compiled in (as `--all-features` builds it): rustls can then not
+# guess the process's provider, and the rediss:// client of `ferry serve` must still find one.
+run cargo test --locked --quiet -p ferry-cli --features ferry/aws-lc-rs --test cluster rediss
 # ferry-axum without deflate.
 run cargo clippy --locked --quiet -p ferry-axum --no-default-features --all-targets -- -D warnings
 

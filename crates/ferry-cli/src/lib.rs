@@ -62,6 +62,12 @@ pub fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // The serving side's TLS names ring itself; ferry's wss:// clients and the Redis client's
+    // rediss:// take the process's default provider, which rustls can only guess while exactly
+    // one provider is compiled in. A build that also has ferry's `aws-lc-rs` feature (`cargo
+    // test --workspace --all-features`) panicked in the Redis task, and the node stayed "not
+    // connected yet". Installing ring makes every connection of the command use it.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         // Scripts branch on its exit status; it prints its own one-line error.
         Command::Connect(args) => return cmd::connect::run(*args),

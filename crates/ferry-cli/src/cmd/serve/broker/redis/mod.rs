@@ -148,6 +148,23 @@ impl Shard {
     }
 }
 
+/// Waits for one of a shard's tasks, which run as long as the node. One that panicked (a bug)
+/// would leave the shard waiting for Redis forever, saying only "not connected yet": mark it
+/// down with the reason instead, for `/readyz`, every refused publish and the log.
+async fn watch(shard: Arc<Shard>, task: &'static str, running: tokio::task::JoinHandle<()>) {
+    let Err(err) = running.await else {
+        return;
+    };
+    if !err.is_panic() {
+        // Cancelled: the runtime is shutting down.
+        return;
+    }
+    let why = format!("ferry's Redis {task} task failed (a bug; the log has its panic)");
+    shard.up.store(false, Ordering::Release);
+    *shard.down_because.lock().unwrap_or_else(|e| e.into_inner()) = why.clone();
+    tracing::error!(redis = %shard.url, task, "{why}; this shard stays unavailable until restart");
+}
+
 /// The answer to a submitted publish: the message's position, or why it was not published.
 type PositionReceiver = oneshot::Receiver<Result<Position, Unavailable>>;
 
@@ -191,12 +208,13 @@ impl RedisBroker {
                 orders,
                 publishes,
             });
-            tokio::spawn(publisher(
+            let publishing = tokio::spawn(publisher(
                 shard.clone(),
                 settings.clone(),
                 counters.clone(),
                 publishes_rx,
             ));
+            tokio::spawn(watch(shard.clone(), "publisher", publishing));
             let listener = Listener {
                 shard: shard.clone(),
                 hub: hub.clone(),
@@ -206,7 +224,8 @@ impl RedisBroker {
                 positions: HashMap::new(),
                 last_probe: Instant::now(),
             };
-            tokio::spawn(listener.run(orders_rx));
+            let listening = tokio::spawn(listener.run(orders_rx));
+            tokio::spawn(watch(shard.clone(), "pub/sub listener", listening));
             shards.push(shard);
         }
         Ok(RedisBroker {
