@@ -87,8 +87,7 @@ impl Receiver {
                 if crossed
                     || (after == 0
                         && (self.shared.stalled.load(Ordering::Acquire)
-                            || (self.shared.wake_when_taken.load(Ordering::Acquire)
-                                && self.shared.wake_when_taken.swap(false, Ordering::AcqRel))))
+                            || self.shared.take_wake_when_taken()))
                 {
                     self.shared.driver.wake();
                 }

@@ -261,6 +261,14 @@ impl Shared {
         free(&mut droppable.entries);
     }
 
+    /// Whether the driver asked to be woken once the receiver has taken every message
+    /// (`wake_when_taken`); clears the request. A plain load first: the request is rare, and
+    /// the receiver asks at every message that empties its queue.
+    pub(crate) fn take_wake_when_taken(&self) -> bool {
+        self.wake_when_taken.load(Ordering::Acquire)
+            && self.wake_when_taken.swap(false, Ordering::AcqRel)
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
